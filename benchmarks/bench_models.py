@@ -1,0 +1,352 @@
+"""Forward and input-gradient timings: jaxviz (JAX/Flax) against torchvision (PyTorch).
+
+What it measures, for each model (AlexNet, VGG16, GoogLeNet by default) on one batch of
+random images (default batch 8, 224 x 224, float32):
+
+  forward   logits = model(x)
+  grad      forward + gradient with respect to the INPUT of
+            sum_i logits[i, target_i]  (targets = arange(batch) % 1000),
+            i.e. ``jax.grad(lambda x: logits(x)[arange, t].sum())``; no weight gradients.
+
+Both frameworks run the same weights: a seeded random torchvision module
+(``torch.manual_seed(0)``) is ported with ``weights_port.from_torchvision``, and the
+jax and torch logits and input gradients are compared in the same run (max relative
+error = max |jax - torch| / max |torch|; for the forward the logits are compared with the
+last layer's bias set to zero on both sides, see ``zero_final_bias``), so the timings
+compare equal work.
+
+JAX: ``jax.jit`` with ``variables`` passed as an argument (closing over them would bake
+the weights in as constants), compiled ahead of time (lower + compile, reported
+separately as "jax compile s"), then warm-up calls, then ``repeats`` timed calls with
+``block_until_ready``. PyTorch: ``eval()``, parameters with ``requires_grad=False``,
+``torch.no_grad()`` for the forward, ``requires_grad_`` on the input + ``backward`` for
+the gradient, default thread count, same warm-up and repeats. Times are wall clock
+(``time.perf_counter``), torch and jax calls alternating; the table shows the median
+and, in parentheses, the minimum. The 1-minute load average before and after the run is
+printed: on a shared machine, other processes distort the timings.
+
+On a machine where jax's default backend is a GPU and ``torch.cuda.is_available()``,
+both run on the GPU (torch with ``cudnn.benchmark=True`` and ``cuda.synchronize``).
+TF32 is switched off on both sides for a fair float32 comparison (jax's default matmul
+and convolution precision on GPU may use TF32); ``--allow-tf32`` leaves both at TF32.
+
+Run (from the repository root)::
+
+    PYTHONPATH=. python benchmarks/bench_models.py
+    PYTHONPATH=. python benchmarks/bench_models.py --models alexnet --batch 32 --size 128 \\
+        --repeats 10 --out /tmp/bench.md
+
+The default run took about 3 minutes (2 min 40 s) on a 2-core CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+MODELS = ("alexnet", "vgg16", "googlenet")
+REL_TOL = 1e-4  # agreement above this is flagged in the output
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", default=",".join(MODELS),
+                   help="comma-separated subset of %s (default: all)" % ",".join(MODELS))
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--size", type=int, default=224, help="image height = width (pixels)")
+    p.add_argument("--repeats", type=int, default=5, help="timed calls per measurement")
+    p.add_argument("--warmup", type=int, default=1, help="untimed calls before timing")
+    p.add_argument("--tasks", default="forward,grad", help="comma-separated: forward,grad")
+    p.add_argument("--allow-tf32", action="store_true",
+                   help="GPU only: leave TF32 on in both frameworks (default: strict fp32)")
+    p.add_argument("--out", default=None, help="also write the markdown report to this file")
+    args = p.parse_args(argv)
+    args.models = [m.strip() for m in args.models.split(",") if m.strip()]
+    bad = [m for m in args.models if m not in MODELS]
+    if bad:
+        p.error(f"unknown model(s) {bad}; choose from {list(MODELS)}")
+    args.tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    if any(t not in ("forward", "grad") for t in args.tasks):
+        p.error("--tasks takes forward and/or grad")
+    if args.repeats < 1 or args.warmup < 0:
+        p.error("--repeats must be >= 1 and --warmup >= 0")
+    return args
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def torch_module(name: str):
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    if name == "alexnet":
+        m = torchvision.models.alexnet(weights=None)
+    elif name == "vgg16":
+        m = torchvision.models.vgg16(weights=None)
+    elif name == "googlenet":
+        m = torchvision.models.googlenet(weights=None, init_weights=True, aux_logits=False)
+    else:
+        raise ValueError(name)
+    m.eval()
+    for p in m.parameters():
+        p.requires_grad_(False)  # input gradient only, as in jax
+    return m
+
+
+def time_interleaved(fns, syncs, warmup: int, repeats: int) -> list[list[float]]:
+    """Times each ``fn`` ``repeats`` times, alternating between them call by call.
+
+    Alternating (torch, jax, torch, jax, ...) spreads any load from other processes on
+    the machine over both frameworks instead of landing on whichever ran second.
+    """
+    for fn, sync in zip(fns, syncs):
+        for _ in range(warmup):
+            sync(fn())
+    times = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, sync, ts in zip(fns, syncs, times):
+            t0 = time.perf_counter()
+            sync(fn())
+            ts.append(time.perf_counter() - t0)
+    return times
+
+
+def rel_err(a, b) -> float:
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))
+
+
+def zero_final_bias(tm, variables):
+    """Copies of (torch module, jax variables) with the last Linear's bias set to zero.
+
+    With random initializations the features entering the last layer can be tiny
+    (torchvision's GoogLeNet init gives |logits - bias| ~ 1e-12 against a bias ~ 3e-2),
+    so the logits equal the bias to float32 precision and comparing logits would test
+    nothing. The forward agreement is therefore measured on these bias-free copies.
+    """
+    import copy
+
+    import jax
+    import torch
+
+    tm0 = copy.deepcopy(tm)
+    last = [mod for mod in tm0.modules() if isinstance(mod, torch.nn.Linear)][-1]
+    b = last.bias.detach().cpu().numpy().copy()
+    with torch.no_grad():
+        last.bias.zero_()
+    hits = []
+
+    def zero(leaf):
+        a = np.asarray(leaf)
+        if a.shape == b.shape and np.array_equal(a, b):
+            hits.append(1)
+            return jax.numpy.zeros_like(leaf)
+        return leaf
+
+    v0 = jax.tree_util.tree_map(zero, variables)
+    if len(hits) != 1:
+        raise RuntimeError(f"found {len(hits)} jax leaves equal to the final torch bias, expected 1")
+    return tm0, v0
+
+
+def bench_model(name, args, on_gpu, jdev, log):
+    import jax
+    import jax.numpy as jnp
+    import torch
+
+    from weights_port import from_torchvision
+
+    n, s = args.batch, args.size
+    tdev = torch.device("cuda" if on_gpu else "cpu")
+    tsync = (lambda _: torch.cuda.synchronize()) if on_gpu else (lambda _: None)
+
+    tm = torch_module(name)
+    model, variables = from_torchvision(tm)
+    tm = tm.to(tdev)
+    variables = jax.device_put(variables, jdev)
+
+    x_np = np.random.default_rng(0).standard_normal((n, s, s, 3), dtype=np.float32)
+    t_np = (np.arange(n) % 1000).astype(np.int32)
+    x_j, t_j = jax.device_put(x_np, jdev), jax.device_put(t_np, jdev)
+    x_t = torch.from_numpy(x_np.transpose(0, 3, 1, 2).copy()).to(tdev)
+    t_t = torch.from_numpy(t_np).long().to(tdev)
+    rows_t = torch.arange(n, device=tdev)
+
+    def j_forward(v, x):
+        return model.apply(v, x)
+
+    def j_objective(x, v, t):
+        return model.apply(v, x)[jnp.arange(x.shape[0]), t].sum()
+
+    j_grad = jax.grad(j_objective)  # w.r.t. x only
+
+    def t_forward():
+        with torch.no_grad():
+            return tm(x_t)
+
+    def t_grad():
+        x = x_t.detach().clone().requires_grad_(True)
+        tm(x)[rows_t, t_t].sum().backward()
+        return x.grad
+
+    results = {}
+    for task in args.tasks:
+        if task == "forward":
+            fn, jargs, tfn = j_forward, (variables, x_j), t_forward
+        else:
+            fn, jargs, tfn = j_grad, (x_j, variables, t_j), t_grad
+
+        t0 = time.perf_counter()
+        compiled = jax.jit(fn).lower(*jargs).compile()
+        compile_s = time.perf_counter() - t0
+
+        # agreement on the same inputs and weights (outside the timed region)
+        if task == "forward":
+            tm0, v0 = zero_final_bias(tm, variables)
+            out_j = np.asarray(compiled(v0, x_j))
+            with torch.no_grad():
+                out_t = tm0(x_t).cpu().numpy()
+            del tm0, v0
+        else:
+            out_j = np.asarray(compiled(*jargs))
+            out_t = tfn().detach().cpu().numpy().transpose(0, 2, 3, 1)
+        err = rel_err(out_j, out_t)
+
+        log(f"  {name} {task}: jax compile {compile_s:.2f} s, max rel err {err:.2e}; timing ...")
+        tt, jt = time_interleaved([tfn, lambda: compiled(*jargs)], [tsync, jax.block_until_ready],
+                                  args.warmup, args.repeats)
+        log(f"  {name} {task}: torch median {statistics.median(tt):.4f} s, "
+            f"jax median {statistics.median(jt):.4f} s")
+        results[task] = dict(torch=tt, jax=jt, compile=compile_s, err=err)
+        del compiled
+    del tm, variables
+    return results
+
+
+def fmt_times(ts):
+    return f"{statistics.median(ts):.4f} ({min(ts):.4f})"
+
+
+def report(all_results, args, info) -> str:
+    lines = [
+        f"Batch {args.batch}, {args.size} x {args.size} px, float32, device: {info['device']}; "
+        f"median of {args.repeats} timed calls after {args.warmup} warm-up "
+        f"(minimum in parentheses), seconds.",
+        "",
+        "| model | task | torch s | jax s | jax/torch ratio | jax compile s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, res in all_results.items():
+        for task, r in res.items():
+            ratio = statistics.median(r["jax"]) / statistics.median(r["torch"])
+            lines.append(f"| {name} | {task} | {fmt_times(r['torch'])} | {fmt_times(r['jax'])} "
+                         f"| {ratio:.2f} | {r['compile']:.2f} |")
+    lines += ["", "Agreement, jax vs torch on the same weights and inputs "
+              "(max |jax - torch| / max |torch|; forward: logits with the last bias zeroed, "
+              "grad: input gradient):", ""]
+    for name, res in all_results.items():
+        parts = []
+        for task, r in res.items():
+            flag = f" **ABOVE {REL_TOL:g}**" if not r["err"] <= REL_TOL else ""
+            parts.append(f"{task} {r['err']:.1e}{flag}")
+        lines.append(f"- {name}: " + ", ".join(parts))
+    if any(task == "grad" and not r["err"] <= REL_TOL for res in all_results.values()
+           for task, r in res.items()):
+        lines += ["", "Note: an input gradient through max pooling is discontinuous where a "
+                  "window's two largest inputs nearly tie; float32 rounding can then send the "
+                  "gradient to a different element in jax and torch (and either may differ "
+                  "from float64). Rerun the comparison in float64 to tell this from a porting "
+                  "error (benchmarks/RESULTS.md)."]
+    lines += ["", f"Machine: {info['machine']}",
+              f"Load average (1 min) before / after: {info['load']}",
+              f"Date: {info['date']}", ""]
+    return "\n".join(lines)
+
+
+def write_atomic(path: str, text: str) -> None:
+    d = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=".md")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    # jax and torch share the GPU when there is one: let jax allocate on demand.
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
+    import jax
+    import torch
+    import torchvision
+
+    on_gpu = jax.default_backend() == "gpu" and torch.cuda.is_available()
+    if on_gpu:
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = args.allow_tf32
+        torch.backends.cudnn.allow_tf32 = args.allow_tf32
+        if not args.allow_tf32:
+            # XLA:GPU's default precision may run fp32 dots/convs as TF32.
+            jax.config.update("jax_default_matmul_precision", "float32")
+        device = (f"GPU: {torch.cuda.get_device_name(0)} "
+                  f"(jax {jax.devices()[0].device_kind}); "
+                  f"TF32 {'allowed' if args.allow_tf32 else 'off (strict fp32) in both'}")
+    else:
+        device = "CPU"
+        if jax.default_backend() != "cpu" or torch.cuda.is_available():
+            device += (f" (jax backend {jax.default_backend()}, torch cuda "
+                       f"{torch.cuda.is_available()}: not both on GPU, so both run on CPU)")
+    jdev = jax.devices()[0] if on_gpu else jax.devices("cpu")[0]
+
+    machine = (f"{cpu_model()}, {os.cpu_count()} cores; Python {platform.python_version()}, "
+               f"jax {jax.__version__}, torch {torch.__version__} "
+               f"({torch.get_num_threads()} threads), torchvision {torchvision.__version__}")
+    load_before = os.getloadavg()[0]
+    info = dict(device=device, machine=machine,
+                date=datetime.date.today().isoformat())
+
+    def log(msg):
+        print(msg, file=sys.stderr, flush=True)
+
+    log(f"device: {device}\nmachine: {machine}")
+    all_results = {}
+    t_start = time.perf_counter()
+    for name in args.models:
+        log(f"{name} ...")
+        all_results[name] = bench_model(name, args, on_gpu, jdev, log)
+    log(f"total {time.perf_counter() - t_start:.0f} s")
+    info["load"] = f"{load_before:.2f} / {os.getloadavg()[0]:.2f}"
+
+    text = report(all_results, args, info)
+    print(text)
+    if args.out:
+        write_atomic(args.out, text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

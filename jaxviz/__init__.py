@@ -1,0 +1,27 @@
+"""jaxviz: look inside convolutional networks with JAX.
+
+torchvision's AlexNet, VGG and GoogLeNet run as Flax Linen modules (NHWC) with their
+weights ported and checked against PyTorch layer by layer; every visualization is a
+pure JAX function of ``(model, variables, x)``.
+
+Example::
+
+    import jaxviz as jv
+
+    model, variables = jv.load("alexnet", weights=None)   # or "DEFAULT", or a file
+    x = jv.data.preprocess(jv.data.sample_image("chelsea"))
+    acts = jv.activations(model, variables, x, ["conv1", "features.10"])
+    print(jv.render.summary(acts["conv1"]))
+"""
+
+from jaxviz import data as data
+from jaxviz import models as models
+from jaxviz import render as render
+from jaxviz import rules as rules
+from jaxviz.capture import LayerInfo as LayerInfo
+from jaxviz.capture import activations as activations
+from jaxviz.capture import layer_names as layer_names
+from jaxviz.models.loading import load as load
+from jaxviz.models.weights import WeightsError as WeightsError
+
+__version__ = "0.1.0"

@@ -1,0 +1,167 @@
+"""The ``jaxviz`` command.
+
+Subcommands:
+
+``jaxviz layers MODEL [--weights W] [--image PATH] [--size N | --size H W] [--seed S]``
+  Every layer of ``MODEL`` in forward order, with its alias, its kind and a one-line
+  summary of its output for one image, then the model's top-5 predictions.
+
+Example::
+
+    $ jaxviz layers alexnet --size 128
+    weights: seeded random weights (seed 0): activations show the architecture, not learned features
+    image:   bundled photograph 'chelsea' (jaxviz.data.sample_image), shorter side resized to 146, ...
+    layer         alias    kind               output
+    features.0    [conv1]  Conv2d             (1, 31, 31, 64) n=61504 x∈[-2.353, 2.074] μ=-0.010 σ=0.403
+    features.1    [relu1]  ReLU               (1, 31, 31, 64) n=61504 x∈[0., 2.074] μ=0.149 σ=0.239
+    ...
+
+Errors (unknown model, missing image, unusable weight file, failed download) print one
+``jaxviz: error: ...`` message on stderr and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+
+import jaxviz as jv
+from jaxviz.models.registry import check_name
+
+SAMPLE = "chelsea"
+TOP = 5
+# torchvision's evaluation transform resizes to 256 before a 224 crop; other sizes keep
+# that ratio, so the crop shows the whole image's centre at any size, never zero padding.
+RESIZE_RATIO = 256 / 224
+# What a failed command raises from the library; reported as one message, exit status 2.
+USER_ERRORS = (ValueError, KeyError, OSError, jv.WeightsError, ImportError, RuntimeError)
+
+
+def _message(error: BaseException) -> str:
+    # str(KeyError("x")) is "'x'": use the argument itself.
+    if isinstance(error, KeyError) and len(error.args) == 1:
+        return str(error.args[0])
+    return str(error) or type(error).__name__
+
+
+def _size(values: Sequence[int]) -> tuple[int, int]:
+    """``--size`` as (H, W); raises ValueError for anything but one or two positive ints."""
+    if len(values) not in (1, 2):
+        raise ValueError(f"--size takes N or H W, got {len(values)} numbers")
+    if any(v <= 0 for v in values):
+        raise ValueError(f"--size must be positive, got {' '.join(map(str, values))}")
+    return (values[0], values[-1])
+
+
+def _table(rows: Sequence[Sequence[str]]) -> list[str]:
+    """Rows of cells as lines with left-aligned columns; the last column is not padded."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return ["  ".join([*(cell.ljust(w) for cell, w in zip(row, widths)), row[-1]]).rstrip()
+            for row in rows]
+
+
+def _describe_weights(weights: str | None, seed: int) -> str:
+    if weights is None:
+        return (f"seeded random weights (seed {seed}): activations show the architecture, "
+                f"not learned features")
+    if weights == "DEFAULT":
+        return "torchvision's ImageNet weights (DEFAULT)"
+    return f"from {weights}"
+
+
+def layers(args: argparse.Namespace, out: TextIO) -> int:
+    """``jaxviz layers``: every layer's output summary for one image, then the top-5."""
+    # Everything cheap first: a typo should not wait for the weights.
+    check_name(args.model)
+    if args.seed is not None and args.weights is not None:
+        raise ValueError("--seed chooses random weights; it cannot be used with --weights")
+    seed = 0 if args.seed is None else args.seed
+    hw = args.size
+    resize = round(max(hw) * RESIZE_RATIO)
+    source = jv.data.sample_image(SAMPLE) if args.image is None else Path(args.image)
+    x = jv.data.preprocess(source, hw, resize=resize)
+    image = (f"bundled photograph {SAMPLE!r} (jaxviz.data.sample_image)" if args.image is None
+             else args.image)
+    model, variables = jv.load(args.model, weights=args.weights, seed=seed)
+
+    table = jv.layer_names(model, hw)
+    acts = jv.activations(model, variables, x, [info.path for info in table])
+    print(f"weights: {_describe_weights(args.weights, seed)}", file=out)
+    print(f"image:   {image}, shorter side resized to {resize}, centre {hw[0]}x{hw[1]} cropped",
+          file=out)
+    rows = [("layer", "alias", "kind", "output")]
+    rows += [(info.path, f"[{info.alias}]" if info.alias else "", info.kind,
+              jv.render.summary(acts[info.path])) for info in table]
+    for line in _table(rows):
+        print(line, file=out)
+
+    # The last layer to finish is the classifier: its output is the logits.
+    logits = np.asarray(acts[table[-1].path])
+    classes = logits.shape[-1]
+    names = None if classes == len(jv.data.imagenet_classes()) else [f"class {i}" for i in range(classes)]
+    top = jv.data.decode_predictions(logits, top=min(TOP, classes), names=names)[0]
+    caveat = " (meaningless: random weights)" if args.weights is None else ""
+    print(f"top-{len(top)} predictions{caveat}:", file=out)
+    print("\n".join(_table([(f"{p:7.2%}", str(i), name) for i, name, p in top])), file=out)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="jaxviz", description="Look inside convolutional networks with JAX.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = commands.add_parser(
+        "layers", help="every layer's output for one image, in forward order",
+        description="Print every layer of MODEL in forward order (path, alias, kind, a summary "
+                    "of its output for one image), then the top-5 predictions.")
+    p.add_argument("model", metavar="MODEL",
+                   help=f"architecture: {', '.join(jv.models.ARCHITECTURES)}")
+    p.add_argument("--weights", metavar="W", default=None,
+                   help="DEFAULT (torchvision's ImageNet weights, downloaded), or a .safetensors/"
+                        ".pth file; default: seeded random weights")
+    p.add_argument("--image", metavar="PATH", default=None,
+                   help=f"image file; default: the bundled photograph {SAMPLE!r}")
+    p.add_argument("--size", metavar="N", type=int, nargs="+", default=[224],
+                   help="input size after preprocessing: N (square) or H W (default 224)")
+    p.add_argument("--seed", type=int, default=None, help="seed of the random weights (default 0)")
+    p.set_defaults(run=layers, parser=p)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the ``jaxviz`` command with ``argv`` (default ``sys.argv[1:]``); returns its exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if hasattr(args, "size"):
+            try:
+                args.size = _size(args.size)
+            except ValueError as e:
+                args.parser.error(str(e))
+    except SystemExit as e:  # --help, or a usage error argparse already printed
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+    if getattr(sys.stdout, "encoding", None) and hasattr(sys.stdout, "reconfigure"):
+        try:  # summaries use "∈μσ"; a console that cannot show them gets "?" instead
+            "∈μσ".encode(sys.stdout.encoding)
+        except (UnicodeEncodeError, LookupError):
+            sys.stdout.reconfigure(errors="replace")
+    try:
+        return args.run(args, sys.stdout)
+    except BrokenPipeError:  # `jaxviz layers ... | head`: stop quietly, as the reader did
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except USER_ERRORS as e:
+        print(f"jaxviz: error: {_message(e)}", file=sys.stderr)
+        if getattr(args, "weights", None) == "DEFAULT" and isinstance(e, RuntimeError):
+            print("jaxviz: hint: pass a local file instead: --weights PATH (.safetensors or .pth)",
+                  file=sys.stderr)
+        return 2

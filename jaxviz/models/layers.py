@@ -1,0 +1,171 @@
+"""Torch-exact tensor operations in NHWC, as pure functions.
+
+Each function computes what the torch layer of the same name computes, including
+its edge cases: torch's output-size arithmetic for ``ceil_mode`` pooling, the bin
+edges of adaptive average pooling, and batch normalization in inference and training
+modes. Layouts are NHWC for activations, HWIO for convolution kernels and (in, out)
+for linear kernels.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+IntPair = int | Sequence[int]
+
+
+def pair(v: IntPair) -> tuple[int, int]:
+    """``3 -> (3, 3)``; ``(3, 5) -> (3, 5)``."""
+    if isinstance(v, int):
+        return (v, v)
+    v = tuple(int(t) for t in v)
+    if len(v) != 2:
+        raise ValueError(f"expected an int or a pair of ints, got {v!r}")
+    return v
+
+
+def conv2d(
+    x: jax.Array,
+    kernel: jax.Array,
+    bias: jax.Array | None = None,
+    *,
+    stride: IntPair = 1,
+    padding: IntPair = 0,
+    dilation: IntPair = 1,
+    groups: int = 1,
+    precision: lax.PrecisionLike = None,
+) -> jax.Array:
+    """``torch.nn.functional.conv2d`` with zero padding, in NHWC.
+
+    Args:
+      x: (N, H, W, C_in).
+      kernel: (kh, kw, C_in // groups, C_out), torch's (C_out, C_in, kh, kw) transposed
+        by ``(2, 3, 1, 0)``.
+      bias: (C_out,) or None.
+      stride, padding, dilation: ints or (h, w) pairs, as in torch (symmetric padding).
+      groups: feature groups.
+      precision: passed to ``lax.conv_general_dilated``.
+
+    Returns:
+      (N, H', W', C_out) with ``H' = (H + 2p - d (k - 1) - 1) // s + 1``.
+    """
+    ph, pw = pair(padding)
+    dtype = jnp.result_type(x, kernel)
+    x, kernel = x.astype(dtype), kernel.astype(dtype)
+    y = lax.conv_general_dilated(
+        x,
+        kernel,
+        window_strides=pair(stride),
+        padding=((ph, ph), (pw, pw)),
+        rhs_dilation=pair(dilation),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=groups,
+        precision=precision,
+    )
+    if bias is not None:
+        y = y + bias
+    return y
+
+
+def linear(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None, *,
+           precision: lax.PrecisionLike = None) -> jax.Array:
+    """``torch.nn.functional.linear`` with the kernel stored (in, out)."""
+    y = jnp.matmul(x, kernel, precision=precision)
+    if bias is not None:
+        y = y + bias
+    return y
+
+
+def pool_output_size(size: int, kernel: int, stride: int, padding: int, ceil_mode: bool,
+                     dilation: int = 1) -> int:
+    """Output length of torch's max/avg pooling along one axis.
+
+    ``(size + 2p - d (k - 1) - 1) / s + 1`` rounded down, or up with ``ceil_mode``, where
+    a last window that would start inside the right padding is dropped (torch's rule).
+    """
+    span = size + 2 * padding - dilation * (kernel - 1) - 1
+    if span < 0:
+        raise ValueError(
+            f"pooling window {kernel} (dilation {dilation}, padding {padding}) is larger "
+            f"than the padded input of length {size}")
+    out = (-(-span // stride) if ceil_mode else span // stride) + 1
+    if ceil_mode and (out - 1) * stride >= size + padding:
+        out -= 1
+    return out
+
+
+def pool_padding(size: int, kernel: int, stride: int, padding: int, ceil_mode: bool,
+                 dilation: int = 1) -> tuple[int, int]:
+    """(before, after) padding that makes a VALID window reduction give torch's size.
+
+    torch pads ``padding`` on both sides and, in ``ceil_mode``, lets the last window
+    run past the end; the extra positions are filled like the padding (``-inf`` for
+    max pooling), so they never win.
+    """
+    out = pool_output_size(size, kernel, stride, padding, ceil_mode, dilation)
+    after = (out - 1) * stride + dilation * (kernel - 1) + 1 - size - padding
+    return padding, max(after, 0)
+
+
+def adaptive_pool_bins(size: int, out: int) -> list[tuple[int, int]]:
+    """torch's bins for adaptive pooling: ``[floor(i*size/out), ceil((i+1)*size/out))``."""
+    if size < 1 or out < 1:
+        raise ValueError(f"adaptive pooling needs positive sizes, got input {size}, output {out}")
+    return [((i * size) // out, -(-((i + 1) * size) // out)) for i in range(out)]
+
+
+def _adaptive_matrix(size: int, out: int, dtype) -> np.ndarray:
+    m = np.zeros((out, size), dtype=np.float64)
+    for i, (a, b) in enumerate(adaptive_pool_bins(size, out)):
+        m[i, a:b] = 1.0 / (b - a)
+    return m.astype(dtype)
+
+
+def adaptive_avg_pool2d(x: jax.Array, output_size: IntPair) -> jax.Array:
+    """``torch.nn.functional.adaptive_avg_pool2d`` in NHWC.
+
+    Output cell ``(i, j)`` is the mean of the input over rows
+    ``[floor(i H / h), ceil((i + 1) H / h))`` and the same rule for columns; bins
+    overlap when ``H`` is not a multiple of ``h`` and repeat rows when ``H < h``.
+    Computed as two small averaging matrices applied to the rows and the columns.
+    """
+    oh, ow = pair(output_size)
+    _, h, w, _ = x.shape
+    if (h, w) == (oh, ow):
+        return x
+    if (oh, ow) == (1, 1):
+        return jnp.mean(x, axis=(1, 2), keepdims=True)
+    rows = jnp.asarray(_adaptive_matrix(h, oh, x.dtype))
+    cols = jnp.asarray(_adaptive_matrix(w, ow, x.dtype))
+    return jnp.einsum("ph,nhwc,qw->npqc", rows, x, cols, precision=lax.Precision.HIGHEST)
+
+
+def batch_norm(
+    x: jax.Array,
+    mean: jax.Array,
+    var: jax.Array,
+    scale: jax.Array,
+    bias: jax.Array,
+    eps: float,
+) -> jax.Array:
+    """Inference batch normalization, ``(x - mean) / sqrt(var + eps) * scale + bias``.
+
+    Evaluated as torch's CPU kernel does: ``x * a + (bias - mean * a)`` with
+    ``a = scale / sqrt(var + eps)``.
+    """
+    a = scale * lax.rsqrt(var + jnp.asarray(eps, var.dtype))
+    return x * a + (bias - mean * a)
+
+
+def batch_statistics(x: jax.Array) -> tuple[jax.Array, jax.Array, int]:
+    """Mean and biased variance over (N, H, W) of ``x: (N, H, W, C)``, and the count."""
+    n = math.prod(x.shape[:-1])
+    mean = jnp.mean(x, axis=tuple(range(x.ndim - 1)))
+    var = jnp.mean(jnp.square(x - mean), axis=tuple(range(x.ndim - 1)))
+    return mean, var, n

@@ -1,0 +1,174 @@
+"""Backward rules for ReLU and max pooling, as ``jax.custom_vjp`` operations.
+
+Every rule leaves the forward pass unchanged and replaces only what the backward
+pass sends to the layer's input, given the gradient ``g`` arriving at its output
+and the layer's input ``s``:
+
+=============  =====================================  ==========================================
+rule           ReLU backward                          max-pool backward
+=============  =====================================  ==========================================
+``gradient``   ``1[s > 0] * g`` (autodiff)            to the arg-max of each window (autodiff)
+``deconvnet``  ``relu(g)``                            to the arg-max of each window
+``guided``     ``1[s > 0] * relu(g)``                 to the arg-max of each window
+``linear``     ``g`` (ReLU as identity)               the gradient of the average pool over the
+                                                      same windows
+=============  =====================================  ==========================================
+
+References:
+  Zeiler & Fergus, "Visualizing and Understanding Convolutional Networks", ECCV 2014
+  (DeconvNet). Springenberg et al., "Striving for Simplicity: The All Convolutional
+  Net", ICLR 2015 workshop, arXiv:1412.6806 (guided backpropagation). Olah et al.,
+  "Visualizing Weights", Distill 2020 (expanded weights: ReLU as identity and max
+  pooling as average pooling in the backward pass).
+
+A model selects a rule with ``model.clone(rules=...)``; its ReLU and max-pool
+layers call :func:`relu` and :func:`max_pool` with that name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+RULES: tuple[str, ...] = ("gradient", "deconvnet", "guided", "linear")
+
+
+def check_rule(rule: str) -> str:
+    """Returns ``rule`` if it names a backward rule; raises ``ValueError`` otherwise."""
+    if rule not in RULES:
+        raise ValueError(f"unknown backward rule {rule!r}; expected one of {', '.join(RULES)}")
+    return rule
+
+
+# --- ReLU ---------------------------------------------------------------------------
+
+
+def _relu_forward(x: jax.Array) -> jax.Array:
+    return jnp.maximum(x, jnp.zeros((), x.dtype))
+
+
+@jax.custom_vjp
+def deconvnet_relu(x: jax.Array) -> jax.Array:
+    """ReLU whose backward pass sends ``relu(g)`` (Zeiler & Fergus 2014)."""
+    return _relu_forward(x)
+
+
+deconvnet_relu.defvjp(
+    lambda x: (_relu_forward(x), None),
+    lambda _, g: (_relu_forward(g),),
+)
+
+
+@jax.custom_vjp
+def guided_relu(x: jax.Array) -> jax.Array:
+    """ReLU whose backward pass sends ``1[x > 0] * relu(g)`` (Springenberg et al. 2014)."""
+    return _relu_forward(x)
+
+
+guided_relu.defvjp(
+    lambda x: (_relu_forward(x), x > 0),
+    lambda positive, g: (jnp.where(positive & (g > 0), g, jnp.zeros((), g.dtype)),),
+)
+
+
+@jax.custom_vjp
+def linear_relu(x: jax.Array) -> jax.Array:
+    """ReLU whose backward pass is the identity (expanded weights, Olah et al. 2020)."""
+    return _relu_forward(x)
+
+
+linear_relu.defvjp(lambda x: (_relu_forward(x), None), lambda _, g: (g,))
+
+
+def relu(x: jax.Array, rule: str = "gradient") -> jax.Array:
+    """``max(x, 0)`` with the backward pass of ``rule`` (see the module docstring).
+
+    The ``gradient`` rule is ``jax.nn.relu``, whose derivative at 0 is 0, as in torch.
+    """
+    if rule == "gradient":
+        return jax.nn.relu(x)
+    if rule == "deconvnet":
+        return deconvnet_relu(x)
+    if rule == "guided":
+        return guided_relu(x)
+    if rule == "linear":
+        return linear_relu(x)
+    raise ValueError(f"unknown backward rule {rule!r}; expected one of {', '.join(RULES)}")
+
+
+# --- max pooling ----------------------------------------------------------------------
+
+Padding = Sequence[tuple[int, int]]
+
+
+def _window(window: Sequence[int], strides: Sequence[int], padding: Padding):
+    dims = (1, *window, 1)
+    steps = (1, *strides, 1)
+    pads = ((0, 0), *((int(lo), int(hi)) for lo, hi in padding), (0, 0))
+    return dims, steps, pads
+
+
+def _max_pool(x, window, strides, padding):
+    dims, steps, pads = _window(window, strides, padding)
+    return lax.reduce_window(x, -jnp.inf, lax.max, dims, steps, pads)
+
+
+def _avg_pool_valid(x, window, strides, padding):
+    """Average over the window's elements that lie inside the input (not the padding)."""
+    dims, steps, pads = _window(window, strides, padding)
+    total = lax.reduce_window(x, 0.0, lax.add, dims, steps, pads)
+    ones = jnp.ones((1, *x.shape[1:3], 1), x.dtype)
+    count = lax.reduce_window(ones, 0.0, lax.add, dims, steps, pads)
+    return total / count
+
+
+def max_pool(
+    x: jax.Array,
+    window: Sequence[int],
+    strides: Sequence[int],
+    padding: Padding,
+    rule: str = "gradient",
+) -> jax.Array:
+    """Max pooling of ``x: (N, H, W, C)`` with explicit ``((lo, hi), (lo, hi))`` padding.
+
+    Padded positions hold ``-inf`` and never win a window, as in torch. With
+    ``rule="linear"`` the backward pass is that of the average pool over the same
+    windows (each window's gradient shared equally among its elements that lie inside
+    the input); every other rule routes the gradient to each window's maximum.
+
+    Args:
+      x: (N, H, W, C) input.
+      window: (kh, kw).
+      strides: (sh, sw).
+      padding: ((top, bottom), (left, right)), already including any extra
+        bottom/right padding that torch's ``ceil_mode`` implies.
+      rule: a name in :data:`RULES`.
+
+    Returns:
+      (N, H', W', C) pooled array.
+    """
+    check_rule(rule)
+    window, strides = tuple(window), tuple(strides)
+    padding = tuple((int(lo), int(hi)) for lo, hi in padding)
+    if rule != "linear":
+        return _max_pool(x, window, strides, padding)
+    return _linear_max_pool(x, window, strides, padding)
+
+
+def _linear_max_pool(x, window, strides, padding):
+    @jax.custom_vjp
+    def pool(x):
+        return _max_pool(x, window, strides, padding)
+
+    def fwd(x):
+        return pool(x), x
+
+    def bwd(x, g):
+        _, vjp = jax.vjp(lambda t: _avg_pool_valid(t, window, strides, padding), x)
+        return vjp(g)
+
+    pool.defvjp(fwd, bwd)
+    return pool(x)

@@ -1,0 +1,74 @@
+"""Shared fixtures: seeded torchvision references and inputs.
+
+Tolerances used across the suite (relative to the largest magnitude of the compared
+array, so a near-zero entry cannot blow up the ratio):
+  float32: 1e-5. Ported and torch layers sum the same products in different orders;
+    float32 rounding (eps 6e-8 per operation) accumulated over a few thousand-term dot
+    products and ~20 layers stays well under it (measured: up to 4e-6).
+  float64: 1e-12. The same orders in float64 (eps 1e-16) leave about 1e-14.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+F32_TOL = 1e-5
+F64_TOL = 1e-12
+
+
+def max_rel_err(actual, expected) -> float:
+    """max |actual - expected| / max |expected| (the scale of the whole array)."""
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    assert actual.shape == expected.shape, (actual.shape, expected.shape)
+    scale = np.abs(expected).max()
+    return float(np.abs(actual - expected).max() / (scale if scale > 0 else 1.0))
+
+
+def nhwc(t) -> np.ndarray:
+    """A torch tensor (N, C, H, W) or (N, F) as a numpy NHWC copy (or unchanged 2-D).
+
+    A copy, because torch may later overwrite the tensor in place (GoogLeNet's
+    ``F.relu(bn(x), inplace=True)`` would rewrite a recorded BatchNorm output)."""
+    a = t.detach().cpu().numpy()
+    return np.array(a.transpose(0, 2, 3, 1) if a.ndim == 4 else a)
+
+
+def torchvision_model(name: str, seed: int = 0, **kwargs):
+    """A seeded random torchvision model in eval mode, ReLUs not in place, with random
+    BatchNorm affine parameters and running statistics (so BN is not the identity).
+
+    GoogLeNet's convolutions are redrawn with He (Kaiming) normal weights: torchvision
+    initializes them with std 0.01, under which the signal fades layer by layer until
+    deep activations hardly depend on the input (every max-pool window a near-tie),
+    which would leave the deep layers of the comparison untested."""
+    torch = pytest.importorskip("torch")
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(seed)
+    if name == "googlenet":
+        kwargs.setdefault("init_weights", True)
+    model = torchvision.models.get_model(name, weights=None, **kwargs).eval()
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for m in model.modules():
+            if hasattr(m, "inplace"):
+                m.inplace = False
+            if name == "googlenet" and isinstance(m, torch.nn.Conv2d):
+                fan_in = m.weight[0].numel()
+                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * (2.0 / fan_in) ** 0.5)
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.copy_(torch.rand(m.num_features, generator=g) - 0.5)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) * 1.5 + 0.5)
+                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.bias.copy_(torch.rand(m.num_features, generator=g) - 0.5)
+    return model
+
+
+def photo_and_noise(size: tuple[int, int], seed: int = 0) -> np.ndarray:
+    """(2, H, W, 3) float32: the bundled cat photograph (resized exactly to ``size``,
+    ImageNet-normalized) and standard normal noise."""
+    from jaxviz import data
+
+    photo = data.preprocess(data.sample_image("chelsea"), size, resize="exact")
+    noise = np.random.default_rng(seed).standard_normal((1, *size, 3)).astype(np.float32)
+    return np.concatenate([photo, noise]).astype(np.float32)
