@@ -18,6 +18,7 @@ from jaxviz import data as data
 from jaxviz import models as models
 from jaxviz import render as render
 from jaxviz import rules as rules
+from jaxviz import switches as switches
 from jaxviz.capture import LayerInfo as LayerInfo
 from jaxviz.capture import activations as activations
 from jaxviz.capture import layer_names as layer_names

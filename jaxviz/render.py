@@ -5,6 +5,15 @@ array in the style of the lovely-tensors package, and the contrast scalings
 :func:`sigmas` and :func:`pos_sigmas` used before showing weights and activations
 as images.
 
+Maps (attributions, activations) become pictures in four steps, each a function of
+arrays (numpy or jax in, numpy out)::
+
+    m = reduce_channels(grads, "abs_sum")          # (N, H, W, 3) -> (N, H, W)
+    m = clip_percentile(m, high=99.5)              # per example, to [0, 1]
+    heat = heatmap(m, "inferno")                   # (N, H, W, 3) uint8
+    pic = overlay(to_uint8_image(x), heat, alpha=0.5)
+    save_png(grid(pic, ncols=4, labels=names), "maps.png")
+
 Example::
 
     >>> summary(np.arange(12, dtype=np.float32).reshape(3, 4))
@@ -13,13 +22,31 @@ Example::
 
 from __future__ import annotations
 
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 
-__all__ = ["pos_sigmas", "sigmas", "summary"]
+__all__ = [
+    "CMAPS",
+    "REDUCTIONS",
+    "clip_percentile",
+    "grid",
+    "heatmap",
+    "overlay",
+    "pos_sigmas",
+    "reduce_channels",
+    "save_png",
+    "sigmas",
+    "summary",
+    "to_uint8_image",
+]
 
 # lovely-tensors' defaults: 3 decimals; scientific notation outside [1e-4, 1e3].
 _PRECISION = 3
@@ -239,3 +266,367 @@ def pos_sigmas(x: jax.typing.ArrayLike, n: float = 2) -> jax.Array:
     var = jnp.sum(jnp.where(positive, (x - mean) ** 2, 0)) / jnp.maximum(k - 1, 1)
     std = jnp.where(k >= 2, jnp.sqrt(var), jnp.nan)
     return x / (n * _std_or_one(std))
+
+
+# --- maps for display -------------------------------------------------------------------
+#
+# Everything below takes numpy or jax arrays with concrete values and returns numpy.
+
+# ImageNet statistics, the same numbers as jaxviz.data.IMAGENET_MEAN / IMAGENET_STD
+# (render sits on the lowest floor and imports nothing of ours; a test checks they agree).
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+REDUCTIONS: tuple[str, ...] = ("abs_sum", "sum", "abs_max", "l2")
+
+# Colour maps as anchor colours (8-bit RGB) spaced evenly over the map's domain and
+# interpolated linearly between. "inferno": ten samples of matplotlib's perceptually
+# uniform inferno (van der Walt & Smith), black-purple-orange-pale yellow, domain
+# [0, 1]. "diverging": blue-white-red (ColorBrewer RdBu endpoints), domain [-1, 1],
+# white exactly at 0.
+CMAPS: dict[str, tuple[tuple[int, int, int], ...]] = {
+    "inferno": (
+        (0, 0, 4), (27, 12, 65), (74, 12, 107), (120, 28, 109), (165, 44, 96),
+        (207, 68, 70), (237, 105, 37), (251, 155, 6), (247, 209, 61), (252, 255, 164),
+    ),
+    "diverging": (
+        (5, 48, 97), (67, 147, 195), (255, 255, 255), (214, 96, 77), (103, 0, 31),
+    ),
+}
+_CMAP_DOMAIN = {"inferno": (0.0, 1.0), "diverging": (-1.0, 1.0)}
+
+
+def _concrete(x: Any, fname: str) -> np.ndarray:
+    try:
+        return np.asarray(x)
+    except jax.errors.TracerArrayConversionError as err:
+        raise TypeError(
+            f"{fname} needs concrete values, got a traced array (inside jax.jit, grad or "
+            "vmap); call it outside the transformation") from err
+
+
+def _float_array(x: Any, fname: str) -> np.ndarray:
+    a = _concrete(x, fname)
+    if a.dtype.kind not in "biuf" and not jnp.issubdtype(a.dtype, jnp.floating):
+        raise TypeError(f"{fname} expects a numeric array, got dtype {a.dtype}")
+    return a.astype(np.float64 if a.dtype == np.float64 else np.float32)
+
+
+def _check_ndim(a: np.ndarray, ndim: int, what: str, fname: str) -> None:
+    if a.ndim != ndim:
+        raise ValueError(f"{fname} expects {what}, got shape {a.shape}")
+
+
+def _no_nan(a: np.ndarray, fname: str) -> None:
+    if np.isnan(a).any():
+        raise ValueError(f"{fname} got NaN in its input ({int(np.isnan(a).sum())} entries)")
+
+
+def reduce_channels(maps: Any, how: str = "abs_sum") -> np.ndarray:
+    """Collapses the channel axis of per-pixel maps (e.g. input gradients) to one value.
+
+    ``abs_sum``: ``sum_c |m_c|``; ``sum``: ``sum_c m_c`` (signed); ``abs_max``:
+    ``max_c |m_c|`` (Simonyan et al. 2014 take this for saliency maps); ``l2``:
+    ``sqrt(sum_c m_c^2)``.
+
+    Args:
+      maps: (N, H, W, C) array, usually C = 3 (RGB attributions).
+      how: one of :data:`REDUCTIONS`.
+
+    Returns:
+      (N, H, W) float array (float64 for float64 input, else float32).
+
+    Raises:
+      ValueError: ``maps`` is not 4-D, or ``how`` is unknown.
+    """
+    a = _float_array(maps, "reduce_channels")
+    _check_ndim(a, 4, "an (N, H, W, C) array", "reduce_channels")
+    if how == "abs_sum":
+        return np.abs(a).sum(axis=-1)
+    if how == "sum":
+        return a.sum(axis=-1)
+    if how == "abs_max":
+        return np.abs(a).max(axis=-1)
+    if how == "l2":
+        return np.sqrt(np.square(a).sum(axis=-1))
+    raise ValueError(f"unknown reduction {how!r}; expected one of {', '.join(REDUCTIONS)}")
+
+
+def clip_percentile(m: Any, low: float = 0.0, high: float = 99.5, *,
+                    symmetric: bool = False) -> np.ndarray:
+    """Scales each example's map so that its ``high`` percentile maps to 1, clipping.
+
+    Per example ``i``, with ``lo = percentile(m_i, low)`` and
+    ``hi = percentile(m_i, high)`` (numpy's default linear interpolation between
+    order statistics): ``clip((m_i - lo) / (hi - lo), 0, 1)``. The value at the low
+    percentile maps to 0, the value at the high percentile to 1, and the few values
+    above it (0.5 % by default) saturate at 1, so that a handful of extreme pixels
+    do not darken the rest. A map with ``hi == lo`` (e.g. constant) becomes all 0.
+
+    With ``symmetric=True``, for signed maps shown with the diverging colour map:
+    ``clip(m_i / s, -1, 1)`` with ``s = percentile(|m_i|, high)``, so 0 stays 0 and
+    the sign is kept; ``low`` is not used. A map with ``s == 0`` becomes all 0.
+
+    Args:
+      m: (N, H, W) maps, one per example.
+      low: percentile in [0, 100) that maps to 0.
+      high: percentile in (low, 100] that maps to 1.
+      symmetric: keep the sign and scale by the percentile of ``|m|``.
+
+    Returns:
+      (N, H, W) float array in [0, 1] (or [-1, 1] when ``symmetric``).
+
+    Raises:
+      ValueError: ``m`` is not 3-D, contains NaN, or the percentiles are not
+        ``0 <= low < high <= 100``.
+    """
+    a = _float_array(m, "clip_percentile")
+    _check_ndim(a, 3, "(N, H, W) maps", "clip_percentile")
+    if not 0.0 <= low < high <= 100.0:
+        raise ValueError(f"clip_percentile needs 0 <= low < high <= 100, got low={low}, high={high}")
+    _no_nan(a, "clip_percentile")
+    flat = a.reshape(a.shape[0], -1)
+    if symmetric:
+        s = np.percentile(np.abs(flat), high, axis=1).astype(a.dtype)[:, None, None]
+        safe = np.where(s > 0, s, 1)
+        return np.where(s > 0, np.clip(a / safe, -1, 1), 0).astype(a.dtype)
+    lo = np.percentile(flat, low, axis=1).astype(a.dtype)[:, None, None]
+    hi = np.percentile(flat, high, axis=1).astype(a.dtype)[:, None, None]
+    span = hi - lo
+    safe = np.where(span > 0, span, 1)
+    return np.where(span > 0, np.clip((a - lo) / safe, 0, 1), 0).astype(a.dtype)
+
+
+def heatmap(m: Any, cmap: str = "inferno") -> np.ndarray:
+    """Colours a map with one of the built-in colour maps (:data:`CMAPS`).
+
+    ``inferno`` takes values in [0, 1] (as :func:`clip_percentile` gives): 0 is
+    near-black ``(0, 0, 4)``, 1 pale yellow ``(252, 255, 164)``. ``diverging`` takes
+    signed values in [-1, 1] (``clip_percentile(..., symmetric=True)``): -1 dark blue
+    ``(5, 48, 97)``, 0 white, 1 dark red ``(103, 0, 31)``. Values outside the domain
+    are clipped to it; colours between anchors are interpolated linearly and rounded.
+
+    Args:
+      m: map of any shape, typically (N, H, W).
+      cmap: ``"inferno"`` or ``"diverging"``.
+
+    Returns:
+      ``m.shape + (3,)`` uint8 RGB, e.g. (N, H, W, 3).
+
+    Raises:
+      ValueError: unknown ``cmap``, or ``m`` contains NaN.
+    """
+    if cmap not in CMAPS:
+        raise ValueError(f"unknown colour map {cmap!r}; expected one of {', '.join(CMAPS)}")
+    a = _float_array(m, "heatmap").astype(np.float64)
+    _no_nan(a, "heatmap")
+    lo, hi = _CMAP_DOMAIN[cmap]
+    t = (np.clip(a, lo, hi) - lo) / (hi - lo)
+    anchors = np.asarray(CMAPS[cmap], np.float64)
+    pos = t * (len(anchors) - 1)
+    i = np.minimum(np.floor(pos).astype(np.int64), len(anchors) - 2)
+    f = (pos - i)[..., None]
+    rgb = anchors[i] * (1 - f) + anchors[i + 1] * f
+    return np.rint(rgb).astype(np.uint8)
+
+
+def _uint8(x: Any, fname: str, what: str) -> np.ndarray:
+    a = _concrete(x, fname)
+    if a.dtype != np.uint8:
+        raise TypeError(f"{fname} expects {what} as uint8, got dtype {a.dtype}")
+    return a
+
+
+def overlay(image_uint8: Any, heat_rgb: Any, alpha: float = 0.5) -> np.ndarray:
+    """Blends a heat map over an image: ``round((1 - alpha) * image + alpha * heat)``.
+
+    ``alpha=0`` returns the image, ``alpha=1`` the heat map, unchanged.
+
+    Args:
+      image_uint8: (..., H, W, 3) uint8, e.g. :func:`to_uint8_image` of the input.
+      heat_rgb: uint8 array of the same shape, e.g. :func:`heatmap` of a map.
+      alpha: opacity of the heat map, in [0, 1].
+
+    Returns:
+      uint8 array of the same shape.
+
+    Raises:
+      TypeError: either array is not uint8.
+      ValueError: shapes differ, the last axis is not 3, or ``alpha`` is outside [0, 1].
+    """
+    image = _uint8(image_uint8, "overlay", "the image")
+    heat = _uint8(heat_rgb, "overlay", "the heat map")
+    if image.shape != heat.shape or image.ndim < 3 or image.shape[-1] != 3:
+        raise ValueError(
+            f"overlay expects an image and a heat map of the same shape (..., H, W, 3), got "
+            f"{image.shape} and {heat.shape}")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"overlay needs alpha in [0, 1], got {alpha}")
+    out = (1.0 - alpha) * image.astype(np.float64) + alpha * heat.astype(np.float64)
+    return np.rint(out).astype(np.uint8)
+
+
+def to_uint8_image(
+    x_normalized: Any,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> np.ndarray:
+    """Undoes the input normalization and quantizes: ``round(255 * clip(x * std + mean, 0, 1))``.
+
+    ``x * std + mean`` is :func:`jaxviz.data.denormalize` (in ``x``'s dtype) when
+    ``mean`` and ``std`` are the ImageNet defaults, so
+    ``to_uint8_image(data.preprocess(image))`` gives back the 8-bit image that was fed
+    in (before any resizing). Values outside [0, 1] (synthesized images,
+    perturbations) are clipped.
+
+    Args:
+      x_normalized: (..., 3) float array, e.g. (N, H, W, 3), normalized per channel.
+      mean: per-channel mean used for the normalization.
+      std: per-channel standard deviation used for the normalization.
+
+    Returns:
+      uint8 array of the same shape.
+
+    Raises:
+      ValueError: the last axis is not 3 or does not match ``mean``/``std``.
+      TypeError: ``x_normalized`` is not a float array.
+    """
+    a = _concrete(x_normalized, "to_uint8_image")
+    if not jnp.issubdtype(a.dtype, jnp.floating):
+        raise TypeError(f"to_uint8_image expects a float array, got dtype {a.dtype}")
+    mean_a = np.asarray(mean, dtype=a.dtype)
+    std_a = np.asarray(std, dtype=a.dtype)
+    if a.ndim < 1 or mean_a.shape != (a.shape[-1],) or std_a.shape != (a.shape[-1],) or a.shape[-1] != 3:
+        raise ValueError(
+            f"to_uint8_image expects (..., 3) values and 3 means and stds, got shape {a.shape}, "
+            f"mean {tuple(mean)}, std {tuple(std)}")
+    rgb = (a * std_a + mean_a).astype(np.float64)
+    return np.rint(np.clip(rgb, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def _tiles_uint8(images: Any) -> np.ndarray:
+    a = _concrete(images, "grid")
+    if a.ndim == 3:
+        a = a[..., None]
+    if a.ndim != 4 or a.shape[-1] not in (1, 3) or a.shape[0] == 0:
+        raise ValueError(
+            f"grid expects (N, H, W, 3) or (N, H, W) images with N >= 1, got shape {a.shape}")
+    if a.dtype != np.uint8:
+        if not (a.dtype.kind == "f" or jnp.issubdtype(a.dtype, jnp.floating)):
+            raise TypeError(f"grid expects uint8 or float images in [0, 1], got dtype {a.dtype}")
+        f = a.astype(np.float64)
+        _no_nan(f, "grid")
+        a = np.rint(np.clip(f, 0.0, 1.0) * 255.0).astype(np.uint8)
+    if a.shape[-1] == 1:
+        a = np.repeat(a, 3, axis=-1)
+    return a
+
+
+def grid(
+    images: Any,
+    ncols: int,
+    pad: int = 2,
+    labels: Sequence[str] | None = None,
+    *,
+    background: int = 255,
+) -> np.ndarray:
+    """Tiles a batch of images into one image, row by row, with optional captions.
+
+    With ``c = min(ncols, N)`` columns and ``r = ceil(N / c)`` rows, the result is
+    ``(r * (H + L) + (r + 1) * pad, c * W + (c + 1) * pad, 3)``: ``pad`` pixels of
+    ``background`` around and between the tiles, and ``L`` the height of a caption
+    band under each tile (0 without labels, else the line height of PIL's default
+    font plus 2). Image ``k`` sits in row ``k // c``, column ``k % c``; cells past
+    ``N`` stay background. A caption wider than its tile is cut at the tile's edge;
+    it is black on a light background and white on a dark one.
+
+    Args:
+      images: (N, H, W, 3) or (N, H, W) grey; uint8, or floats in [0, 1] (clipped,
+        then rounded to 8 bits).
+      ncols: number of columns, >= 1.
+      pad: pixels between tiles and around the border, >= 0.
+      labels: ``N`` captions, or None.
+      background: grey level 0..255 of the padding and caption bands.
+
+    Returns:
+      (height, width, 3) uint8.
+
+    Raises:
+      ValueError: wrong image shape, ``ncols < 1``, ``pad < 0``, ``background``
+        outside 0..255, or a number of labels other than N.
+      TypeError: images neither uint8 nor float.
+    """
+    tiles = _tiles_uint8(images)
+    n, h, w, _ = tiles.shape
+    if int(ncols) != ncols or ncols < 1:
+        raise ValueError(f"grid needs ncols >= 1, got {ncols}")
+    if int(pad) != pad or pad < 0:
+        raise ValueError(f"grid needs pad >= 0, got {pad}")
+    if not 0 <= background <= 255:
+        raise ValueError(f"grid needs background in 0..255, got {background}")
+    ncols, pad = int(ncols), int(pad)
+    font = None
+    band = 0
+    if labels is not None:
+        labels = [str(s) for s in labels]
+        if len(labels) != n:
+            raise ValueError(f"grid got {len(labels)} labels for {n} images")
+        font = ImageFont.load_default()
+        band = int(ImageDraw.Draw(Image.new("RGB", (1, 1))).textbbox((0, 0), "Ag|", font=font)[3]) + 2
+    cols = min(ncols, n)
+    rows = -(-n // cols)
+    cell_h = h + band
+    out = np.full((rows * cell_h + (rows + 1) * pad, cols * w + (cols + 1) * pad, 3),
+                  background, np.uint8)
+    ink = (0, 0, 0) if background > 127 else (255, 255, 255)
+    for k in range(n):
+        top = pad + (k // cols) * (cell_h + pad)
+        left = pad + (k % cols) * (w + pad)
+        out[top: top + h, left: left + w] = tiles[k]
+        if font is not None:
+            strip = Image.new("RGB", (w, band), (background,) * 3)
+            ImageDraw.Draw(strip).text((1, 1), labels[k], fill=ink, font=font)
+            out[top + h: top + cell_h, left: left + w] = np.asarray(strip)
+    return out
+
+
+def save_png(image: Any, path: str | os.PathLike) -> Path:
+    """Writes an 8-bit image as PNG atomically: to a temporary file beside ``path``, then renamed.
+
+    A reader never sees a half-written file, and a failure leaves ``path`` as it was
+    and no temporary file behind. The folder must exist. The file gets mode 0o644
+    (or the mode of the file it replaces).
+
+    Args:
+      image: (H, W), (H, W, 3) or (H, W, 4) uint8 (grey, RGB, RGBA).
+      path: destination file.
+
+    Returns:
+      ``path`` as a :class:`pathlib.Path`.
+
+    Raises:
+      TypeError: ``image`` is not uint8.
+      ValueError: ``image`` has another shape.
+      OSError: the file cannot be written (missing folder, ``path`` is a folder, ...).
+    """
+    a = _uint8(image, "save_png", "the image")
+    if not (a.ndim == 2 or (a.ndim == 3 and a.shape[-1] in (3, 4))) or 0 in a.shape:
+        raise ValueError(f"save_png expects (H, W), (H, W, 3) or (H, W, 4), got shape {a.shape}")
+    path = Path(path)
+    pil = Image.fromarray(np.ascontiguousarray(a))
+    mode = path.stat().st_mode & 0o7777 if path.is_file() else 0o644
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            pil.save(f, format="PNG")
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
