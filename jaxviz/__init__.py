@@ -14,8 +14,10 @@ Example::
     print(jv.render.summary(acts["conv1"]))
 """
 
+from jaxviz import attribution as attribution
 from jaxviz import data as data
 from jaxviz import models as models
+from jaxviz import objectives as objectives
 from jaxviz import render as render
 from jaxviz import rules as rules
 from jaxviz import switches as switches

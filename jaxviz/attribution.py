@@ -1,0 +1,700 @@
+"""Attribution: which input pixels (or which layer positions) an output depends on.
+
+Every method takes a batch ``x: (N, H, W, C)`` (ImageNet-normalized images for our
+models) and a ``target``: an int class, an int array (N,) with one class per example,
+an objective from :mod:`jaxviz.objectives`, or a plain callable
+``f(model, variables, x) -> (N,)``. Call it ``f``; ``f_n`` is example ``n``'s value.
+Examples are independent (inference mode), so the input gradient of ``sum_n f_n`` is
+each example's own gradient.
+
+All methods are plain functions of ``(model, variables, x, target)``: they work on any
+Flax Linen model (ours or a user's), return arrays in ``x``'s dtype, and may be called
+under ``jax.jit`` with the model and the target static or closed over. Inside, the
+heavy part is compiled once per model and input shape with ``variables``, ``x`` and the
+target's indices as arguments (so a new target or new weights do not recompile), and
+the vmapped samples of SmoothGrad, integrated gradients and occlusion run in chunks of
+``batch_size`` through one compiled chunk function in a Python loop (on XLA:CPU about
+twice as fast as ``lax.scan`` around convolutions).
+
+DeconvNet and guided backpropagation need a model whose ReLUs follow a backward rule:
+ours do (``model.clone(rules=...)``, :mod:`jaxviz.rules`). A user's Linen model adopts
+them by using :class:`jaxviz.models.modules.ReLU` and
+:class:`jaxviz.models.modules.MaxPool2d` (or :func:`jaxviz.rules.relu`) with their
+``rule`` set from a ``rules: str = "gradient"`` field of the model.
+
+References:
+  Simonyan, Vedaldi & Zisserman, "Deep Inside Convolutional Networks", arXiv:1312.6034,
+  2013 (gradient). Shrikumar et al., "Not Just a Black Box", arXiv:1605.01713, 2016
+  (gradient x input). Zeiler & Fergus, "Visualizing and Understanding Convolutional
+  Networks", ECCV 2014 (DeconvNet, occlusion). Springenberg et al., "Striving for
+  Simplicity: The All Convolutional Net", arXiv:1412.6806, 2014 (guided
+  backpropagation). Smilkov et al., "SmoothGrad: removing noise by adding noise",
+  arXiv:1706.03825, 2017. Sundararajan, Taly & Yan, "Axiomatic Attribution for Deep
+  Networks", ICML 2017 (integrated gradients). Selvaraju et al., "Grad-CAM: Visual
+  Explanations from Deep Networks via Gradient-based Localization", ICCV 2017,
+  arXiv:1610.02391 (Grad-CAM, guided Grad-CAM). Adebayo et al., "Local Explanation
+  Methods for Deep Neural Networks Lack Sensitivity to Parameter Values",
+  arXiv:1810.03307, 2018 (VarGrad). Hooker et al., "A Benchmark for Interpretability
+  Methods in Deep Neural Networks", NeurIPS 2019 (SmoothGrad-squared).
+"""
+
+from __future__ import annotations
+
+import functools
+import numbers
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxviz import capture
+from jaxviz import objectives as objectives_lib
+
+Target = Any  # int | int array (N,) | Objective | Callable[[model, variables, x], (N,)]
+
+SMOOTHGRAD_VARIANTS: tuple[str, ...] = ("plain", "squared", "vargrad")
+IG_METHODS: tuple[str, ...] = ("riemann_right", "riemann_left", "riemann_middle",
+                               "riemann_trapezoid")
+
+
+# --- argument checks ------------------------------------------------------------------------
+
+
+def _check_x(x: Any) -> jax.Array:
+    if not hasattr(x, "ndim"):
+        x = np.asarray(x)
+    if x.ndim != 4:
+        raise ValueError(f"expected x of shape (N, H, W, C), got shape {tuple(x.shape)}")
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(f"expected x as a float array, got dtype {x.dtype}")
+    return jnp.asarray(x)
+
+
+def _objective(model: nn.Module, x: jax.Array, target: Target) -> objectives_lib.Objective:
+    """``target`` as an objective (a pytree), checked against the model's static shapes."""
+    obj = objectives_lib.as_objective(target)
+    if not isinstance(obj, objectives_lib.Objective):
+        obj = objectives_lib.Function(obj)
+    obj.check(model, x.shape, x.dtype)
+    # Warm the layer-table caches for this input, so that no layer table is traced
+    # inside a compiled, differentiated forward pass (see _layer_gradient_core).
+    capture._layer_table(model, tuple(x.shape), jnp.dtype(x.dtype))  # noqa: SLF001
+    capture.layer_names(model, tuple(x.shape))
+    return obj
+
+
+def _check_batch_size(batch_size: Any, total: int) -> int:
+    if batch_size is None:
+        return total
+    if (isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral)
+            or batch_size < 1):
+        raise ValueError(f"expected batch_size as a positive int or None, got {batch_size!r}")
+    return min(int(batch_size), total)
+
+
+def _check_choice(value: Any, choices: Sequence[str], what: str) -> str:
+    if value not in choices:
+        raise ValueError(f"unknown {what} {value!r}; expected one of {', '.join(choices)}")
+    return value
+
+
+def _check_positive_int(value: Any, what: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"expected {what} as an int >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _baseline(baseline: Any, x: jax.Array) -> jax.Array:
+    b = jnp.asarray(baseline, x.dtype)
+    try:
+        return jnp.broadcast_to(b, x.shape)
+    except ValueError:
+        raise ValueError(f"expected a baseline that broadcasts to x's shape {tuple(x.shape)} "
+                         f"(a scalar, (C,), (H, W, C) or (N, H, W, C)); got shape "
+                         f"{tuple(b.shape)}") from None
+
+
+def _with_rule(model: nn.Module, rule: str, method: str) -> nn.Module:
+    if "rules" not in getattr(model, "__dataclass_fields__", {}):
+        raise TypeError(
+            f"{method} needs a model whose ReLUs follow a backward rule; "
+            f"{type(model).__name__} has no 'rules' field. Give the model a field "
+            f"`rules: str = \"gradient\"` and build its ReLUs and max pools with "
+            f"jaxviz.models.modules.ReLU(rule=self.rules) and "
+            f"jaxviz.models.modules.MaxPool2d(..., rule=self.rules) (or call "
+            f"jaxviz.rules.relu(x, self.rules)); then model.clone(rules={rule!r}) selects "
+            f"the rule.")
+    return model.clone(rules=rule)
+
+
+# --- compiled cores -------------------------------------------------------------------------
+
+
+def _values(model, variables, x, objective) -> jax.Array:
+    v = objective(model, variables, x)
+    if not hasattr(v, "shape") or tuple(v.shape) != (x.shape[0],):
+        raise ValueError(f"an objective must return one value per example, shape "
+                         f"({x.shape[0]},); got {getattr(v, 'shape', type(v).__name__)}")
+    return v
+
+
+def _input_grad(model, variables, x, objective) -> jax.Array:
+    return jax.grad(lambda t: _values(model, variables, t, objective).sum())(x)
+
+
+def _hashable(model: nn.Module) -> bool:
+    try:
+        hash(model)
+    except TypeError:
+        return False
+    return True
+
+
+def _compiled(core: Callable, static: int) -> Callable:
+    """``core(*statics, *arrays)`` jitted with its first ``static`` arguments static.
+
+    Models with unhashable fields (a user's) are compiled afresh on each call.
+    """
+    jitted = jax.jit(core, static_argnums=tuple(range(static)))
+
+    def call(*args):
+        statics, arrays = args[:static], args[static:]
+        if _hashable(statics[0]):
+            return jitted(*args)
+        return jax.jit(functools.partial(core, *statics))(*arrays)
+
+    return call
+
+
+_values_jit = _compiled(_values, 1)
+_grad_jit = _compiled(_input_grad, 1)
+
+
+def _smoothgrad_chunk(model, variables, x, sigma, eps, mask, objective):
+    """Over the chunk's valid samples (``mask``): the sum of the gradients, the sum of
+    their squares, and the sum of squared deviations from the chunk's mean (one
+    program for every variant)."""
+    g = jax.vmap(lambda e: _input_grad(model, variables, x + sigma * e, objective))(eps)
+    m = mask.astype(g.dtype).reshape(-1, *([1] * x.ndim))
+    total = (m * g).sum(0)
+    mean = total / mask.sum().astype(g.dtype)
+    return total, (m * g * g).sum(0), (m * (g - mean) ** 2).sum(0)
+
+
+_smoothgrad_jit = _compiled(_smoothgrad_chunk, 1)
+
+
+def _draw_noise(keys, shape, dtype):
+    return jax.vmap(lambda k: jax.random.normal(k, shape, dtype))(keys)
+
+
+_draw_noise_jit = jax.jit(_draw_noise, static_argnums=(1, 2))
+
+
+def _ig_chunk(model, variables, x, baseline, alphas, weights, objective):
+    """sum_k weights[k] * grad f(baseline + alphas[k] (x - baseline))."""
+    g = jax.vmap(lambda a: _input_grad(model, variables, baseline + a * (x - baseline),
+                                       objective))(alphas)
+    return jnp.tensordot(weights, g, axes=1)
+
+
+_ig_jit = _compiled(_ig_chunk, 1)
+
+
+def _occlusion_chunk(model, window, variables, x, baseline, reference, starts, objective):
+    """reference - f(x occluded by a window at each of ``starts: (k, 2)``): (k, N)."""
+    wh, ww = window
+    rows, cols = jnp.arange(x.shape[1]), jnp.arange(x.shape[2])
+
+    def drop(start):
+        inside = (((rows >= start[0]) & (rows < start[0] + wh))[:, None]
+                  & ((cols >= start[1]) & (cols < start[1] + ww))[None, :])
+        occluded = jnp.where(inside[None, :, :, None], baseline, x)
+        return reference - _values(model, variables, occluded, objective)
+
+    return jax.vmap(drop)(starts)
+
+
+_occlusion_jit = _compiled(_occlusion_chunk, 2)
+
+
+def _layer_gradient_core(model, path, variables, x, objective):
+    """(A, dF/dA) at the module whose dotted path is ``path``, F = sum_n f_n.
+
+    A zero array ``delta`` is added to that module's output through
+    ``flax.linen.intercept_methods``; the gradient with respect to ``delta`` is the
+    gradient with respect to the activation, for any Linen model.
+    """
+    table = {info.path: info for info in capture.layer_names(model, tuple(x.shape))}
+    shape = table[path].shape
+
+    def f(delta):
+        hits = []
+
+        def add_delta(call, args, kwargs, context):
+            out = call(*args, **kwargs)
+            if context.method_name == "__call__" and ".".join(context.module.path) == path:
+                if getattr(out, "shape", None) != delta.shape:
+                    raise ValueError(f"layer {path!r} returned "
+                                     f"{getattr(out, 'shape', type(out).__name__)}; expected "
+                                     f"an array of shape {delta.shape}")
+                hits.append(out)
+                return out + delta.astype(out.dtype)
+            return out
+
+        with nn.intercept_methods(add_delta):
+            total = _values(model, variables, x, objective).sum()
+        if not hits:
+            raise ValueError(f"layer {path!r} is not computed on the way to the objective, "
+                             f"so the objective does not depend on it")
+        return total, hits[-1]
+
+    grad, act = jax.grad(f, has_aux=True)(jnp.zeros(shape, x.dtype))
+    return act, grad.astype(act.dtype)
+
+
+_layer_gradient_jit = _compiled(_layer_gradient_core, 2)
+
+
+def _resolve_layer(model: nn.Module, x: jax.Array, layer: str) -> str:
+    return capture.resolve(model, [layer], capture.layer_names(model, tuple(x.shape)))[0]
+
+
+# --- gradients --------------------------------------------------------------------------------
+
+
+def gradient(model: nn.Module, variables: Any, x: jax.Array, target: Target) -> jax.Array:
+    """Input gradient (saliency) of the target (Simonyan et al. 2013).
+
+    ``G[n] = d f_n / d x[n]``.
+
+    Args:
+      model: a Linen module (ours, or any whose ``apply(variables, x)`` gives logits).
+      variables: its variables.
+      x: (N, H, W, C) float inputs.
+      target: int class, (N,) int classes, an objective, or ``f(model, variables, x) -> (N,)``.
+
+    Returns:
+      (N, H, W, C) gradient, in ``x``'s dtype.
+
+    Raises:
+      ValueError: ``x`` is not 4-D; a class or channel index is out of range.
+      TypeError: ``x`` is not a float array; ``target`` is of an unknown kind.
+      KeyError: the objective names an unknown layer.
+    """
+    x = _check_x(x)
+    obj = _objective(model, x, target)
+    return _grad_jit(model, variables, x, obj).astype(x.dtype)
+
+
+def gradient_x_input(model: nn.Module, variables: Any, x: jax.Array, target: Target) -> jax.Array:
+    """Gradient times input (Shrikumar et al. 2016): ``x[n] * d f_n / d x[n]``.
+
+    Args and Raises: as :func:`gradient`.
+
+    Returns:
+      (N, H, W, C), in ``x``'s dtype.
+    """
+    x = _check_x(x)
+    return x * gradient(model, variables, x, target)
+
+
+def deconvnet(model: nn.Module, variables: Any, x: jax.Array, target: Target) -> jax.Array:
+    """DeconvNet reconstruction (Zeiler & Fergus 2014) as a modified backward pass.
+
+    The gradient of the target with every ReLU's backward replaced by
+    ``relu(g)`` (the upstream signal rectified, whatever the forward input) and max
+    pooling routing to each window's forward arg-max (the "switches"):
+    ``model.clone(rules="deconvnet")``.
+
+    Args: as :func:`gradient`; ``model`` must have a ``rules`` field (ours do).
+
+    Returns:
+      (N, H, W, C), in ``x``'s dtype.
+
+    Raises:
+      TypeError: the model has no ``rules`` field (the message says how to add one).
+      Otherwise as :func:`gradient`.
+    """
+    return gradient(_with_rule(model, "deconvnet", "deconvnet"), variables, x, target)
+
+
+def guided_backprop(model: nn.Module, variables: Any, x: jax.Array, target: Target) -> jax.Array:
+    """Guided backpropagation (Springenberg et al. 2014).
+
+    The gradient of the target with every ReLU's backward replaced by
+    ``1[s > 0] * relu(g)`` (``s`` the ReLU's forward input, ``g`` the upstream
+    signal): ``model.clone(rules="guided")``.
+
+    Args: as :func:`gradient`; ``model`` must have a ``rules`` field (ours do).
+
+    Returns:
+      (N, H, W, C), in ``x``'s dtype.
+
+    Raises:
+      TypeError: the model has no ``rules`` field (the message says how to add one).
+      Otherwise as :func:`gradient`.
+    """
+    return gradient(_with_rule(model, "guided", "guided_backprop"), variables, x, target)
+
+
+# --- SmoothGrad ---------------------------------------------------------------------------------
+
+
+def smoothgrad(model: nn.Module, variables: Any, x: jax.Array, target: Target, *,
+               key: jax.Array | None = None, samples: int = 50, noise: float = 0.15,
+               noise_samples: jax.Array | None = None, variant: str = "plain",
+               batch_size: int | None = None) -> jax.Array:
+    """SmoothGrad (Smilkov et al. 2017): gradients averaged over noisy copies of x.
+
+    With ``x_s = x + sigma_n * eps_s``, ``eps_s ~ N(0, I)`` and
+    ``sigma_n = noise * (max(x[n]) - min(x[n]))`` (the noise level as a fraction of
+    each example's value range; a quarter of the range, Delta / 4, is ``noise=0.25``):
+
+    - ``"plain"``:   ``mean_s grad f(x_s)``
+    - ``"squared"``: ``mean_s (grad f(x_s))**2`` (SmoothGrad-squared, Hooker et al. 2019)
+    - ``"vargrad"``: ``var_s grad f(x_s)`` (VarGrad, Adebayo et al. 2018; population
+      variance, accumulated across chunks with Chan et al.'s pairwise update)
+
+    Args:
+      model, variables, x, target: as :func:`gradient`.
+      key: PRNG key. Sample ``s`` uses ``eps_s = jax.random.normal(
+        jax.random.split(key, samples)[s], x.shape, x.dtype)``, the same whatever
+        ``batch_size``. Required unless ``noise_samples`` is given.
+      samples: number of noisy copies (ignored when ``noise_samples`` is given).
+      noise: noise level as a fraction of each example's range (max - min).
+      noise_samples: (S, N, H, W, C) standard-normal draws ``eps`` to use instead of
+        drawing them (for reproducibility, or to share noise with another library);
+        they are scaled by ``sigma_n`` here.
+      variant: "plain", "squared" or "vargrad".
+      batch_size: noisy copies per compiled chunk (each chunk runs
+        ``batch_size * N`` images); None runs all samples in one chunk.
+
+    Returns:
+      (N, H, W, C), in ``x``'s dtype.
+
+    Raises:
+      TypeError: neither ``key`` nor ``noise_samples`` is given; as :func:`gradient`.
+      ValueError: unknown ``variant``; ``noise_samples`` of the wrong shape; a negative
+        ``noise``; ``samples`` or ``batch_size`` not a positive int; as :func:`gradient`.
+    """
+    x = _check_x(x)
+    _check_choice(variant, SMOOTHGRAD_VARIANTS, "SmoothGrad variant")
+    if isinstance(noise, bool) or not isinstance(noise, numbers.Real) or noise < 0:
+        raise ValueError(f"expected noise as a non-negative fraction of the input range, got "
+                         f"{noise!r}")
+    keys = None
+    if noise_samples is not None:
+        noise_samples = jnp.asarray(noise_samples, x.dtype)
+        if noise_samples.ndim != 5 or tuple(noise_samples.shape[1:]) != tuple(x.shape):
+            raise ValueError(f"expected noise_samples of shape (samples, *x.shape) = "
+                             f"(S, {', '.join(map(str, x.shape))}); got shape "
+                             f"{tuple(noise_samples.shape)}")
+        samples = noise_samples.shape[0]
+        if samples < 1:
+            raise ValueError("expected at least one noise sample, got an empty noise_samples")
+    else:
+        if key is None:
+            raise TypeError("smoothgrad draws random noise: pass key=jax.random.key(seed), "
+                            "or the draws themselves as noise_samples=(S, N, H, W, C)")
+        samples = _check_positive_int(samples, "samples")
+        keys = jax.random.split(key, samples)
+    obj = _objective(model, x, target)
+    chunk = _check_batch_size(batch_size, samples)
+    spread = x.max(axis=(1, 2, 3)) - x.min(axis=(1, 2, 3))
+    sigma = (jnp.asarray(noise, x.dtype) * spread).reshape(-1, 1, 1, 1)
+
+    count = 0
+    total = squares = m2 = None
+    for start in range(0, samples, chunk):
+        k = min(chunk, samples - start)
+        if noise_samples is not None:
+            eps = noise_samples[start:start + k]
+            if k < chunk:  # pad the last chunk; the padded samples are masked out
+                eps = jnp.concatenate([eps, jnp.zeros((chunk - k, *x.shape), x.dtype)])
+        else:
+            ks = keys[start:start + k]
+            if k < chunk:
+                ks = jnp.concatenate([ks, jnp.repeat(ks[:1], chunk - k, axis=0)])
+            eps = _draw_noise_jit(ks, tuple(x.shape), jnp.dtype(x.dtype))
+        mask = jnp.arange(chunk) < k
+        s, sq, dev = _smoothgrad_jit(model, variables, x, sigma, eps, mask, obj)
+        if total is None:
+            total, squares, m2, count = s, sq, dev, k
+            continue
+        # Chan, Golub & LeVeque's pairwise update of the sum of squared deviations
+        delta = s / k - total / count
+        m2 = m2 + dev + delta * delta * (count * k / (count + k))
+        total, squares, count = total + s, squares + sq, count + k
+    out = {"plain": total, "squared": squares, "vargrad": m2}[variant] / count
+    return out.astype(x.dtype)
+
+
+# --- integrated gradients -----------------------------------------------------------------------
+
+
+def path_points(steps: int, method: str = "riemann_right") -> tuple[np.ndarray, np.ndarray]:
+    """Path positions ``alpha_k`` in [0, 1] and quadrature weights ``w_k`` (summing to 1).
+
+    ``riemann_right``: ``alpha_k = k / m``, k = 1..m; ``riemann_left``: k = 0..m-1;
+    ``riemann_middle``: ``(k + 1/2) / m``, k = 0..m-1; all with ``w_k = 1 / m``.
+    ``riemann_trapezoid``: ``alpha_k = k / (m - 1)``, k = 0..m-1, with weights
+    ``1 / (m - 1)`` halved at both ends (m >= 2). ``m = steps`` is the number of
+    gradient evaluations in every case.
+
+    Raises:
+      ValueError: unknown method; ``steps`` not a positive int (>= 2 for the trapezoid).
+    """
+    _check_choice(method, IG_METHODS, "integration method")
+    m = _check_positive_int(steps, "steps", 2 if method == "riemann_trapezoid" else 1)
+    k = np.arange(m, dtype=np.float64)
+    if method == "riemann_trapezoid":
+        alphas = k / (m - 1)
+        weights = np.full(m, 1.0 / (m - 1))
+        weights[[0, -1]] *= 0.5
+        return alphas, weights
+    offset = {"riemann_right": 1.0, "riemann_left": 0.0, "riemann_middle": 0.5}[method]
+    return (k + offset) / m, np.full(m, 1.0 / m)
+
+
+def integrated_gradients(model: nn.Module, variables: Any, x: jax.Array, target: Target, *,
+                         baseline: float | jax.Array = 0.0, steps: int = 50,
+                         method: str = "riemann_right",
+                         batch_size: int | None = None) -> jax.Array:
+    """Integrated gradients (Sundararajan et al. 2017).
+
+    ``IG(x) = (x - b) * integral_0^1 grad f(b + a (x - b)) da``, the integral taken by
+    the quadrature rule ``method`` (see :func:`path_points`):
+    ``(x - b) * sum_k w_k grad f(b + alpha_k (x - b))``. Completeness: ``sum IG[n]``
+    approaches ``f_n(x) - f_n(b)`` as ``steps`` grows (exactly, for a linear ``f``).
+
+    Args:
+      model, variables, x, target: as :func:`gradient`.
+      baseline: ``b``, a scalar or an array that broadcasts to x ((C,), (H, W, C) or
+        (N, H, W, C)). For ImageNet-normalized input, 0 is the mean colour.
+      steps: number of gradient evaluations along the path.
+      method: "riemann_right", "riemann_left", "riemann_middle" or "riemann_trapezoid".
+      batch_size: path points per compiled chunk (each runs ``batch_size * N``
+        images); None evaluates all steps in one chunk.
+
+    Returns:
+      (N, H, W, C), in ``x``'s dtype.
+
+    Raises:
+      ValueError: unknown ``method``; bad ``steps``, ``batch_size`` or baseline shape;
+        as :func:`gradient`.
+      TypeError, KeyError: as :func:`gradient`.
+    """
+    x = _check_x(x)
+    alphas, weights = path_points(steps, method)
+    b = _baseline(baseline, x)
+    obj = _objective(model, x, target)
+    m = len(alphas)
+    chunk = _check_batch_size(batch_size, m)
+    total = None
+    for start in range(0, m, chunk):
+        k = min(chunk, m - start)
+        a = np.zeros(chunk)
+        w = np.zeros(chunk)  # padded points get weight 0
+        a[:k], w[:k] = alphas[start:start + k], weights[start:start + k]
+        part = _ig_jit(model, variables, x, b, jnp.asarray(a, x.dtype), jnp.asarray(w, x.dtype),
+                       obj)
+        total = part if total is None else total + part
+    return ((x - b) * total).astype(x.dtype)
+
+
+# --- occlusion --------------------------------------------------------------------------------
+
+
+def window_positions(length: int, window: int, stride: int) -> list[int]:
+    """Start positions of occlusion windows along an axis of ``length``.
+
+    ``0, stride, 2 stride, ...`` up to ``length - window``, plus one window flush
+    with the far edge (``length - window``) when the stride does not land there, so
+    every position is covered and no window hangs off the image.
+
+    Raises:
+      ValueError: ``window`` is larger than ``length``, or either is not positive.
+    """
+    window = _check_positive_int(window, "window")
+    stride = _check_positive_int(stride, "stride")
+    if window > length:
+        raise ValueError(f"occlusion window {window} is larger than the input ({length})")
+    starts = list(range(0, length - window + 1, stride))
+    if starts[-1] != length - window:
+        starts.append(length - window)
+    return starts
+
+
+def _pair(value: Any, what: str) -> tuple[int, int]:
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"expected {what} as an int or an (h, w) pair, got {value!r}")
+        return (_check_positive_int(value[0], what), _check_positive_int(value[1], what))
+    v = _check_positive_int(value, what)
+    return v, v
+
+
+def occlusion(model: nn.Module, variables: Any, x: jax.Array, target: Target, *,
+              window: int | tuple[int, int] = 32, stride: int | tuple[int, int] = 2,
+              baseline: float | jax.Array = 0.0, batch_size: int = 64,
+              return_windows: bool = False) -> jax.Array | tuple[jax.Array, jax.Array]:
+    """Occlusion sensitivity (Zeiler & Fergus 2014).
+
+    A ``window`` patch of the input is replaced by ``baseline`` at every position of a
+    grid (:func:`window_positions` along each axis: steps of ``stride``, plus a last
+    window flush with the edge), and the output drop ``D_w = f(x) - f(x with window w
+    occluded)`` is recorded. The map at a pixel is the mean of ``D_w`` over the windows
+    that cover it: ``M[n, i, j] = sum_w D_w[n] 1[(i, j) in w] / sum_w 1[(i, j) in w]``.
+
+    Args:
+      model, variables, x, target: as :func:`gradient`.
+      window: window size, an int or (h, w).
+      stride: distance between window positions, an int or (h, w).
+      baseline: the occluding value: a scalar or an array that broadcasts to x (the
+        window takes the baseline's values at its pixels).
+      batch_size: windows per compiled chunk (each runs ``batch_size * N`` images).
+      return_windows: also return the raw drops on the window grid.
+
+    Returns:
+      (N, H, W) map in ``x``'s dtype; with ``return_windows``, ``(map, grid)`` where
+      ``grid[n, a, b]`` is ``D`` of the window at row ``window_positions(H, ...)[a]``,
+      column ``window_positions(W, ...)[b]``.
+
+    Raises:
+      ValueError: window larger than x, a non-positive window, stride or batch_size;
+        a baseline that does not broadcast; as :func:`gradient`.
+      TypeError, KeyError: as :func:`gradient`.
+    """
+    x = _check_x(x)
+    wh, ww = _pair(window, "window")
+    sh, sw = _pair(stride, "stride")
+    n, h, w = x.shape[:3]
+    rows, cols = window_positions(h, wh, sh), window_positions(w, ww, sw)
+    b = _baseline(baseline, x)
+    obj = _objective(model, x, target)
+    starts = np.array([(r, c) for r in rows for c in cols], np.int32)
+    total = len(starts)
+    chunk = _check_batch_size(batch_size, total)
+    reference = _values_jit(model, variables, x, obj)
+    drops = []
+    for start in range(0, total, chunk):
+        part = starts[start:start + chunk]
+        k = len(part)
+        if k < chunk:  # pad with copies of the last window; their drops are dropped
+            part = np.concatenate([part, np.repeat(part[-1:], chunk - k, axis=0)])
+        d = _occlusion_jit(model, (wh, ww), variables, x, b, reference, jnp.asarray(part), obj)
+        drops.append(d[:k])
+    grid = jnp.concatenate(drops).reshape(len(rows), len(cols), n).transpose(2, 0, 1)
+    grid = grid.astype(x.dtype)
+    cover_r = (np.arange(h)[None, :] >= np.array(rows)[:, None]) & \
+        (np.arange(h)[None, :] < np.array(rows)[:, None] + wh)          # (nY, H)
+    cover_c = (np.arange(w)[None, :] >= np.array(cols)[:, None]) & \
+        (np.arange(w)[None, :] < np.array(cols)[:, None] + ww)          # (nX, W)
+    count = np.outer(cover_r.sum(0), cover_c.sum(0))
+    summed = jnp.einsum("ah,nab,bw->nhw", jnp.asarray(cover_r, x.dtype), grid,
+                        jnp.asarray(cover_c, x.dtype))
+    heat = (summed / jnp.asarray(count, x.dtype)).astype(x.dtype)
+    return (heat, grid) if return_windows else heat
+
+
+# --- Grad-CAM -----------------------------------------------------------------------------------
+
+
+def layer_gradient(model: nn.Module, variables: Any, x: jax.Array, target: Target, *,
+                   layer: str) -> tuple[jax.Array, jax.Array]:
+    """A layer's activation and the gradient of the target with respect to it.
+
+    Works for any Linen model: a zero array is added to the output of the module whose
+    dotted path is ``layer`` (via ``flax.linen.intercept_methods``) and the target is
+    differentiated with respect to it. If the module runs more than once in a forward
+    pass, the activation is its last output and the gradient is summed over its uses.
+
+    Args:
+      model, variables, x, target: as :func:`gradient`.
+      layer: a layer name (module path or alias), see :func:`jaxviz.layer_names`.
+
+    Returns:
+      ``(A, dA)``: the activation and ``d f_n / d A[n]``, both of the layer's shape.
+
+    Raises:
+      KeyError: unknown layer (the message lists close names).
+      ValueError: the layer is not on the way to the objective; as :func:`gradient`.
+    """
+    x = _check_x(x)
+    path = _resolve_layer(model, x, layer)
+    obj = _objective(model, x, target)
+    return _layer_gradient_jit(model, path, variables, x, obj)
+
+
+def _upsample(maps: jax.Array, size: tuple[int, int]) -> jax.Array:
+    """(N, h, w) -> (N, H, W), bilinear with half-pixel centres, no antialiasing."""
+    return jax.image.resize(maps, (maps.shape[0], *size), "bilinear", antialias=False)
+
+
+def grad_cam(model: nn.Module, variables: Any, x: jax.Array, target: Target, *, layer: str,
+             return_raw: bool = False) -> jax.Array | tuple[jax.Array, jax.Array]:
+    """Grad-CAM (Selvaraju et al. 2017) at any spatial layer.
+
+    With ``A = `` the layer's activation (N, h, w, K) and ``dA = d f_n / d A``:
+    ``alpha[n, k] = mean_{i, j} dA[n, i, j, k]`` and
+    ``L[n] = ReLU(sum_k alpha[n, k] A[n, :, :, k])`` (h, w), bilinearly upsampled to
+    the input's (H, W) with ``jax.image.resize(..., "bilinear", antialias=False)``:
+    half-pixel centres, edge values held (the convention of torch's
+    ``F.interpolate(mode="bilinear", align_corners=False)``).
+
+    Args:
+      model, variables, x, target: as :func:`gradient`.
+      layer: a layer whose output is (N, h, w, K): module path or alias (e.g. AlexNet
+        ``"features.11"``/``"relu5"``, GoogLeNet ``"inception4e"``, a user model's
+        ``"Conv_1"``).
+      return_raw: also return the low-resolution map ``L`` (N, h, w).
+
+    Returns:
+      (N, H, W) map in ``x``'s dtype; with ``return_raw``, ``(map, raw)``.
+
+    Raises:
+      KeyError: unknown layer.
+      ValueError: the layer's output is not (N, h, w, K); as :func:`layer_gradient`.
+    """
+    x = _check_x(x)
+    path = _resolve_layer(model, x, layer)
+    shape = {i.path: i.shape for i in capture.layer_names(model, tuple(x.shape))}[path]
+    if len(shape) != 4:
+        raise ValueError(f"Grad-CAM needs a spatial layer with output (N, h, w, K); "
+                         f"{layer!r} has shape {shape}")
+    act, grad = layer_gradient(model, variables, x, target, layer=path)
+    weights = grad.mean(axis=(1, 2))
+    raw = jax.nn.relu(jnp.einsum("nhwk,nk->nhw", act, weights)).astype(x.dtype)
+    heat = _upsample(raw, x.shape[1:3]).astype(x.dtype)
+    return (heat, raw) if return_raw else heat
+
+
+def guided_grad_cam(model: nn.Module, variables: Any, x: jax.Array, target: Target, *,
+                    layer: str) -> jax.Array:
+    """Guided Grad-CAM (Selvaraju et al. 2017): guided backpropagation times Grad-CAM.
+
+    ``GB[n] * L_up[n][..., None]``, with ``GB`` from :func:`guided_backprop` and
+    ``L_up`` the upsampled map of :func:`grad_cam`.
+
+    Args: as :func:`grad_cam`; ``model`` needs a ``rules`` field.
+
+    Returns:
+      (N, H, W, C), in ``x``'s dtype.
+
+    Raises:
+      As :func:`guided_backprop` and :func:`grad_cam`.
+    """
+    guided = guided_backprop(model, variables, x, target)
+    cam = grad_cam(model, variables, x, target, layer=layer)
+    return (guided * cam[..., None]).astype(guided.dtype)
+
+
+__all__ = [
+    "IG_METHODS", "SMOOTHGRAD_VARIANTS", "deconvnet", "grad_cam", "gradient",
+    "gradient_x_input", "guided_backprop", "guided_grad_cam", "integrated_gradients",
+    "layer_gradient", "occlusion", "path_points", "smoothgrad", "window_positions",
+]

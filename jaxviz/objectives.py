@@ -1,0 +1,604 @@
+"""Objectives: one scalar per example, shared by attribution and synthesis.
+
+An objective maps ``(model, variables, x)`` with ``x: (N, H, W, C)`` to an ``(N,)``
+array: the quantity whose gradient an attribution method explains or a synthesis loop
+ascends. They are small frozen dataclasses, registered as JAX pytrees (indices,
+directions and weights are leaves; layer names and positions are static), so one
+compiled program serves every target, and they compose::
+
+    import jaxviz as jv
+    from jaxviz import objectives as obj
+
+    f = obj.class_logit(281) - 0.5 * obj.channel("conv5", 13)
+    values = f(model, variables, x)                # (N,)
+
+Objectives that read layers fetch them with :func:`jaxviz.activations` in one forward
+pass that stops after the last layer they need; a combined objective (``a + b``)
+captures all its layers in that one pass, together with the logits when a term needs
+them. Layers are named as in :func:`jaxviz.layer_names` (module paths or aliases).
+
+Indices (class, channel) are an int, or an int array of shape (N,) that picks one
+index per example (example ``n`` of a sweep looks at channel ``index[n]``).
+
+References:
+  Simonyan, Vedaldi & Zisserman, "Deep Inside Convolutional Networks: Visualising
+  Image Classification Models and Saliency Maps", arXiv:1312.6034, 2013 (class logit).
+  Erhan et al., "Visualizing Higher-Layer Features of a Deep Network", 2009 (neuron,
+  channel). Olah, Mordvintsev & Schubert, "Feature Visualization", Distill 2017
+  (neuron, channel, direction objectives and their sums).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import numbers
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxviz import capture
+
+ObjectiveFn = Callable[[nn.Module, Any, jax.Array], jax.Array]
+
+
+# --- the forward pass objectives read ---------------------------------------------------------
+
+
+class Forward(NamedTuple):
+    """What one forward pass captured for an objective.
+
+    Attributes:
+      model, variables, x: the call's arguments (a :class:`Function` term reruns them).
+      logits: ``model.apply(variables, x)`` when a term needs it, else None.
+      acts: ``{layer name as given: activation}`` for every layer a term names.
+    """
+
+    model: nn.Module
+    variables: Any
+    x: jax.Array
+    logits: jax.Array | None
+    acts: Mapping[str, jax.Array]
+
+
+def _intermediates(tree: Mapping, prefix: tuple[str, ...] = ()):
+    for key, value in tree.items():
+        if key == "__call__":
+            if prefix:
+                yield ".".join(prefix), value[-1]
+        elif isinstance(value, Mapping):
+            yield from _intermediates(value, (*prefix, key))
+
+
+def forward(model: nn.Module, variables: Any, x: jax.Array, layers: Sequence[str] = (),
+            logits: bool = True) -> Forward:
+    """One forward pass that returns the named layers' activations and, if asked, the logits.
+
+    Without ``logits`` this is :func:`jaxviz.activations` (our models stop after the last
+    layer asked for). With ``logits`` the whole forward runs once, capturing the layers
+    on the way.
+
+    Args:
+      model: a Linen module.
+      variables: its variables.
+      x: (N, H, W, C) input.
+      layers: layer names (module paths or aliases).
+      logits: whether to run to the output.
+
+    Returns:
+      A :class:`Forward`.
+
+    Raises:
+      KeyError: a name is not a layer of ``model`` (with the closest valid names).
+    """
+    names = list(dict.fromkeys(layers))
+    if not logits:
+        acts = capture.activations(model, variables, x, names) if names else {}
+        return Forward(model, variables, x, None, acts)
+    if not names:
+        return Forward(model, variables, x, model.apply(variables, x), {})
+    paths = capture.resolve(model, names, capture.layer_names(model, tuple(x.shape)))
+    wanted = set(paths)
+
+    def record(module: nn.Module, method: str) -> bool:
+        return method == "__call__" and ".".join(module.path) in wanted
+
+    out, state = model.apply(variables, x, capture_intermediates=record, mutable=["intermediates"])
+    captured = dict(_intermediates(state["intermediates"]))
+    return Forward(model, variables, x, out, {n: captured[p] for n, p in zip(names, paths)})
+
+
+# --- static shapes, for checks before a jitted call -----------------------------------------
+
+
+def _trace_output(model: nn.Module, shape: tuple[int, ...], dtype: Any) -> jax.ShapeDtypeStruct:
+    x = jax.ShapeDtypeStruct(shape, dtype)
+    out, _ = jax.eval_shape(lambda x: model.init_with_output(jax.random.key(0), x), x)
+    return out
+
+
+_cached_output = functools.lru_cache(maxsize=64)(_trace_output)
+
+
+def output_shape(model: nn.Module, shape: Sequence[int],
+                 dtype: Any = jnp.float32) -> tuple[int, ...]:
+    """Shape of ``model.apply(variables, x)`` for ``x`` of ``shape`` (traced, nothing computed).
+
+    Raises:
+      TypeError: the model's output is not a single array.
+    """
+    key = (tuple(int(s) for s in shape), jnp.dtype(dtype))
+    try:
+        out = _cached_output(model, *key)
+    except TypeError:  # unhashable fields in a user model: trace each time
+        out = _trace_output(model, *key)
+    if not hasattr(out, "shape"):
+        raise TypeError(f"expected {type(model).__name__} to return one (N, classes) array of "
+                        f"logits; it returns {type(out).__name__}")
+    return tuple(out.shape)
+
+
+def _layer_shapes(model: nn.Module, shape: Sequence[int], names: Sequence[str]) -> dict[str, tuple]:
+    table = capture.layer_names(model, tuple(int(s) for s in shape))
+    paths = capture.resolve(model, list(names), table)
+    by_path = {info.path: info.shape for info in table}
+    return {name: by_path[path] for name, path in zip(names, paths)}
+
+
+# --- index checks ---------------------------------------------------------------------------
+
+
+def _is_concrete(value: Any) -> bool:
+    return not isinstance(value, jax.core.Tracer)
+
+
+def _as_index(index: Any, what: str) -> Any:
+    """An int or an int array of shape (N,), as an int32 array (a tracer passes through)."""
+    if isinstance(index, (bool, np.bool_)):
+        raise TypeError(f"expected {what} as an int or an int array of shape (N,), got a bool")
+    if isinstance(index, numbers.Integral):
+        if index < 0:
+            raise ValueError(f"expected a non-negative {what}, got {index}")
+        return np.asarray(index, np.int32)
+    if isinstance(index, (list, tuple)):
+        index = np.asarray(index)
+    if isinstance(index, (np.ndarray, jax.Array)):
+        if not jnp.issubdtype(index.dtype, jnp.integer):
+            raise TypeError(f"expected {what} as an int or an int array of shape (N,), got an "
+                            f"array of dtype {index.dtype}")
+        if index.ndim > 1:
+            raise ValueError(f"expected {what} as an int or an int array of shape (N,), got "
+                             f"shape {tuple(index.shape)}")
+        if _is_concrete(index):
+            arr = np.asarray(index)
+            if arr.size and arr.min() < 0:
+                raise ValueError(f"expected non-negative {what}s, got {arr.min()}")
+            return arr.astype(np.int32)
+        return index.astype(jnp.int32)
+    raise TypeError(f"expected {what} as an int or an int array of shape (N,), got "
+                    f"{type(index).__name__}")
+
+
+def _check_index(index: Any, n: int, size: int, what: str, where: str) -> None:
+    """Checks an index array against the batch size and the axis it indexes (when concrete)."""
+    shape = tuple(np.shape(index))
+    if shape not in ((), (n,)):
+        raise ValueError(f"expected one {what} or one per example, shape () or ({n},); got "
+                         f"shape {shape}")
+    if _is_concrete(index):
+        arr = np.asarray(index)
+        if arr.size and (arr.min() < 0 or arr.max() >= size):
+            bad = arr[(arr < 0) | (arr >= size)].ravel()[0]
+            raise ValueError(f"{what} {int(bad)} is out of range for {where}: expected "
+                             f"0 <= {what} < {size}")
+
+
+def _per_example(index: Any, n: int) -> jax.Array:
+    return jnp.broadcast_to(jnp.asarray(index, jnp.int32), (n,))
+
+
+def _spatial_mean(a: jax.Array) -> jax.Array:
+    """Mean over the spatial axes of (N, ..., C): (N, C); (N, C) passes through."""
+    return a.mean(axis=tuple(range(1, a.ndim - 1))) if a.ndim > 2 else a
+
+
+# --- objectives -----------------------------------------------------------------------------
+
+
+def _static(**kwargs):
+    return dataclasses.field(metadata={"static": True}, **kwargs)
+
+
+class Objective:
+    """Base of all objectives: ``objective(model, variables, x) -> (N,)``, composable.
+
+    ``a + b``, ``a - b``, ``-a``, ``w * a``, ``a / w`` build a :class:`Sum` whose layers
+    are captured in one forward pass. A plain callable ``f(model, variables, x) -> (N,)``
+    may be added to an objective (it runs its own forward pass).
+    """
+
+    def layers(self) -> tuple[str, ...]:
+        """Names of the layers this objective reads."""
+        return ()
+
+    def needs_logits(self) -> bool:
+        """Whether this objective reads the model's output."""
+        return False
+
+    def evaluate(self, found: Forward) -> jax.Array:
+        """The (N,) values, from a forward pass that captured :meth:`layers`."""
+        raise NotImplementedError
+
+    def check(self, model: nn.Module, shape: Sequence[int], dtype: Any = jnp.float32) -> None:
+        """Raises if this objective cannot apply to ``model`` on inputs of ``shape``.
+
+        Uses static shapes only (layer tables are cached per model and input shape), so
+        it is cheap to call before a jitted computation whose index leaves are traced.
+
+        Raises:
+          KeyError: an unknown layer name.
+          ValueError: an index out of range, or of the wrong shape.
+        """
+
+    def __call__(self, model: nn.Module, variables: Any, x: jax.Array) -> jax.Array:
+        """(N,) values of the objective for input ``x: (N, H, W, C)``."""
+        found = forward(model, variables, x, self.layers(), self.needs_logits())
+        return self.evaluate(found)
+
+    # composition
+    def __add__(self, other: Any) -> Objective:
+        if isinstance(other, Objective) or (callable(other) and not isinstance(other, type)):
+            return Sum.of((1.0, self), (1.0, _as_term(other)))
+        return NotImplemented
+
+    def __radd__(self, other: Any) -> Objective:
+        if isinstance(other, numbers.Number) and other == 0:  # sum([a, b, ...]) starts at 0
+            return self
+        if callable(other):
+            return Sum.of((1.0, _as_term(other)), (1.0, self))
+        return NotImplemented
+
+    def __sub__(self, other: Any) -> Objective:
+        if isinstance(other, Objective) or callable(other):
+            return Sum.of((1.0, self), (-1.0, _as_term(other)))
+        return NotImplemented
+
+    def __rsub__(self, other: Any) -> Objective:
+        if callable(other):
+            return Sum.of((1.0, _as_term(other)), (-1.0, self))
+        return NotImplemented
+
+    def __neg__(self) -> Objective:
+        return Sum.of((-1.0, self))
+
+    def __mul__(self, weight: Any) -> Objective:
+        if _is_scalar(weight):
+            return Sum.of((weight, self))
+        return NotImplemented
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, weight: Any) -> Objective:
+        if _is_scalar(weight):
+            return Sum.of((1.0 / weight, self))
+        return NotImplemented
+
+
+def _is_scalar(w: Any) -> bool:
+    if isinstance(w, (bool, np.bool_)):
+        return False
+    if isinstance(w, numbers.Real):
+        return True
+    return isinstance(w, (np.ndarray, jax.Array)) and np.ndim(w) == 0
+
+
+def _as_term(f: Any) -> Objective:
+    return f if isinstance(f, Objective) else Function(f)
+
+
+def _register(cls):
+    cls = dataclasses.dataclass(frozen=True, eq=False)(cls)
+    return jax.tree_util.register_dataclass(cls)
+
+
+@_register
+class ClassLogit(Objective):
+    """The logit of class ``target``: ``model.apply(variables, x)[n, target[n]]``.
+
+    Attributes:
+      target: () or (N,) int32 class index.
+    """
+
+    target: Any
+
+    def needs_logits(self) -> bool:
+        return True
+
+    def evaluate(self, found: Forward) -> jax.Array:
+        logits = found.logits
+        if not hasattr(logits, "ndim") or logits.ndim != 2:
+            what = (f"shape {tuple(logits.shape)}" if hasattr(logits, "shape")
+                    else type(logits).__name__)
+            raise ValueError(f"a class-logit objective needs the model to return (N, classes) "
+                             f"logits; {type(found.model).__name__} returns {what}")
+        n, classes = logits.shape
+        _check_index(self.target, n, classes, "class index", f"{classes} classes")
+        rows = _per_example(self.target, n)
+        return jnp.take_along_axis(logits, rows[:, None], axis=1)[:, 0]
+
+    def check(self, model, shape, dtype=jnp.float32):
+        out = output_shape(model, shape, dtype)
+        if len(out) != 2:
+            raise ValueError(f"a class-logit objective needs the model to return (N, classes) "
+                             f"logits; {type(model).__name__} returns shape {out}")
+        _check_index(self.target, out[0], out[1], "class index", f"{out[1]} classes")
+
+
+@_register
+class Channel(Objective):
+    """Mean of channel ``index`` of ``layer`` over its spatial positions.
+
+    ``mean_{h, w} A[n, h, w, index[n]]``; for a flat (N, F) layer, ``A[n, index[n]]``.
+
+    Attributes:
+      layer: layer name (module path or alias).
+      index: () or (N,) int32 channel index.
+    """
+
+    layer: str = _static()
+    index: Any = None
+
+    def layers(self):
+        return (self.layer,)
+
+    def evaluate(self, found):
+        a = found.acts[self.layer]
+        _check_index(self.index, a.shape[0], a.shape[-1], "channel",
+                     f"layer {self.layer!r} with {a.shape[-1]} channels")
+        idx = _per_example(self.index, a.shape[0])
+        return jnp.take_along_axis(_spatial_mean(a), idx[:, None], axis=1)[:, 0]
+
+    def check(self, model, shape, dtype=jnp.float32):
+        s = _layer_shapes(model, shape, [self.layer])[self.layer]
+        _check_index(self.index, s[0], s[-1], "channel",
+                     f"layer {self.layer!r} with {s[-1]} channels")
+
+
+@_register
+class Neuron(Objective):
+    """Channel ``index`` of ``layer`` at one spatial position: ``A[n, y, x, index[n]]``.
+
+    Attributes:
+      layer: layer name; its output is (N, h, w, C).
+      index: () or (N,) int32 channel index.
+      y, x: the position; None means the centre, ``h // 2`` and ``w // 2``.
+    """
+
+    layer: str = _static()
+    index: Any = None
+    y: int | None = _static(default=None)
+    x: int | None = _static(default=None)
+
+    def layers(self):
+        return (self.layer,)
+
+    def _position(self, shape):
+        if len(shape) != 4:
+            raise ValueError(f"a neuron objective needs a spatial (N, h, w, C) layer; "
+                             f"{self.layer!r} has shape {tuple(shape)}")
+        h, w = shape[1:3]
+        y = h // 2 if self.y is None else self.y
+        x = w // 2 if self.x is None else self.x
+        if not (0 <= y < h and 0 <= x < w):
+            raise ValueError(f"position (y={y}, x={x}) is outside layer {self.layer!r} of "
+                             f"size {h}x{w}")
+        return y, x
+
+    def evaluate(self, found):
+        a = found.acts[self.layer]
+        y, x = self._position(a.shape)
+        _check_index(self.index, a.shape[0], a.shape[-1], "channel",
+                     f"layer {self.layer!r} with {a.shape[-1]} channels")
+        idx = _per_example(self.index, a.shape[0])
+        return jnp.take_along_axis(a[:, y, x, :], idx[:, None], axis=1)[:, 0]
+
+    def check(self, model, shape, dtype=jnp.float32):
+        s = _layer_shapes(model, shape, [self.layer])[self.layer]
+        self._position(s)
+        _check_index(self.index, s[0], s[-1], "channel",
+                     f"layer {self.layer!r} with {s[-1]} channels")
+
+
+@_register
+class LayerMax(Objective):
+    """The largest value of ``layer``'s output, per example (``output.max()``)."""
+
+    layer: str = _static()
+
+    def layers(self):
+        return (self.layer,)
+
+    def evaluate(self, found):
+        a = found.acts[self.layer]
+        return a.reshape(a.shape[0], -1).max(axis=1)
+
+    def check(self, model, shape, dtype=jnp.float32):
+        _layer_shapes(model, shape, [self.layer])
+
+
+@_register
+class Direction(Objective):
+    """Dot product of ``layer``'s channel vector with ``vector``, averaged over space.
+
+    ``mean_{h, w} sum_c A[n, h, w, c] v[n, c]`` (Olah et al. 2017's "direction"; the
+    vector is used as given, not normalized).
+
+    Attributes:
+      layer: layer name.
+      vector: (C,) or (N, C) direction.
+    """
+
+    layer: str = _static()
+    vector: Any = None
+
+    def layers(self):
+        return (self.layer,)
+
+    def _check(self, shape):
+        v = tuple(np.shape(self.vector))
+        if v not in ((shape[-1],), (shape[0], shape[-1])):
+            raise ValueError(f"expected a direction of shape ({shape[-1]},) or "
+                             f"({shape[0]}, {shape[-1]}) for layer {self.layer!r} of shape "
+                             f"{tuple(shape)}; got shape {v}")
+
+    def evaluate(self, found):
+        a = found.acts[self.layer]
+        self._check(a.shape)
+        v = jnp.broadcast_to(jnp.asarray(self.vector, a.dtype), (a.shape[0], a.shape[-1]))
+        return jnp.einsum("nc,nc->n", _spatial_mean(a), v)
+
+    def check(self, model, shape, dtype=jnp.float32):
+        self._check(_layer_shapes(model, shape, [self.layer])[self.layer])
+
+
+@_register
+class Function(Objective):
+    """A plain callable ``fn(model, variables, x) -> (N,)`` as a composable objective.
+
+    It runs its own forward pass (not shared with the other terms of a sum).
+    """
+
+    fn: ObjectiveFn = _static()
+
+    def evaluate(self, found):
+        return self.fn(found.model, found.variables, found.x)
+
+    def __call__(self, model, variables, x):
+        return self.fn(model, variables, x)
+
+
+@_register
+class Sum(Objective):
+    """``sum_i weights[i] * terms[i]``; all terms' layers come from one forward pass."""
+
+    terms: tuple[Objective, ...]
+    weights: tuple[Any, ...]
+
+    @staticmethod
+    def of(*pairs: tuple[Any, Objective]) -> Sum:
+        """A flat sum of ``(weight, objective)`` pairs (nested sums are expanded)."""
+        terms, weights = [], []
+        for w, term in pairs:
+            if isinstance(term, Sum):
+                terms.extend(term.terms)
+                weights.extend(w * tw for tw in term.weights)
+            else:
+                terms.append(term)
+                weights.append(w)
+        return Sum(tuple(terms), tuple(weights))
+
+    def layers(self):
+        return tuple(dict.fromkeys(name for t in self.terms for name in t.layers()))
+
+    def needs_logits(self):
+        return any(t.needs_logits() for t in self.terms)
+
+    def evaluate(self, found):
+        return sum(w * t.evaluate(found) for w, t in zip(self.weights, self.terms))
+
+    def check(self, model, shape, dtype=jnp.float32):
+        for t in self.terms:
+            t.check(model, shape, dtype)
+
+
+# --- constructors ----------------------------------------------------------------------------
+
+
+def class_logit(target: int | jax.Array) -> ClassLogit:
+    """The logit of class ``target`` (an int, or an int array (N,) of one class per example).
+
+    Raises:
+      TypeError: ``target`` is not an int or an int array.
+      ValueError: it is negative or not of shape () or (N,). Indices at or above the
+        number of classes fail when the objective meets the model.
+    """
+    return ClassLogit(_as_index(target, "class index"))
+
+
+def channel(layer: str, index: int | jax.Array) -> Channel:
+    """Mean over space of channel ``index`` of ``layer`` (int or (N,) int array)."""
+    return Channel(_layer_name(layer), _as_index(index, "channel"))
+
+
+def neuron(layer: str, index: int | jax.Array, y: int | None = None,
+           x: int | None = None) -> Neuron:
+    """Channel ``index`` of ``layer`` at position ``(y, x)``; default the centre."""
+    for name, v in (("y", y), ("x", x)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Integral)):
+            raise TypeError(f"expected {name} as an int or None, got {type(v).__name__}")
+    return Neuron(_layer_name(layer), _as_index(index, "channel"),
+                  None if y is None else int(y), None if x is None else int(x))
+
+
+def layer_max(layer: str) -> LayerMax:
+    """The largest value of ``layer``'s output per example (``output.max()``)."""
+    return LayerMax(_layer_name(layer))
+
+
+def direction(layer: str, vector: jax.Array) -> Direction:
+    """Mean over space of ``A[n, h, w, :] . vector`` (vector (C,) or (N, C))."""
+    vector = vector if isinstance(vector, jax.Array) else np.asarray(vector)
+    if vector.ndim not in (1, 2) or not jnp.issubdtype(vector.dtype, jnp.floating):
+        raise ValueError(f"expected a float direction of shape (C,) or (N, C), got "
+                         f"{vector.dtype} of shape {tuple(vector.shape)}")
+    return Direction(_layer_name(layer), vector)
+
+
+def _layer_name(layer: Any) -> str:
+    if not isinstance(layer, str):
+        raise TypeError(f"layer names are strings; got {type(layer).__name__} {layer!r}")
+    return layer
+
+
+def as_objective(target: Any) -> Objective | ObjectiveFn:
+    """What attribution's ``target`` argument means.
+
+    Args:
+      target: an int or an int array (N,) (class logits, :func:`class_logit`); an
+        :class:`Objective`; or a plain callable ``f(model, variables, x) -> (N,)``.
+
+    Returns:
+      An objective, or the callable unchanged.
+
+    Raises:
+      TypeError: anything else, saying what was expected and what came.
+    """
+    if isinstance(target, Objective):
+        return target
+    if isinstance(target, (bool, np.bool_)):
+        raise TypeError("expected a target as an int class index, an int array (N,), an "
+                        "objective or a callable f(model, variables, x) -> (N,); got a bool")
+    if isinstance(target, numbers.Integral):
+        return class_logit(target)
+    if isinstance(target, (np.ndarray, jax.Array, list, tuple)):
+        arr = target if isinstance(target, (np.ndarray, jax.Array)) else np.asarray(target)
+        if jnp.issubdtype(arr.dtype, jnp.integer):
+            return class_logit(arr)
+        raise TypeError(f"expected a target as an int class index, an int array (N,), an "
+                        f"objective or a callable f(model, variables, x) -> (N,); got an array "
+                        f"of dtype {arr.dtype}")
+    if callable(target) and not isinstance(target, type):
+        return target
+    raise TypeError(f"expected a target as an int class index, an int array (N,), an objective "
+                    f"or a callable f(model, variables, x) -> (N,); got {type(target).__name__}")
+
+
+__all__ = [
+    "ClassLogit", "Channel", "Direction", "Forward", "Function", "LayerMax", "Neuron",
+    "Objective", "Sum", "as_objective", "channel", "class_logit", "direction", "forward",
+    "layer_max", "neuron", "output_shape",
+]
