@@ -601,6 +601,75 @@ def occlusion(model: nn.Module, variables: Any, x: jax.Array, target: Target, *,
     return (heat, grid) if return_windows else heat
 
 
+# --- DeconvNet reconstruction -----------------------------------------------------------------
+
+
+def _reconstruction_core(model, path, strongest, variables, x, channel):
+    def layer_output(x):
+        return capture.activations(model, variables, x, [path])[path]
+
+    a, pull_back = jax.vjp(layer_output, x)
+    keep = jnp.ones_like(a, dtype=bool)
+    if channel is not None:
+        keep = jnp.arange(a.shape[-1]) == channel.reshape((-1,) + (1,) * (a.ndim - 1))
+    if strongest:
+        chosen = jnp.where(keep, a, -jnp.inf).reshape(a.shape[0], -1)
+        top = jnp.argmax(chosen, axis=1)
+        keep = (jnp.arange(chosen.shape[1]) == top[:, None]).reshape(a.shape)
+    (pixels,) = pull_back(jnp.where(keep, a, jnp.zeros((), a.dtype)))
+    return pixels
+
+
+_reconstruction_jit = _compiled(_reconstruction_core, 3)
+
+
+def deconvnet_reconstruction(model: nn.Module, variables: Any, x: jax.Array, layer: str, *,
+                             channel: int | jax.Array | None = None,
+                             strongest: bool = False) -> jax.Array:
+    """Projects a layer's activation back to pixels through a DeconvNet (Zeiler & Fergus 2014).
+
+    The activation ``A`` of ``layer`` is kept where selected and zeroed elsewhere, then
+    sent back down the network: each max pool unpools through its switches (the arg-max
+    of every window, :mod:`jaxviz.switches`; where overlapping windows share a switch
+    their values add), each ReLU rectifies the signal coming down, and each convolution
+    applies its transposed filters. That backward pass is the vector-Jacobian product
+    of ``x -> A`` under the ``deconvnet`` rule (:mod:`jaxviz.rules`), evaluated at
+    ``A * mask``.
+
+    Args:
+      model: a model whose ReLUs follow a backward rule (ours; see the module docstring).
+      variables, x: as :func:`gradient`.
+      layer: the layer to project from (module path or alias).
+      channel: None keeps every channel; an int, or an int array (N,) with one channel per
+        example, keeps only that channel.
+      strongest: keep only the single strongest activation among those selected (per
+        example), as in the paper's figures.
+
+    Returns:
+      (N, H, W, C) reconstruction in input space, in ``x``'s dtype.
+
+    Raises:
+      KeyError: unknown layer; TypeError: the model has no ``rules`` field;
+      ValueError: bad ``x`` or ``channel``.
+    """
+    x = _check_x(x)
+    path = _resolve_layer(model, x, layer)
+    deconv = _with_rule(model, "deconvnet", "deconvnet_reconstruction")
+    if channel is not None:
+        channel = np.asarray(channel)
+        if channel.dtype.kind not in "iu" or channel.ndim > 1 or (
+                channel.ndim == 1 and channel.shape[0] != x.shape[0]):
+            raise ValueError(f"channel must be an int or an int array of shape ({x.shape[0]},); "
+                             f"got {channel!r}")
+        width = capture.layer_names(model, tuple(x.shape))
+        width = next(info.shape for info in width if info.path == path)[-1]
+        if channel.min() < 0 or channel.max() >= width:
+            raise ValueError(f"channel {channel.tolist()} out of range for {layer!r}, which has "
+                             f"{width} channels")
+        channel = jnp.broadcast_to(jnp.asarray(channel, jnp.int32), (x.shape[0],))
+    return _reconstruction_jit(deconv, path, bool(strongest), variables, x, channel)
+
+
 # --- Grad-CAM -----------------------------------------------------------------------------------
 
 
