@@ -72,3 +72,28 @@ def photo_and_noise(size: tuple[int, int], seed: int = 0) -> np.ndarray:
     photo = data.preprocess(data.sample_image("chelsea"), size, resize="exact")
     noise = np.random.default_rng(seed).standard_normal((1, *size, 3)).astype(np.float32)
     return np.concatenate([photo, noise]).astype(np.float32)
+
+
+def numpy_random_alexnet():
+    """AlexNet (10 classes) with random weights, and two 64x64 inputs.
+
+    The variable tree comes from ``model.init`` (shapes only, via ``jax.eval_shape``);
+    the values are drawn with numpy in torch's default range U(-1/sqrt(fan_in), ..),
+    because jax's threefry draws of AlexNet's 57M parameters take ~10 s on 2 CPU cores.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from jaxviz import models
+
+    model = models.create("alexnet", num_classes=10)
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((2, 64, 64, 3)), jnp.float32)
+    shapes = jax.eval_shape(model.init, jax.random.key(0), x)
+
+    def draw(path, leaf):
+        fan_in = np.prod(leaf.shape[:-1]) if leaf.ndim > 1 else leaf.shape[0]
+        u = rng.random(leaf.shape, dtype=np.float32) * 2 - 1
+        return jnp.asarray(u / np.float32(np.sqrt(fan_in)))
+
+    return model, jax.tree_util.tree_map_with_path(draw, shapes), x

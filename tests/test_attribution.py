@@ -43,13 +43,14 @@ import numpy as np
 import pytest
 
 import jaxviz as jv
-from conftest import F32_TOL, F64_TOL, max_rel_err, nhwc, torchvision_model
+from conftest import F32_TOL, F64_TOL, max_rel_err, nhwc, torchvision_model, numpy_random_alexnet
 from jaxviz import attribution as A
 from jaxviz import objectives as O
 from jaxviz.models import modules
 
 torch = pytest.importorskip("torch")
-from torch_reference import count_flips, decision_inputs_jax, decision_inputs_torch, decisions  # noqa: E402
+from torch_reference import (count_flips, decision_inputs_jax, decision_inputs_torch, decisions,  # noqa: E402
+                             pinned_apply)
 from weights_port import from_torchvision  # noqa: E402
 
 F = torch.nn.functional
@@ -366,19 +367,7 @@ def test_new_targets_reuse_the_compiled_program(linear):
 
 @pytest.fixture(scope="module")
 def alexnet():
-    """AlexNet (10 classes), random weights in torch's default ranges drawn with numpy
-    (jax's threefry over 57M parameters is slow on 2 cores), two 64x64 inputs."""
-    model = jv.models.create("alexnet", num_classes=10)
-    rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.standard_normal((2, 64, 64, 3)), jnp.float32)
-    shapes = jax.eval_shape(model.init, jax.random.key(0), x)
-
-    def draw(path, leaf):
-        fan_in = np.prod(leaf.shape[:-1]) if leaf.ndim > 1 else leaf.shape[0]
-        u = rng.random(leaf.shape, dtype=np.float32) * 2 - 1
-        return jnp.asarray(u / np.float32(np.sqrt(fan_in)))
-
-    return model, jax.tree_util.tree_map_with_path(draw, shapes), x
+    return numpy_random_alexnet()
 
 
 def test_objectives_equal_their_definitions(alexnet):
@@ -722,63 +711,6 @@ def torch_occlusion_loop(tmodel, x, targets, window, stride, baseline):
     return total / count, grid
 
 
-# --- our forward pinned to torch's decisions, under a backward rule ---------------------------
-
-
-def _pinned_relu(s, mask, rule):
-    """``where(mask, s, 0)`` forward (torch's signs), the rule's backward with that mask."""
-
-    @jax.custom_vjp
-    def f(s):
-        return jnp.where(mask, s, 0)
-
-    def bwd(_, g):
-        if rule == "gradient":
-            return (jnp.where(mask, g, 0),)
-        if rule == "deconvnet":
-            return (jnp.maximum(g, 0),)
-        return (jnp.where(mask & (g > 0), g, 0),)
-
-    f.defvjp(lambda s: (f(s), None), bwd)
-    return f(s)
-
-
-def pinned_rule_apply(model, variables, x, fixed, rule):
-    """torch_reference.pinned_apply with the ReLU backward of ``rule``: every ReLU sign
-    and max-pool arg-max taken from ``fixed`` (torch's), ReLUs (GoogLeNet's functional
-    ones included) with the rule's backward on those signs."""
-    googlenet = jv.models.googlenet
-    bn_outputs = {}
-
-    def mask(key):
-        m = fixed[key]
-        return m.transpose(0, 2, 3, 1) if m.ndim == 4 else m
-
-    def interceptor(call, args, kwargs, context):
-        m = context.module
-        name = ".".join(m.path)
-        if context.method_name != "__call__" or not name:
-            return call(*args, **kwargs)
-        if isinstance(m, modules.ReLU):
-            return _pinned_relu(args[0], mask(("relu", name)), rule)
-        if isinstance(m, modules.MaxPool2d):
-            x = args[0]
-            n, h, w, c = x.shape
-            idx = fixed[("pool", name)]
-            flat = x.transpose(0, 3, 1, 2).reshape(n, c, h * w)
-            picked = jnp.take_along_axis(flat, idx.reshape(n, c, -1), axis=2)
-            return picked.reshape(idx.shape).transpose(0, 2, 3, 1)
-        out = call(*args, **kwargs)
-        if isinstance(m, modules.BatchNorm2d) and name.endswith(".bn"):
-            bn_outputs[name] = out
-        elif isinstance(m, googlenet.BasicConv2d):
-            return _pinned_relu(bn_outputs[name + ".bn"], mask(("relu", name + ".bn")), rule)
-        return out
-
-    with nn.intercept_methods(interceptor):
-        return model.apply(variables, x)
-
-
 # =============================================================================================
 # Against torch: AlexNet and GoogLeNet, seeded random weights, two photographs
 # =============================================================================================
@@ -887,7 +819,7 @@ def test_gradient_methods_match_torch_float32(arch, method):
     # give our method's answer, so the fallback itself is checked on inputs without flips.
     if not agree.all() or (arch.name, method) == ("alexnet", "guided_backprop"):
         rows = np.arange(len(TARGETS))
-        pinned = jax.grad(lambda x: pinned_rule_apply(arch.model, arch.v32, x, arch.torch_decisions,
+        pinned = jax.grad(lambda x: pinned_apply(arch.model, arch.v32, x, arch.torch_decisions,
                                                       rule)[rows, TARGETS].sum())
         p = np.asarray(jax.jit(pinned)(jnp.asarray(arch.x)))
         if method == "gradient_x_input":

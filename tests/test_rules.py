@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import jaxviz as jv
-from conftest import F32_TOL, F64_TOL, max_rel_err, nhwc
+from conftest import F32_TOL, F64_TOL, max_rel_err, nhwc, numpy_random_alexnet
 from jaxviz import rules
 from jaxviz.models import layers, modules
 
@@ -237,23 +237,7 @@ def test_check_rule_accepts_every_rule():
 
 @pytest.fixture(scope="module")
 def alexnet():
-    """AlexNet (10 classes) with random weights, and two 64x64 inputs.
-
-    The variable tree comes from ``model.init`` (shapes only, via ``jax.eval_shape``);
-    the values are drawn with numpy in torch's default range U(-1/sqrt(fan_in), ..),
-    because jax's threefry draws of AlexNet's 57M parameters take ~10 s on 2 CPU cores.
-    """
-    model = jv.models.create("alexnet", num_classes=10)
-    rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.standard_normal((2, 64, 64, 3)), jnp.float32)
-    shapes = jax.eval_shape(model.init, jax.random.key(0), x)
-
-    def draw(path, leaf):
-        fan_in = np.prod(leaf.shape[:-1]) if leaf.ndim > 1 else leaf.shape[0]
-        u = rng.random(leaf.shape, dtype=np.float32) * 2 - 1
-        return jnp.asarray(u / np.float32(np.sqrt(fan_in)))
-
-    return model, jax.tree_util.tree_map_with_path(draw, shapes), x
+    return numpy_random_alexnet()
 
 
 @functools.partial(jax.jit, static_argnames="model")

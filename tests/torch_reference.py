@@ -93,10 +93,32 @@ def count_flips(a: dict, b: dict, n: int) -> np.ndarray:
     return sum((a[k] != b[k]).reshape(n, -1).sum(axis=1) for k in a)
 
 
-def pinned_apply(model, variables, x, fixed: dict[tuple[str, str], np.ndarray]):
+def _pinned_relu(s, mask, rule: str):
+    """``where(mask, s, 0)`` forward (the given signs), the backward of ``rule`` on them:
+    gradient ``1[mask] g``, deconvnet ``relu(g)``, guided ``1[mask] relu(g)``."""
+
+    @jax.custom_vjp
+    def f(s):
+        return jnp.where(mask, s, 0)
+
+    def bwd(_, g):
+        if rule == "gradient":
+            return (jnp.where(mask, g, 0),)
+        if rule == "deconvnet":
+            return (jnp.maximum(g, 0),)
+        if rule == "guided":
+            return (jnp.where(mask & (g > 0), g, 0),)
+        raise ValueError(f"no pinned ReLU for rule {rule!r}")
+
+    f.defvjp(lambda s: (f(s), None), bwd)
+    return f(s)
+
+
+def pinned_apply(model, variables, x, fixed: dict[tuple[str, str], np.ndarray], rule: str = "gradient"):
     """``model.apply`` with every ReLU sign and max-pool arg-max taken from ``fixed``:
-    ReLU becomes ``where(mask, x, 0)`` and max pooling a gather at the given indices, so
-    the gradient is that of the linear piece those decisions select."""
+    each ReLU (GoogLeNet's functional ones included) becomes ``where(mask, x, 0)`` with
+    the backward of ``rule``, and max pooling a gather at the given indices, so the
+    gradient is that of the linear piece those decisions select."""
     modules, googlenet = jv.models.modules, jv.models.googlenet
     bn_outputs = {}
 
@@ -110,7 +132,7 @@ def pinned_apply(model, variables, x, fixed: dict[tuple[str, str], np.ndarray]):
         if context.method_name != "__call__" or not name:
             return call(*args, **kwargs)
         if isinstance(m, modules.ReLU):
-            return jnp.where(nhwc_mask(("relu", name)), args[0], 0)
+            return _pinned_relu(args[0], nhwc_mask(("relu", name)), rule)
         if isinstance(m, modules.MaxPool2d):
             x = args[0]
             n, h, w, c = x.shape
@@ -122,7 +144,7 @@ def pinned_apply(model, variables, x, fixed: dict[tuple[str, str], np.ndarray]):
         if isinstance(m, modules.BatchNorm2d) and name.endswith(".bn"):
             bn_outputs[name] = out
         elif isinstance(m, googlenet.BasicConv2d):  # relu(bn(conv(x))), the relu functional
-            return jnp.where(nhwc_mask(("relu", name + ".bn")), bn_outputs[name + ".bn"], 0)
+            return _pinned_relu(bn_outputs[name + ".bn"], nhwc_mask(("relu", name + ".bn")), rule)
         return out
 
     with nn.intercept_methods(interceptor):
