@@ -244,6 +244,12 @@ class Objective:
           ValueError: an index out of range, or of the wrong shape.
         """
 
+    def tile(self, reps: int) -> Objective | None:
+        """This objective for a batch of ``reps`` copies of the batch, stacked copy-major
+        (example ``r * N + n`` is a variant of example ``n``); None when that is unknown
+        (a plain callable), so callers vmap over the copies instead."""
+        return self
+
     def __call__(self, model: nn.Module, variables: Any, x: jax.Array) -> jax.Array:
         """(N,) values of the objective for input ``x: (N, H, W, C)``."""
         found = forward(model, variables, x, self.layers(), self.needs_logits())
@@ -300,6 +306,13 @@ def _as_term(f: Any) -> Objective:
     return f if isinstance(f, Objective) else Function(f)
 
 
+def _tile_leading(a: Any, reps: int, per_example_ndim: int) -> Any:
+    """``a`` repeated ``reps`` times along axis 0 when it has a per-example axis."""
+    if np.ndim(a) != per_example_ndim:
+        return a
+    return jnp.tile(jnp.asarray(a), (reps,) + (1,) * (per_example_ndim - 1))
+
+
 def _register(cls):
     cls = dataclasses.dataclass(frozen=True, eq=False)(cls)
     return jax.tree_util.register_dataclass(cls)
@@ -317,6 +330,9 @@ class ClassLogit(Objective):
 
     def needs_logits(self) -> bool:
         return True
+
+    def tile(self, reps):
+        return ClassLogit(_tile_leading(self.target, reps, 1))
 
     def evaluate(self, found: Forward) -> jax.Array:
         logits = found.logits
@@ -355,6 +371,9 @@ class Channel(Objective):
     def layers(self):
         return (self.layer,)
 
+    def tile(self, reps):
+        return Channel(self.layer, _tile_leading(self.index, reps, 1))
+
     def evaluate(self, found):
         a = found.acts[self.layer]
         _check_index(self.index, a.shape[0], a.shape[-1], "channel",
@@ -385,6 +404,9 @@ class Neuron(Objective):
 
     def layers(self):
         return (self.layer,)
+
+    def tile(self, reps):
+        return Neuron(self.layer, _tile_leading(self.index, reps, 1), self.y, self.x)
 
     def _position(self, shape):
         if len(shape) != 4:
@@ -448,6 +470,9 @@ class Direction(Objective):
     def layers(self):
         return (self.layer,)
 
+    def tile(self, reps):
+        return Direction(self.layer, _tile_leading(self.vector, reps, 2))
+
     def _check(self, shape):
         v = tuple(np.shape(self.vector))
         if v not in ((shape[-1],), (shape[0], shape[-1])):
@@ -466,6 +491,75 @@ class Direction(Objective):
 
 
 @_register
+class UnreachableTarget(Objective):
+    """Minus the mean squared distance of a channel map to an unreachably high target.
+
+    ``-mean_{h, w} (A[n, h, w, c] - t_n)^2`` with ``t_n = (max_{h, w} A[n, h, w, c])^2``
+    held constant (no gradient flows through it), ``c = index[n]``: the loss of the
+    VGG16 activation-maximization recipe, as an objective to ascend.
+
+    Attributes:
+      layer: layer name; its output is (N, h, w, C).
+      index: () or (N,) int32 channel index.
+    """
+
+    layer: str = _static()
+    index: Any = None
+
+    def layers(self):
+        return (self.layer,)
+
+    def tile(self, reps):
+        return UnreachableTarget(self.layer, _tile_leading(self.index, reps, 1))
+
+    def evaluate(self, found):
+        a = found.acts[self.layer]
+        _check_index(self.index, a.shape[0], a.shape[-1], "channel",
+                     f"layer {self.layer!r} with {a.shape[-1]} channels")
+        idx = _per_example(self.index, a.shape[0])
+        m = jnp.take_along_axis(a.reshape(a.shape[0], -1, a.shape[-1]), idx[:, None, None],
+                                axis=2)[..., 0]
+        target = jax.lax.stop_gradient(m.max(axis=1, keepdims=True)) ** 2
+        return -((m - target) ** 2).mean(axis=1)
+
+    def check(self, model, shape, dtype=jnp.float32):
+        s = _layer_shapes(model, shape, [self.layer])[self.layer]
+        _check_index(self.index, s[0], s[-1], "channel",
+                     f"layer {self.layer!r} with {s[-1]} channels")
+
+
+@_register
+class Diversity(Objective):
+    """Minus the similarity of each image's Gram matrix at ``layer`` to the others'.
+
+    ``-sum_{m != n} <G_n, G_m> / N`` with ``G_n = A_n^T A_n`` (A_n the (h w, C) matrix of
+    example n) scaled to unit Frobenius norm (Olah et al. 2017's diversity term). It
+    couples the examples of a batch: add it with a weight to another objective to make a
+    batch of images for one target differ from each other.
+    """
+
+    layer: str = _static()
+
+    def layers(self):
+        return (self.layer,)
+
+    def tile(self, reps):
+        return None
+
+    def evaluate(self, found):
+        a = found.acts[self.layer]
+        n = a.shape[0]
+        flat = a.reshape(n, -1, a.shape[-1])
+        grams = jnp.einsum("nsc,nsd->ncd", flat, flat).reshape(n, -1)
+        grams = grams / jnp.sqrt(jnp.maximum((grams * grams).sum(1, keepdims=True), 1e-20))
+        sim = grams @ grams.T
+        return -(sim.sum(1) - jnp.diagonal(sim)) / n
+
+    def check(self, model, shape, dtype=jnp.float32):
+        _layer_shapes(model, shape, [self.layer])
+
+
+@_register
 class Function(Objective):
     """A plain callable ``fn(model, variables, x) -> (N,)`` as a composable objective.
 
@@ -476,6 +570,9 @@ class Function(Objective):
 
     def evaluate(self, found):
         return self.fn(found.model, found.variables, found.x)
+
+    def tile(self, reps):
+        return None
 
     def __call__(self, model, variables, x):
         return self.fn(model, variables, x)
@@ -506,6 +603,10 @@ class Sum(Objective):
 
     def needs_logits(self):
         return any(t.needs_logits() for t in self.terms)
+
+    def tile(self, reps):
+        terms = [t.tile(reps) for t in self.terms]
+        return None if any(t is None for t in terms) else Sum(tuple(terms), self.weights)
 
     def evaluate(self, found):
         return sum(w * t.evaluate(found) for w, t in zip(self.weights, self.terms))
@@ -547,6 +648,16 @@ def neuron(layer: str, index: int | jax.Array, y: int | None = None,
 def layer_max(layer: str) -> LayerMax:
     """The largest value of ``layer``'s output per example (``output.max()``)."""
     return LayerMax(_layer_name(layer))
+
+
+def unreachable_target(layer: str, index: int | jax.Array) -> UnreachableTarget:
+    """Minus the MSE of channel ``index`` of ``layer`` to ``(its max)^2`` (see the class)."""
+    return UnreachableTarget(_layer_name(layer), _as_index(index, "channel"))
+
+
+def diversity(layer: str) -> Diversity:
+    """Minus the Gram-matrix similarity between the images of a batch at ``layer``."""
+    return Diversity(_layer_name(layer))
 
 
 def direction(layer: str, vector: jax.Array) -> Direction:
@@ -598,7 +709,8 @@ def as_objective(target: Any) -> Objective | ObjectiveFn:
 
 
 __all__ = [
-    "ClassLogit", "Channel", "Direction", "Forward", "Function", "LayerMax", "Neuron",
-    "Objective", "Sum", "as_objective", "channel", "class_logit", "direction", "forward",
-    "layer_max", "neuron", "output_shape",
+    "ClassLogit", "Channel", "Direction", "Diversity", "Forward", "Function", "LayerMax",
+    "Neuron", "Objective", "Sum", "UnreachableTarget", "as_objective", "channel",
+    "class_logit", "direction", "diversity", "forward", "layer_max", "neuron",
+    "output_shape", "unreachable_target",
 ]
