@@ -21,6 +21,7 @@ from jaxviz import objectives as objectives
 from jaxviz import render as render
 from jaxviz import rules as rules
 from jaxviz import switches as switches
+from jaxviz import synthesis as synthesis
 from jaxviz.capture import LayerInfo as LayerInfo
 from jaxviz.capture import activations as activations
 from jaxviz.capture import layer_names as layer_names

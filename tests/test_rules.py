@@ -283,3 +283,41 @@ def test_model_with_unknown_rule_raises(alexnet):
     model, variables, x = alexnet
     with pytest.raises(ValueError, match="expected one of"):
         model.clone(rules="bogus").apply(variables, x)
+
+
+def test_max_pool_derivative_equals_autodiff_of_the_reduction_ties_included():
+    """The mask-based derivative (rules._routed_max_pool) equals the reverse-mode
+    derivative of lax.reduce_window(max) on inputs full of ties, with padding, and its
+    forward mode on tie-free inputs (jax's own forward rule for the reduction breaks
+    ties differently from its reverse rule; ours is one linear map, the first maximum in
+    row-major order, torch's rule, in both modes)."""
+    import jax
+    import jax.numpy as jnp
+    from jax import lax
+
+    from jaxviz import rules
+
+    x = jnp.round(jax.random.normal(jax.random.key(0), (2, 9, 8, 3)) * 2) / 2  # many ties
+    for window, strides, padding in (((3, 3), (2, 2), ((0, 1), (0, 1))),
+                                     ((2, 2), (2, 2), ((0, 0), (0, 0))),
+                                     ((3, 3), (1, 1), ((1, 1), (1, 1)))):
+        def ours(t):
+            return rules.max_pool(t, window, strides, padding)
+
+        def reference(t):
+            pads = ((0, 0), *padding, (0, 0))
+            return lax.reduce_window(t, -jnp.inf, lax.max, (1, *window, 1), (1, *strides, 1),
+                                     pads)
+
+        y, vjp = jax.vjp(ours, x)
+        y_ref, vjp_ref = jax.vjp(reference, x)
+        np.testing.assert_array_equal(y, y_ref)
+        g = jax.random.normal(jax.random.key(1), y.shape)
+        np.testing.assert_array_equal(vjp(g)[0], vjp_ref(g)[0])
+        t = jax.random.normal(jax.random.key(2), x.shape)
+        smooth = jax.random.normal(jax.random.key(3), x.shape)
+        np.testing.assert_array_equal(jax.jvp(ours, (smooth,), (t,))[1],
+                                      jax.jvp(reference, (smooth,), (t,))[1])
+        # forward and reverse mode are transposes: <jvp(t), g> == <t, vjp(g)>
+        np.testing.assert_allclose(jnp.vdot(jax.jvp(ours, (x,), (t,))[1], g),
+                                   jnp.vdot(t, vjp(g)[0]), rtol=1e-5)

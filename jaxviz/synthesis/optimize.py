@@ -1,0 +1,563 @@
+"""Feature synthesis: optimize a batch of parameterized images for an objective.
+
+One jitted step does everything for a whole batch: the images from their parameters,
+a random transform per image (its own key per step), the model's forward pass (which
+stops at the deepest layer the objective reads), the objective and the regularizers,
+their gradient, and the optax update. The step runs in a Python loop of compiled calls
+on CPU (measured faster there than ``lax.scan``, see ``benchmarks/RESULTS.md``) and as
+one ``lax.scan`` elsewhere; ``loop=`` overrides.
+
+Every image's randomness (initial parameters, transforms) comes from its own key, and
+nothing couples the images of a batch unless the objective does (``diversity``), so
+:func:`sweep` gives the same images whatever its chunk size and device count. With more
+than one device the batch axis is sharded over a 1-D mesh of all of them.
+
+References:
+  Erhan et al., "Visualizing Higher-Layer Features of a Deep Network", 2009.
+  Simonyan, Vedaldi & Zisserman, arXiv:1312.6034, 2013 (class model visualization).
+  Olah, Mordvintsev & Schubert, "Feature Visualization", Distill 2017 (parameterizations,
+  transformation robustness, diversity; lucid's defaults).
+  Mordvintsev, Olah & Tyka, "Inceptionism", 2015 (octaves).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import numbers
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from jaxviz import capture, data
+from jaxviz import objectives as objectives_lib
+from jaxviz.synthesis import param as param_lib
+from jaxviz.synthesis import regularizers as reg_lib
+from jaxviz.synthesis import transforms as tf_lib
+
+LOOPS = ("auto", "python", "scan")
+
+# lucid's default; one instance, so that calls with the default share a compiled program
+_DEFAULT_OPTIMIZER = optax.adam(0.05)
+
+
+# --- the normalized-gradient step ------------------------------------------------------------
+
+
+def normalize_by_max_abs(eps: float = 1e-8) -> optax.GradientTransformation:
+    """Divides each image's gradient by its largest absolute value (plus ``eps``).
+
+    Every leaf of the updates has the batch on its leading axis; image ``n``'s gradient
+    (over all leaves) is scaled by ``1 / (max |g_n| + eps)``, so each step moves every
+    image by the same amount whatever the scale of its objective. Chain it with
+    ``optax.sgd(lr)`` for a plain normalized gradient step.
+    """
+
+    def init(params):
+        del params
+        return optax.EmptyState()
+
+    def update(updates, state, params=None):
+        del params
+        leaves = jax.tree.leaves(updates)
+        peak = functools.reduce(jnp.maximum, [jnp.abs(g).reshape(g.shape[0], -1).max(1)
+                                              for g in leaves])
+
+        def scale(g):
+            return g / (peak + eps).astype(g.dtype).reshape(-1, *([1] * (g.ndim - 1)))
+
+        return jax.tree.map(scale, updates), state
+
+    return optax.GradientTransformation(init, update)
+
+
+# --- checks ------------------------------------------------------------------------------
+
+
+def _positive_int(value: Any, what: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"expected {what} as an int >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _positive_float(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
+        raise ValueError(f"expected {what} as a positive number, got {value!r}")
+    return float(value)
+
+
+def _size(size: Any) -> tuple[int, int]:
+    if isinstance(size, numbers.Integral) and not isinstance(size, bool):
+        size = (size, size)
+    try:
+        h, w = (int(s) for s in size)
+    except (TypeError, ValueError):
+        raise ValueError(f"expected size as an int or (H, W), got {size!r}") from None
+    if h < 1 or w < 1:
+        raise ValueError(f"expected a positive size, got {(h, w)}")
+    return h, w
+
+
+def _preprocess(spec: Any) -> Callable[[jax.Array], jax.Array]:
+    if spec is None:
+        return lambda x: x
+    if isinstance(spec, str):
+        if spec == "imagenet":
+            return data.normalize
+        raise ValueError(f"unknown preprocess {spec!r}; expected 'imagenet', None or a callable")
+    if callable(spec):
+        return spec
+    raise TypeError(f"expected preprocess as 'imagenet', None or a callable, got "
+                    f"{type(spec).__name__}")
+
+
+def _loop(loop: str) -> str:
+    if loop not in LOOPS:
+        raise ValueError(f"unknown loop {loop!r}; expected one of {', '.join(LOOPS)}")
+    if loop == "auto":
+        return "python" if jax.default_backend() == "cpu" else "scan"
+    return loop
+
+
+def _key(key: Any) -> jax.Array:
+    if key is None:
+        raise TypeError("synthesis starts from random images: pass key=jax.random.key(seed)")
+    if not (isinstance(key, jax.Array) and (jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+                                            or (key.dtype == jnp.uint32 and key.shape == (2,)))):
+        raise TypeError(f"expected key as a PRNG key (jax.random.key(seed)), got {key!r}")
+    return key
+
+
+# --- the engine ----------------------------------------------------------------------------
+
+
+class Config(NamedTuple):
+    """Everything that fixes the compiled step (hashable)."""
+
+    model: nn.Module
+    param: Any
+    transform: Any
+    regularizers: tuple
+    optimizer: Any
+    preprocess: Any
+
+
+def _loss(config: Config, variables, objective, params, step_keys):
+    images = jax.vmap(config.param.image)(params)
+    seen = jax.vmap(config.transform)(step_keys, images)
+    values = objective(config.model, variables, config.preprocess(seen))
+    penalty = reg_lib.total(images, config.regularizers)
+    return (penalty - values).sum(), values
+
+
+def _step(config: Config, variables, objective, params, opt_state, keys, t):
+    step_keys = jax.vmap(lambda k: jax.random.fold_in(k, t))(keys)
+    grads, values = jax.grad(functools.partial(_loss, config, variables, objective),
+                             has_aux=True)(params, step_keys)
+    updates, opt_state = config.optimizer.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, values
+
+
+class _Compiled:
+    """The jitted step and scan loop of one configuration (built once per call)."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.step = jax.jit(functools.partial(_step, config), donate_argnums=(2, 3))
+        self.scan = jax.jit(self._scan, static_argnums=(5,), donate_argnums=(2, 3))
+
+    def _scan(self, variables, objective, params, opt_state, keys, steps, start):
+        def body(carry, t):
+            p, s = carry
+            p, s, v = _step(self.config, variables, objective, p, s, keys, t)
+            return (p, s), v
+
+        (params, opt_state), values = jax.lax.scan(body, (params, opt_state),
+                                                   start + jnp.arange(steps))
+        return params, opt_state, values
+
+    def run(self, variables, objective, params, keys, steps: int, start: int, loop: str):
+        opt_state = self.config.optimizer.init(params)
+        if loop == "scan":
+            params, _, values = self.scan(variables, objective, params, opt_state, keys, steps,
+                                          jnp.asarray(start, jnp.int32))
+            return params, values
+        history = []
+        for t in range(start, start + steps):
+            params, opt_state, v = self.step(variables, objective, params, opt_state, keys,
+                                             jnp.asarray(t, jnp.int32))
+            history.append(v)
+        return params, jnp.stack(history)
+
+
+_COMPILED: dict[Config, _Compiled] = {}
+_COMPILED_MAX = 16
+
+
+def _compiled(config: Config) -> _Compiled:
+    """The compiled program of ``config``, reused across calls with equal settings (an
+    unhashable part, e.g. a user's model with list fields, compiles afresh each call)."""
+    try:
+        hit = _COMPILED.get(config)
+    except TypeError:
+        return _Compiled(config)
+    if hit is None:
+        if len(_COMPILED) >= _COMPILED_MAX:
+            _COMPILED.pop(next(iter(_COMPILED)))
+        hit = _COMPILED[config] = _Compiled(config)
+    return hit
+
+
+def _octave_sizes(size: tuple[int, int], octaves: int, scale: float,
+                  even: bool) -> list[tuple[int, int]]:
+    out = []
+    for k in range(octaves):
+        hw = [max(1, int(round(s * scale ** k))) for s in size]
+        if even:
+            hw = [v + (v % 2) for v in hw]
+        out.append((hw[0], hw[1]))
+    return out
+
+
+def _resize(images: jax.Array, hw: tuple[int, int]) -> jax.Array:
+    if tuple(images.shape[1:3]) == tuple(hw):
+        return images
+    return jax.image.resize(images, (images.shape[0], *hw, images.shape[-1]), "linear")
+
+
+def _mesh_sharding(n: int) -> NamedSharding | None:
+    devices = jax.devices()
+    if len(devices) < 2 or n % len(devices):
+        return None
+    return NamedSharding(Mesh(np.asarray(devices), ("batch",)), PartitionSpec("batch"))
+
+
+def _shard(tree: Any, sharding: NamedSharding | None) -> Any:
+    if sharding is None:
+        return tree
+    return jax.tree.map(lambda a: jax.device_put(a, sharding), tree)
+
+
+def _optimize(compiled: _Compiled, variables, objective, keys: jax.Array, size, steps: int,
+              init_images, octaves: int, octave_scale: float, loop: str):
+    """Runs the octaves for a batch whose image n uses ``keys[n]``; (images, values)."""
+    param = compiled.config.param
+    even = isinstance(param, param_lib.Fourier)
+    sizes = _octave_sizes(size, octaves, octave_scale, even)
+    init_keys = jax.vmap(lambda k: jax.random.fold_in(k, 0))(keys)
+    loop_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
+    sharding = _mesh_sharding(keys.shape[0])
+    history = []
+    images = None
+    for k, hw in enumerate(sizes):
+        if k == 0 and init_images is None:
+            params = jax.vmap(lambda kk: param.init(kk, hw))(init_keys)
+        else:
+            start = init_images if k == 0 else images
+            params = jax.vmap(param.from_image)(_resize(start, hw))
+        params = _shard(params, sharding)
+        params, values = compiled.run(variables, objective, params, _shard(loop_keys, sharding),
+                                      steps, k * steps, loop)
+        images = jax.vmap(param.image)(params)
+        history.append(values)
+    return images, jnp.concatenate(history)
+
+
+def _config(model, param, transforms, regularizers, optimizer, preprocess) -> Config:
+    if param is None:
+        param = param_lib.Fourier()
+    if not all(hasattr(param, m) for m in ("init", "image", "from_image")):
+        raise TypeError(f"expected a parameterization with init/image/from_image methods "
+                        f"(jaxviz.synthesis.param.Pixels or Fourier); got {type(param).__name__}")
+    if optimizer is None:
+        optimizer = _DEFAULT_OPTIMIZER
+    if not isinstance(optimizer, optax.GradientTransformation):
+        raise TypeError(f"expected an optax GradientTransformation as optimizer, got "
+                        f"{type(optimizer).__name__}")
+    return Config(model, param, tf_lib.as_transform(transforms),
+                  reg_lib.as_regularizers(regularizers), optimizer, _preprocess(preprocess))
+
+
+def _init_images(init: Any, n: int) -> jax.Array | None:
+    if init is None:
+        return None
+    images = jnp.asarray(init)
+    if images.ndim == 3:
+        images = jnp.broadcast_to(images[None], (n, *images.shape))
+    if images.ndim != 4 or images.shape[-1] != 3 or images.shape[0] != n:
+        raise ValueError(f"expected init as an RGB image (H, W, 3) or a batch ({n}, H, W, 3) in "
+                         f"[0, 1] units; got shape {tuple(images.shape)}")
+    if not jnp.issubdtype(images.dtype, jnp.floating):
+        raise TypeError(f"expected a float init image in [0, 1] units, got dtype {images.dtype}")
+    return images
+
+
+class Synthesis(NamedTuple):
+    """What :func:`visualize` returns.
+
+    Attributes:
+      images: (N, H, W, 3), the parameterization's images (in [0, 1] for a sigmoid or
+        clipped parameterization).
+      objective: (steps * octaves, N), the objective of each image at each step (before
+        that step's update; without the regularizers).
+    """
+
+    images: jax.Array
+    objective: jax.Array
+
+
+def visualize(model: nn.Module, variables: Any, objective: Any, *, key: jax.Array,
+              batch: int = 1, size: int | Sequence[int] = 128, steps: int = 512,
+              param: Any = None, transforms: Any = "standard", regularizers: Any = None,
+              optimizer: optax.GradientTransformation | None = None,
+              preprocess: Any = "imagenet", init: Any = None, octaves: int = 1,
+              octave_scale: float = 1.4, output_scale: float = 1.0,
+              loop: str = "auto") -> Synthesis:
+    """Images that maximize ``objective``, optimized as one batch.
+
+    Each step maximizes ``objective(model, variables, preprocess(t(image))) -
+    sum_k w_k penalty_k(image)`` per image, ``t`` a random transform drawn per image and
+    step. Defaults follow lucid's ``render_vis``: Fourier parameterization with
+    decorrelated colour, the standard transforms, Adam 0.05, 512 steps, 128 px.
+
+    Args:
+      model, variables: a Linen model (ours, or any whose layers the objective names).
+      objective: an :class:`jaxviz.objectives.Objective` over a batch of ``batch``
+        images (an index array of shape (batch,) gives each image its own target), or
+        an int (a class logit).
+      key: PRNG key; image ``n`` draws from ``jax.random.fold_in(key, n)``.
+      batch: number of images.
+      size: side (or (H, W)) of the first octave's images.
+      steps: optimization steps per octave.
+      param: a parameterization (:class:`~jaxviz.synthesis.param.Fourier` by default,
+        or :class:`~jaxviz.synthesis.param.Pixels`).
+      transforms: "standard", "none"/None, a transform ``t(key, image)`` or a sequence.
+      regularizers: sequence of ``(weight, penalty)`` pairs (see ``regularizers``).
+      optimizer: any optax transform (default ``optax.adam(0.05)``);
+        :func:`normalize_by_max_abs` chained with ``optax.sgd`` gives a normalized
+        gradient step.
+      preprocess: "imagenet" (the models' normalization, default), None (the image is
+        the model input) or a callable.
+      init: start from this image (H, W, 3) or batch (N, H, W, 3) in [0, 1] units
+        instead of noise; ``size`` is then the image's.
+      octaves: number of scales; after each octave the images are resized by
+        ``octave_scale`` and optimization continues from them.
+      octave_scale: resize factor between octaves.
+      output_scale: final bilinear resize of the returned images (display only).
+      loop: "auto" (Python loop on CPU, ``lax.scan`` elsewhere), "python" or "scan".
+
+    Returns:
+      A :class:`Synthesis` ``(images, objective)``.
+    """
+    key = _key(key)
+    batch = _positive_int(batch, "batch")
+    steps = _positive_int(steps, "steps")
+    octaves = _positive_int(octaves, "octaves")
+    octave_scale = _positive_float(octave_scale, "octave_scale")
+    output_scale = _positive_float(output_scale, "output_scale")
+    loop = _loop(loop)
+    config = _config(model, param, transforms, regularizers, optimizer, preprocess)
+    init_images = _init_images(init, batch)
+    hw = tuple(init_images.shape[1:3]) if init_images is not None else _size(size)
+    obj = _as_objective(objective)
+    keys = jax.vmap(lambda n: jax.random.fold_in(key, n))(jnp.arange(batch))
+    images, values = _optimize(_compiled(config), variables, obj, keys, hw, steps, init_images,
+                               octaves, octave_scale, loop)
+    if output_scale != 1.0:
+        out_hw = tuple(max(1, int(round(s * output_scale))) for s in images.shape[1:3])
+        images = _resize(images, out_hw)
+    return Synthesis(images, values)
+
+
+def _as_objective(objective: Any) -> Any:
+    obj = objectives_lib.as_objective(objective)
+    if not isinstance(obj, objectives_lib.Objective):
+        obj = objectives_lib.Function(obj)
+    return obj
+
+
+# --- sweeps ------------------------------------------------------------------------------
+
+
+def _seen_size(transform: Any, hw: tuple[int, int]) -> tuple[int, int]:
+    """The size of the images the model sees after ``transform`` (traced, not computed)."""
+    out = jax.eval_shape(transform, jax.random.key(0), jax.ShapeDtypeStruct((*hw, 3), jnp.float32))
+    return tuple(out.shape[:2])
+
+
+def _channels(model: nn.Module, layer: str, channels: Any, size: tuple[int, int]) -> np.ndarray:
+    table = capture.layer_names(model, (1, *size, 3))
+    path = capture.resolve(model, [layer], table)[0]
+    count = next(info.shape[-1] for info in table if info.path == path)
+    if isinstance(channels, str):
+        if channels != "all":
+            raise ValueError(f"expected channels='all' or an iterable of ints, got {channels!r}")
+        return np.arange(count)
+    try:
+        out = np.asarray(list(channels) if isinstance(channels, Iterable) else channels)
+    except TypeError:
+        raise TypeError(f"expected channels as 'all' or an iterable of ints, got "
+                        f"{type(channels).__name__}") from None
+    if out.ndim != 1 or out.size == 0 or not np.issubdtype(out.dtype, np.integer):
+        raise ValueError(f"expected channels as a non-empty 1-D sequence of ints, got {out!r}")
+    bad = out[(out < 0) | (out >= count)]
+    if bad.size:
+        raise ValueError(f"channel {int(bad[0])} is out of range for layer {layer!r} with "
+                         f"{count} channels")
+    return out.astype(np.int64)
+
+
+def images_per_chunk(model: nn.Module, layer: str, size: int | Sequence[int],
+                     memory_bytes: int) -> int:
+    """How many images a sweep step holds in ``memory_bytes``: a rough bound of four
+    float32 copies (forward, backward, transform and optimizer state) of every layer
+    output up to ``layer``, per image."""
+    hw = _size(size)
+    table = capture.layer_names(model, (1, *hw, 3))
+    path = capture.resolve(model, [layer], table)[0]
+    per_image = 3 * hw[0] * hw[1]
+    for info in table:
+        per_image += int(np.prod(info.shape[1:]))
+        if info.path == path:
+            break
+    return max(1, int(memory_bytes // (16 * per_image)))
+
+
+def _describe(v: Any) -> str:
+    """A description stable across processes (functions by name, not by address)."""
+    if isinstance(v, (tuple, list)):
+        return "(" + ", ".join(_describe(i) for i in v) + ")"
+    if callable(v) and hasattr(v, "__qualname__"):
+        return f"{getattr(v, '__module__', '')}.{v.__qualname__}"
+    return repr(v)
+
+
+def _fingerprint(**kw) -> str:
+    return "; ".join(f"{k}={_describe(v)}" for k, v in sorted(kw.items()))
+
+
+def _load_checkpoint(path: Path, fingerprint: str) -> dict[int, np.ndarray]:
+    if not path.exists():
+        return {}
+    with np.load(path, allow_pickle=False) as f:
+        if str(f["fingerprint"]) != fingerprint:
+            raise ValueError(f"checkpoint {path} was written by a sweep with other settings; "
+                             f"remove it or pass another checkpoint path")
+        return {int(c): img for c, img in zip(f["channels"], f["images"])}
+
+
+def _save_checkpoint(path: Path, fingerprint: str, done: dict[int, np.ndarray]) -> None:
+    chans = np.asarray(sorted(done), np.int64)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
+    os.close(fd)
+    try:
+        np.savez(tmp, fingerprint=np.asarray(fingerprint), channels=chans,
+                 images=np.stack([done[c] for c in chans]))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def sweep(model: nn.Module, variables: Any, layer: str, channels: Any = "all", *,
+          key: jax.Array, steps: int = 512, size: int | Sequence[int] = 128,
+          objective: Callable[[str, Any], objectives_lib.Objective] | None = None,
+          batch_size: int | None = None, memory_bytes: int = 2 << 30,
+          param: Any = None, transforms: Any = "standard", regularizers: Any = None,
+          optimizer: optax.GradientTransformation | None = None,
+          preprocess: Any = "imagenet", loop: str = "auto", progress: bool | Callable = True,
+          checkpoint: str | os.PathLike | None = None) -> jax.Array:
+    """One image per channel of ``layer``, made as batches of one compiled program.
+
+    Image ``i`` maximizes channel ``channels[i]`` (its spatial mean, by default) with
+    its own randomness, ``jax.random.fold_in(key, channels[i])``: the images do not
+    depend on the chunk size, on which other channels are swept, or on the number of
+    devices (with several, each chunk is sharded over all of them). The forward pass
+    stops at ``layer``.
+
+    Args:
+      model, variables: the model.
+      layer: layer name (module path or alias).
+      channels: "all" or an iterable of channel indices.
+      key: PRNG key.
+      steps, size, param, transforms, regularizers, optimizer, preprocess, loop: as
+        :func:`visualize` (lucid's defaults).
+      objective: ``objective(layer, indices) -> Objective`` for an (n,) index array;
+        default :func:`jaxviz.objectives.channel`.
+      batch_size: images per chunk; None sizes chunks by ``memory_bytes``
+        (:func:`images_per_chunk`). The last chunk is padded, so one program serves all.
+      memory_bytes: memory budget per chunk when ``batch_size`` is None.
+      progress: print a line per chunk to stderr (True), stay quiet (False), or call
+        ``progress(done, total, seconds)`` after each chunk.
+      checkpoint: an ``.npz`` path; finished channels are saved there after each chunk
+        (atomically) and skipped when the sweep is run again with the same settings
+        (layer, key, steps, size, parameterization, transforms, regularizers and loop
+        are checked; the optimizer and the weights are not).
+
+    Returns:
+      (len(channels), H, W, 3) images.
+    """
+    key = _key(key)
+    steps = _positive_int(steps, "steps")
+    hw = _size(size)
+    loop = _loop(loop)
+    config = _config(model, param, transforms, regularizers, optimizer, preprocess)
+    if isinstance(config.param, param_lib.Fourier) and hw[1] % 2:
+        raise ValueError(f"the Fourier parameterization needs an even width, got size {hw}")
+    seen = _seen_size(config.transform, hw)
+    chans = _channels(model, layer, channels, seen)
+    make = objective if objective is not None else objectives_lib.channel
+    if batch_size is None:
+        chunk = images_per_chunk(model, layer, seen, memory_bytes)
+    else:
+        chunk = _positive_int(batch_size, "batch_size")
+    chunk = min(chunk, len(chans))
+    ndev = jax.device_count()
+    if ndev > 1:
+        chunk = ndev * math.ceil(chunk / ndev)
+    make(layer, jnp.asarray(chans[:1])).check(model, (1, *seen, 3))
+
+    done: dict[int, np.ndarray] = {}
+    path = fingerprint = None
+    if checkpoint is not None:
+        path = Path(checkpoint)
+        fingerprint = _fingerprint(layer=layer, key=jax.random.key_data(key).tolist(),
+                                   steps=steps, size=hw, config=config[1:4], loop=loop)
+        done = _load_checkpoint(path, fingerprint)
+    todo = np.asarray([c for c in dict.fromkeys(chans.tolist()) if c not in done], np.int64)
+
+    compiled = _compiled(config)
+    total = math.ceil(len(todo) / chunk) if len(todo) else 0
+    t0 = time.perf_counter()
+    for i in range(total):
+        part = todo[i * chunk:(i + 1) * chunk]
+        padded = np.concatenate([part, np.repeat(part[-1:], chunk - len(part))])
+        keys = jax.vmap(lambda c: jax.random.fold_in(key, c))(jnp.asarray(padded))
+        obj = make(layer, _shard(jnp.asarray(padded, jnp.int32), _mesh_sharding(chunk)))
+        images, _ = _optimize(compiled, variables, obj, keys, hw, steps, None, 1, 1.0, loop)
+        images = np.asarray(images)[:len(part)]
+        done.update(zip(part.tolist(), images))
+        if path is not None:
+            _save_checkpoint(path, fingerprint, done)
+        seconds = time.perf_counter() - t0
+        if callable(progress):
+            progress(i + 1, total, seconds)
+        elif progress:
+            print(f"sweep {layer}: chunk {i + 1}/{total} ({len(part)} channels, "
+                  f"{chunk * steps} image-steps) {seconds:.1f} s", file=sys.stderr, flush=True)
+    return jnp.asarray(np.stack([done[int(c)] for c in chans]))
+
+
+__all__ = ["LOOPS", "Synthesis", "images_per_chunk", "normalize_by_max_abs", "sweep",
+           "visualize"]
