@@ -1,0 +1,225 @@
+"""Channel sweep on AlexNet conv5 at 128 px: jaxviz against PyTorch, same work, same run.
+
+Each image maximizes the spatial mean of one conv5 channel (pre-ReLU, torchvision's
+``features.10``) of a seeded random AlexNet (``torch.manual_seed(0)``, ported with
+``weights_port``). Two configurations, both with Adam (lr 0.05) and ImageNet
+normalization before the model:
+
+  lucid   Fourier parameterization (1/f spectrum, decorrelated colour, sigmoid) and
+          lucid's standard transforms (pad 12, jitter 8, scale, rotate, jitter 4),
+          drawn per image and step (the model sees 140 px);
+  pixels  bare pixels (the parameters are the image), no transforms (128 px).
+
+Three implementations per configuration:
+
+  torch loop     one channel at a time, a batch of one image (the usual PyTorch way);
+  torch batched  all channels as one batch, the same parameterization, transforms
+                 (per-image crops, ``affine_grid``/``grid_sample`` warps) and optimizer;
+  jaxviz         ``jv.synthesis.sweep(..., batch_size=C)``: one compiled step per
+                 iteration for the whole batch.
+
+Reported: channel-steps per second (median of ``--repeats`` timed sweeps after a warm-up;
+the jax compile time apart; jaxviz with its CPU default, a Python loop of compiled steps,
+and with ``loop="scan"``), the ratio to torch batched, and the fraction of this
+machine's fp32 limit reached by the jax sweep, from XLA's FLOP count of the forward and
+input-gradient to conv5 and ``--peak-gflops`` (default 250, the measured fp32 matmul peak
+of the 2-core CPU in ``FACTS.md``; pass the device's peak on a GPU).
+
+Run (from the repository root; about 4 minutes on 2 CPU cores)::
+
+    PYTHONPATH=. python benchmarks/bench_synthesis.py [--channels 32] [--steps 20] \\
+        [--loop-channels 8] [--repeats 2] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+
+import numpy as np
+
+SIZE, LAYER, LR = 128, "conv5", 0.05
+
+
+def timed(fn, repeats: int):
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), min(times)
+
+
+# --- torch: the same parameterizations, transforms and optimizer ------------------------------
+
+
+def torch_sweep(tmodel, channels, steps: int, config: str, seed: int = 0):
+    """Optimizes one image per channel as one batch; returns the images (B, 3, H, W)."""
+    import torch
+    import torch.nn.functional as F
+
+    from jaxviz.synthesis import param as jparam
+
+    g = torch.Generator().manual_seed(seed)
+    b = len(channels)
+    idx = torch.as_tensor(channels)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    features = tmodel.features[:11]
+    if config == "lucid":
+        scale = torch.as_tensor(jparam.spectrum_scale(SIZE, SIZE), dtype=torch.float32)
+        color = torch.as_tensor(jparam.COLOR_CORRELATION_SQRT
+                                / np.max(np.linalg.norm(jparam.COLOR_CORRELATION_SQRT, axis=0)),
+                                dtype=torch.float32)
+        p = (0.01 * torch.randn(b, 2, 3, SIZE, SIZE // 2 + 1, generator=g)).requires_grad_(True)
+    else:
+        p = torch.empty(b, 3, SIZE, SIZE).uniform_(-1, 1, generator=g).requires_grad_(True)
+    opt = torch.optim.Adam([p], lr=LR)
+    scales = torch.tensor([1 + (i - 5) / 50.0 for i in range(11)])
+    angles = torch.tensor(list(range(-10, 11)) + 5 * [0], dtype=torch.float32) * math.pi / 180
+
+    def image():
+        if config != "lucid":
+            return p
+        spec = torch.complex(p[:, 0], p[:, 1]) * scale
+        t = torch.fft.irfft2(spec, s=(SIZE, SIZE)) / 4.0
+        return torch.sigmoid(torch.einsum("bchw,dc->bdhw", t, color))
+
+    def jitter(x, d):
+        h, w = x.shape[2] - d, x.shape[3] - d
+        off = torch.randint(0, d + 1, (b, 2), generator=g)
+        return torch.stack([x[i, :, off[i, 0]:off[i, 0] + h, off[i, 1]:off[i, 1] + w]
+                            for i in range(b)])
+
+    def warp(x, theta):
+        grid = F.affine_grid(theta, list(x.shape), align_corners=True)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=True)
+
+    def transform(x):
+        x = F.pad(x, (12, 12, 12, 12), value=0.5)
+        x = jitter(x, 8)
+        s = scales[torch.randint(0, len(scales), (b,), generator=g)]
+        zero = torch.zeros(b)
+        x = warp(x, torch.stack([torch.stack([1 / s, zero, zero], 1),
+                                 torch.stack([zero, 1 / s, zero], 1)], 1))
+        a = angles[torch.randint(0, len(angles), (b,), generator=g)]
+        c, sn = torch.cos(a), torch.sin(a)
+        x = warp(x, torch.stack([torch.stack([c, -sn, zero], 1),
+                                 torch.stack([sn, c, zero], 1)], 1))
+        return jitter(x, 4)
+
+    for _ in range(steps):
+        x = image()
+        if config == "lucid":
+            x = transform(x)
+        act = features((x - mean) / std)
+        values = act[torch.arange(b), idx].mean(dim=(1, 2))
+        opt.zero_grad()
+        (-values.sum()).backward()
+        opt.step()
+    with torch.no_grad():
+        return image()
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--channels", type=int, default=32)
+    p.add_argument("--loop-channels", type=int, default=8,
+                   help="channels for the one-at-a-time torch loop (its rate is per channel-step)")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--peak-gflops", type=float, default=250.0)
+    p.add_argument("--out", default=None)
+    args = p.parse_args(argv)
+
+    import jax
+    import jax.numpy as jnp
+    import torch
+    import torchvision
+
+    import jaxviz as jv
+    from jaxviz.synthesis import param
+    from weights_port import from_torchvision
+
+    torch.manual_seed(0)
+    tmodel = torchvision.models.alexnet(weights=None).eval()
+    for prm in tmodel.parameters():
+        prm.requires_grad_(False)
+    model, variables = from_torchvision(tmodel)
+    channels = list(range(args.channels))
+    loop_channels = channels[:args.loop_channels]
+    configs = {
+        "lucid": dict(param=param.Fourier(), transforms="standard"),
+        "pixels": dict(param=param.Pixels(-1.0, 1.0), transforms=None),
+    }
+
+    def flops_per_image(seen: int) -> float:
+        def f(x):
+            return jv.activations(model, variables, x, LAYER)[LAYER].mean(axis=(1, 2))[:, 0].sum()
+
+        x = jax.ShapeDtypeStruct((1, seen, seen, 3), jnp.float32)
+        cost = jax.jit(jax.grad(f)).lower(x).compile().cost_analysis()
+        cost = cost[0] if isinstance(cost, list) else cost
+        return float(cost["flops"])
+
+    rows = []
+    load_before = os.getloadavg()[0]
+    for name, cfg in configs.items():
+        def jax_sweep(loop="python"):
+            return np.asarray(jv.synthesis.sweep(model, variables, LAYER, channels,
+                                                 key=jax.random.key(0), steps=args.steps,
+                                                 size=SIZE, batch_size=len(channels),
+                                                 progress=False, loop=loop, **cfg))
+
+        t0 = time.perf_counter()
+        jax_sweep()
+        first = time.perf_counter() - t0
+        jmed, jmin = timed(jax_sweep, args.repeats)
+        smed, smin = timed(lambda: jax_sweep("scan"), args.repeats)
+        bmed, bmin = timed(lambda: torch_sweep(tmodel, channels, args.steps, name), args.repeats)
+
+        def loop():
+            for c in loop_channels:
+                torch_sweep(tmodel, [c], args.steps, name, seed=c)
+
+        lmed, lmin = timed(loop, max(1, args.repeats - 1))
+        work = len(channels) * args.steps
+        seen = SIZE + 12 if name == "lucid" else SIZE
+        gflop = flops_per_image(seen) * work / 1e9
+        rows.append((name, len(loop_channels) * args.steps / lmed, work / bmed, work / jmed,
+                     work / smed, bmed / jmed, first - jmed, gflop / jmed / args.peak_gflops))
+
+    device = jax.devices()[0]
+    dev = f"{device.platform.upper()}" + ("" if device.platform == "cpu" else f" ({device.device_kind})")
+    header = (f"AlexNet conv5, {SIZE} px, {args.channels} channels x {args.steps} Adam steps "
+              f"(torch loop: {args.loop_channels} channels, one at a time); float32, device: {dev}; "
+              f"{os.cpu_count()} cores, torch {torch.get_num_threads()} threads; median of "
+              f"{args.repeats} timed sweeps after a warm-up. jax {jax.__version__}, torch "
+              f"{torch.__version__}, Python {platform.python_version()}. "
+              f"{datetime.date.today().isoformat()}; load average {load_before:.2f} before, "
+              f"{os.getloadavg()[0]:.2f} after.")
+    lines = [header, "",
+             "| configuration | torch loop ch-steps/s | torch batched ch-steps/s | jaxviz ch-steps/s "
+             "| jaxviz, lax.scan loop | jaxviz / torch batched (speed) | jax compile s "
+             "| fraction of fp32 peak |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, lr, br, jr, sr, ratio, comp, frac in rows:
+        lines.append(f"| {name} | {lr:.1f} | {br:.1f} | {jr:.1f} | {sr:.1f} | {ratio:.2f} | "
+                     f"{comp:.1f} | {frac:.1%} |")
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
