@@ -25,25 +25,16 @@ import argparse
 import datetime
 import os
 import platform
-import statistics
 import sys
 import tempfile
 import time
 
 import numpy as np
 
+from common import seeded_alexnet, timed
+
 SAMPLES, NOISE = 50, 0.15
 WINDOW, STRIDE, CHUNK = 32, 8, 64
-
-
-def timed(fn, repeats: int) -> tuple[float, float, object]:
-    out = fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), min(times), out
 
 
 def rel(a, b) -> float:
@@ -101,16 +92,10 @@ def main(argv=None) -> int:
     import jax
     import jax.numpy as jnp
     import torch
-    import torchvision
 
     import jaxviz as jv
-    from weights_port import from_torchvision
 
-    torch.manual_seed(0)
-    tmodel = torchvision.models.alexnet(weights=None).eval()
-    for prm in tmodel.parameters():
-        prm.requires_grad_(False)
-    model, variables = from_torchvision(tmodel)
+    tmodel, model, variables = seeded_alexnet()
     x = jv.data.preprocess(jv.data.sample_image("chelsea"))
     target = int(np.argmax(np.asarray(jax.jit(model.apply)(variables, x))[0]))
     sigma = NOISE * float(x.max() - x.min())

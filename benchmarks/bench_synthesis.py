@@ -38,23 +38,14 @@ import datetime
 import math
 import os
 import platform
-import statistics
 import sys
 import time
 
 import numpy as np
 
+from common import seeded_alexnet, timed
+
 SIZE, LAYER, LR = 128, "conv5", 0.05
-
-
-def timed(fn, repeats: int):
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), min(times)
 
 
 # --- torch: the same parameterizations, transforms and optimizer ------------------------------
@@ -142,17 +133,11 @@ def main(argv=None) -> int:
     import jax
     import jax.numpy as jnp
     import torch
-    import torchvision
 
     import jaxviz as jv
     from jaxviz.synthesis import param
-    from weights_port import from_torchvision
 
-    torch.manual_seed(0)
-    tmodel = torchvision.models.alexnet(weights=None).eval()
-    for prm in tmodel.parameters():
-        prm.requires_grad_(False)
-    model, variables = from_torchvision(tmodel)
+    tmodel, model, variables = seeded_alexnet()
     channels = list(range(args.channels))
     loop_channels = channels[:args.loop_channels]
     configs = {
@@ -181,15 +166,15 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         jax_sweep()
         first = time.perf_counter() - t0
-        jmed, jmin = timed(jax_sweep, args.repeats)
-        smed, smin = timed(lambda: jax_sweep("scan"), args.repeats)
-        bmed, bmin = timed(lambda: torch_sweep(tmodel, channels, args.steps, name), args.repeats)
+        jmed, jmin = timed(jax_sweep, args.repeats)[:2]
+        smed, smin = timed(lambda: jax_sweep("scan"), args.repeats)[:2]
+        bmed, bmin = timed(lambda: torch_sweep(tmodel, channels, args.steps, name), args.repeats)[:2]
 
         def loop():
             for c in loop_channels:
                 torch_sweep(tmodel, [c], args.steps, name, seed=c)
 
-        lmed, lmin = timed(loop, max(1, args.repeats - 1))
+        lmed, lmin = timed(loop, max(1, args.repeats - 1))[:2]
         work = len(channels) * args.steps
         seen = SIZE + 12 if name == "lucid" else SIZE
         gflop = flops_per_image(seen) * work / 1e9

@@ -201,6 +201,21 @@ def _per_example(index: Any, n: int) -> jax.Array:
     return jnp.broadcast_to(jnp.asarray(index, jnp.int32), (n,))
 
 
+def _indexed(found: Forward, layer: str, index: Any) -> tuple[jax.Array, jax.Array]:
+    """``layer``'s activation and the (N,) per-example channel indices, checked."""
+    a = found.acts[layer]
+    _check_index(index, a.shape[0], a.shape[-1], "channel",
+                 f"layer {layer!r} with {a.shape[-1]} channels")
+    return a, _per_example(index, a.shape[0])
+
+
+def _check_indexed(model: nn.Module, shape: Sequence[int], layer: str, index: Any) -> tuple:
+    """Static check of a channel index against ``layer``; returns the layer's shape."""
+    s = _layer_shapes(model, shape, [layer])[layer]
+    _check_index(index, s[0], s[-1], "channel", f"layer {layer!r} with {s[-1]} channels")
+    return s
+
+
 def _spatial_mean(a: jax.Array) -> jax.Array:
     """Mean over the spatial axes of (N, ..., C): (N, C); (N, C) passes through."""
     return a.mean(axis=tuple(range(1, a.ndim - 1))) if a.ndim > 2 else a
@@ -375,16 +390,11 @@ class Channel(Objective):
         return Channel(self.layer, _tile_leading(self.index, reps, 1))
 
     def evaluate(self, found):
-        a = found.acts[self.layer]
-        _check_index(self.index, a.shape[0], a.shape[-1], "channel",
-                     f"layer {self.layer!r} with {a.shape[-1]} channels")
-        idx = _per_example(self.index, a.shape[0])
+        a, idx = _indexed(found, self.layer, self.index)
         return jnp.take_along_axis(_spatial_mean(a), idx[:, None], axis=1)[:, 0]
 
     def check(self, model, shape, dtype=jnp.float32):
-        s = _layer_shapes(model, shape, [self.layer])[self.layer]
-        _check_index(self.index, s[0], s[-1], "channel",
-                     f"layer {self.layer!r} with {s[-1]} channels")
+        _check_indexed(model, shape, self.layer, self.index)
 
 
 @_register
@@ -421,18 +431,13 @@ class Neuron(Objective):
         return y, x
 
     def evaluate(self, found):
-        a = found.acts[self.layer]
-        y, x = self._position(a.shape)
-        _check_index(self.index, a.shape[0], a.shape[-1], "channel",
-                     f"layer {self.layer!r} with {a.shape[-1]} channels")
-        idx = _per_example(self.index, a.shape[0])
+        y, x = self._position(found.acts[self.layer].shape)
+        a, idx = _indexed(found, self.layer, self.index)
         return jnp.take_along_axis(a[:, y, x, :], idx[:, None], axis=1)[:, 0]
 
     def check(self, model, shape, dtype=jnp.float32):
-        s = _layer_shapes(model, shape, [self.layer])[self.layer]
-        self._position(s)
-        _check_index(self.index, s[0], s[-1], "channel",
-                     f"layer {self.layer!r} with {s[-1]} channels")
+        self._position(_layer_shapes(model, shape, [self.layer])[self.layer])
+        _check_indexed(model, shape, self.layer, self.index)
 
 
 @_register
@@ -513,19 +518,14 @@ class UnreachableTarget(Objective):
         return UnreachableTarget(self.layer, _tile_leading(self.index, reps, 1))
 
     def evaluate(self, found):
-        a = found.acts[self.layer]
-        _check_index(self.index, a.shape[0], a.shape[-1], "channel",
-                     f"layer {self.layer!r} with {a.shape[-1]} channels")
-        idx = _per_example(self.index, a.shape[0])
+        a, idx = _indexed(found, self.layer, self.index)
         m = jnp.take_along_axis(a.reshape(a.shape[0], -1, a.shape[-1]), idx[:, None, None],
                                 axis=2)[..., 0]
         target = jax.lax.stop_gradient(m.max(axis=1, keepdims=True)) ** 2
         return -((m - target) ** 2).mean(axis=1)
 
     def check(self, model, shape, dtype=jnp.float32):
-        s = _layer_shapes(model, shape, [self.layer])[self.layer]
-        _check_index(self.index, s[0], s[-1], "channel",
-                     f"layer {self.layer!r} with {s[-1]} channels")
+        _check_indexed(model, shape, self.layer, self.index)
 
 
 @_register

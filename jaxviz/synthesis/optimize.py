@@ -97,18 +97,6 @@ def _positive_float(value: Any, what: str) -> float:
     return float(value)
 
 
-def _size(size: Any) -> tuple[int, int]:
-    if isinstance(size, numbers.Integral) and not isinstance(size, bool):
-        size = (size, size)
-    try:
-        h, w = (int(s) for s in size)
-    except (TypeError, ValueError):
-        raise ValueError(f"expected size as an int or (H, W), got {size!r}") from None
-    if h < 1 or w < 1:
-        raise ValueError(f"expected a positive size, got {(h, w)}")
-    return h, w
-
-
 def _preprocess(spec: Any) -> Callable[[jax.Array], jax.Array]:
     if spec is None:
         return lambda x: x
@@ -369,7 +357,7 @@ def visualize(model: nn.Module, variables: Any, objective: Any, *, key: jax.Arra
     loop = _loop(loop)
     config = _config(model, param, transforms, regularizers, optimizer, preprocess)
     init_images = _init_images(init, batch)
-    hw = tuple(init_images.shape[1:3]) if init_images is not None else _size(size)
+    hw = tuple(init_images.shape[1:3]) if init_images is not None else param_lib.image_size(size)
     obj = _as_objective(objective)
     keys = jax.vmap(lambda n: jax.random.fold_in(key, n))(jnp.arange(batch))
     images, values = _optimize(_compiled(config), variables, obj, keys, hw, steps, init_images,
@@ -423,7 +411,7 @@ def images_per_chunk(model: nn.Module, layer: str, size: int | Sequence[int],
     """How many images a sweep step holds in ``memory_bytes``: a rough bound of four
     float32 copies (forward, backward, transform and optimizer state) of every layer
     output up to ``layer``, per image."""
-    hw = _size(size)
+    hw = param_lib.image_size(size)
     table = capture.layer_names(model, (1, *hw, 3))
     path = capture.resolve(model, [layer], table)[0]
     per_image = 3 * hw[0] * hw[1]
@@ -510,7 +498,7 @@ def sweep(model: nn.Module, variables: Any, layer: str, channels: Any = "all", *
     """
     key = _key(key)
     steps = _positive_int(steps, "steps")
-    hw = _size(size)
+    hw = param_lib.image_size(size)
     loop = _loop(loop)
     config = _config(model, param, transforms, regularizers, optimizer, preprocess)
     if isinstance(config.param, param_lib.Fourier) and hw[1] % 2:

@@ -37,7 +37,8 @@ _COLOR_NORMALIZED = COLOR_CORRELATION_SQRT / np.max(np.linalg.norm(COLOR_CORRELA
 ACTIVATIONS = ("sigmoid", "clip", "none")
 
 
-def _check_shape(shape: Any) -> tuple[int, int]:
+def image_size(shape: Any) -> tuple[int, int]:
+    """``(H, W)`` from an int or a pair of ints, checked (ValueError otherwise)."""
     if isinstance(shape, numbers.Integral) and not isinstance(shape, bool):
         shape = (int(shape), int(shape))
     try:
@@ -111,7 +112,7 @@ class Pixels:
             raise ValueError(f"expected low <= high, got low={self.low}, high={self.high}")
 
     def init(self, key: jax.Array, shape: Any) -> jax.Array:
-        h, w = _check_shape(shape)
+        h, w = image_size(shape)
         if self.std is not None:
             return self.std * jax.random.normal(key, (h, w, 3), self.dtype)
         return jax.random.uniform(key, (h, w, 3), self.dtype, self.low, self.high)
@@ -182,7 +183,7 @@ class Fourier:
         return jnp.asarray(_COLOR_NORMALIZED if self.decorrelate else np.eye(3), dtype)
 
     def init(self, key: jax.Array, shape: Any) -> jax.Array:
-        h, w = _even_width(_check_shape(shape))
+        h, w = _even_width(image_size(shape))
         return self.std * jax.random.normal(key, (2, 3, h, w // 2 + 1), self.dtype)
 
     def image(self, params: jax.Array) -> jax.Array:
@@ -218,4 +219,4 @@ def fourier(std: float = 0.01, decay_power: float = 1.0, decorrelate: bool = Tru
 
 
 __all__ = ["ACTIVATIONS", "COLOR_CORRELATION_SQRT", "Fourier", "Parameterization", "Pixels",
-           "fourier", "pixels", "spectrum_scale"]
+           "fourier", "image_size", "pixels", "spectrum_scale"]
