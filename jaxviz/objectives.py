@@ -328,6 +328,11 @@ def _tile_leading(a: Any, reps: int, per_example_ndim: int) -> Any:
     return jnp.tile(jnp.asarray(a), (reps,) + (1,) * (per_example_ndim - 1))
 
 
+def _tile_index(self, reps: int):
+    """``tile`` for objectives whose only per-example leaf is ``index``."""
+    return dataclasses.replace(self, index=_tile_leading(self.index, reps, 1))
+
+
 def _register(cls):
     cls = dataclasses.dataclass(frozen=True, eq=False)(cls)
     return jax.tree_util.register_dataclass(cls)
@@ -386,8 +391,7 @@ class Channel(Objective):
     def layers(self):
         return (self.layer,)
 
-    def tile(self, reps):
-        return Channel(self.layer, _tile_leading(self.index, reps, 1))
+    tile = _tile_index
 
     def evaluate(self, found):
         a, idx = _indexed(found, self.layer, self.index)
@@ -415,8 +419,7 @@ class Neuron(Objective):
     def layers(self):
         return (self.layer,)
 
-    def tile(self, reps):
-        return Neuron(self.layer, _tile_leading(self.index, reps, 1), self.y, self.x)
+    tile = _tile_index
 
     def _position(self, shape):
         if len(shape) != 4:
@@ -514,8 +517,7 @@ class UnreachableTarget(Objective):
     def layers(self):
         return (self.layer,)
 
-    def tile(self, reps):
-        return UnreachableTarget(self.layer, _tile_leading(self.index, reps, 1))
+    tile = _tile_index
 
     def evaluate(self, found):
         a, idx = _indexed(found, self.layer, self.index)
