@@ -14,6 +14,7 @@ Example::
     print(jv.render.summary(acts["conv1"]))
 """
 
+from jaxviz import analysis as analysis
 from jaxviz import attribution as attribution
 from jaxviz import data as data
 from jaxviz import models as models

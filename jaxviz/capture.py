@@ -89,15 +89,18 @@ def _trace_layer_table(model: nn.Module, shape: tuple[int, ...], dtype: Any) -> 
 _cached_layer_table = functools.lru_cache(maxsize=64)(_trace_layer_table)
 
 
-def _as_shape(size: int | Sequence[int]) -> tuple[int, int, int, int]:
+def _as_shape(model: nn.Module, size: int | Sequence[int]) -> tuple[int, ...]:
+    channels = int(getattr(model, "in_channels", 3))
     if isinstance(size, int):
-        return (1, size, size, 3)
+        return (1, size, size, channels)
     size = tuple(int(s) for s in size)
     if len(size) == 2:
-        return (1, *size, 3)
+        return (1, *size, channels)
+    if len(size) == 3:
+        return (1, *size)
     if len(size) == 4:
-        return size  # type: ignore[return-value]
-    raise ValueError(f"size must be an int, (H, W) or (N, H, W, C); got {size!r}")
+        return size
+    raise ValueError(f"size must be an int, (H, W), (H, W, C) or (N, H, W, C); got {size!r}")
 
 
 def layer_names(model: nn.Module, size: int | Sequence[int] = 224) -> list[LayerInfo]:
@@ -108,12 +111,13 @@ def layer_names(model: nn.Module, size: int | Sequence[int] = 224) -> list[Layer
 
     Args:
       model: one of our models, or any Linen module that maps (N, H, W, C) images.
-      size: input height and width (an int for square), or a full input shape.
+      size: input height and width (an int for square; the channels are the model's
+        ``in_channels``, 3 by default), (H, W, C), or a full input shape.
 
     Returns:
       A list of :class:`LayerInfo` ``(path, alias, shape, kind)``.
     """
-    return list(_layer_table(model, _as_shape(size), jnp.dtype(jnp.float32)))
+    return list(_layer_table(model, _as_shape(model, size), jnp.dtype(jnp.float32)))
 
 
 def resolve(model: nn.Module, names: Sequence[str], table: Sequence[LayerInfo]) -> list[str]:

@@ -113,6 +113,27 @@ def layers(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def mlp2d_lines(args: argparse.Namespace, out: TextIO) -> int:
+    from jaxviz.analysis import training
+
+    record = sorted(set(args.frames))
+    paths = training.write_frames(args.out, hidden=args.hidden, steps=max(record),
+                                  record=record, seed=args.seed or 0)
+    for path in paths.values():
+        print(f"wrote {path}", file=out)
+    return 0
+
+
+def _iterations(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated iterations, got {text!r}") from None
+    if not values or min(values) < 0:
+        raise argparse.ArgumentTypeError(f"expected non-negative iterations, got {text!r}")
+    return values
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jaxviz", description="Look inside convolutional networks with JAX.")
@@ -133,6 +154,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="input size after preprocessing: N (square) or H W (default 224)")
     p.add_argument("--seed", type=int, default=None, help="seed of the random weights (default 0)")
     p.set_defaults(run=layers, parser=p)
+
+    p = commands.add_parser(
+        "mlp2d-lines", help="a 2-D MLP's hidden units as lines during training (PNG + GIF)",
+        description="Train a one-hidden-layer MLP on two moons and draw each hidden unit's "
+                    "line w.x + b = 0 over the data at chosen iterations: OUT/frames.png "
+                    "(a grid) and OUT/training.gif.")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
+    p.add_argument("--hidden", type=int, default=8, help="hidden units (default 8)")
+    p.add_argument("--frames", type=_iterations, default=[0, 25, 50, 100, 200, 400, 800, 2000],
+                   metavar="I,J,...", help="iterations to draw; the last is the training length")
+    p.add_argument("--seed", type=int, default=None, help="seed of data and weights (default 0)")
+    p.set_defaults(run=mlp2d_lines, parser=p)
     return parser
 
 

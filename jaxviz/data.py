@@ -42,11 +42,14 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "center_crop",
     "decode_predictions",
+    "digits",
+    "digits_split",
     "denormalize",
     "imagenet_classes",
     "load_folder",
     "load_image",
     "normalize",
+    "place_on_canvas",
     "preprocess",
     "resize",
     "sample_image",
@@ -624,3 +627,86 @@ def decode_predictions(
     p /= p.sum(axis=1, keepdims=True)
     order = np.argsort(-p, axis=1, kind="stable")[:, :top]
     return [[(int(i), labels[i], float(row[i])) for i in idx] for row, idx in zip(p, order)]
+
+
+# --------------------------------------------------------------------------- digits
+
+DIGITS_SIZE = 28
+DIGITS_TEST_FRACTION = 0.2
+DIGITS_SPLIT_SEED = 0
+
+
+@functools.lru_cache(maxsize=4)
+def _digits_arrays(size: int) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as e:
+        raise ImportError("jaxviz.data.digits reads scikit-learn's bundled handwritten digits: "
+                          "pip install scikit-learn (or 'jaxviz[digits]')") from e
+    bunch = load_digits()
+    images = bunch.images.astype(np.float32) / 16.0          # (1797, 8, 8) in [0, 1]
+    x = jax.image.resize(jnp.asarray(images)[..., None], (len(images), size, size, 1), "linear")
+    x = np.clip(np.asarray(x, np.float32), 0.0, 1.0)
+    x.setflags(write=False)
+    labels = bunch.target.astype(np.int32)
+    labels.setflags(write=False)
+    return x, labels
+
+
+def digits_split() -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, test) of the held-out split used for the bundled digits model: a
+    seeded permutation (seed 0) of scikit-learn's 1,797 digits, the last 20 % held out."""
+    order = np.random.default_rng(DIGITS_SPLIT_SEED).permutation(1797)
+    n_test = int(round(1797 * DIGITS_TEST_FRACTION))
+    return np.sort(order[:-n_test]), np.sort(order[-n_test:])
+
+
+def digits(split: str = "test", size: int = DIGITS_SIZE) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's bundled handwritten digits as model-ready arrays.
+
+    The 8x8 images (values 0..16) are scaled to [0, 1] and upsampled bilinearly to
+    ``size`` x ``size``: what ``jv.load("lenet_digits")`` takes, with no normalization.
+
+    Args:
+      split: "train" (1,437 digits), "test" (the 360 held out when the bundled model was
+        trained; see :func:`digits_split`) or "all".
+      size: output side in pixels.
+
+    Returns:
+      ``(x, labels)``: (N, size, size, 1) float32 in [0, 1] and (N,) int32 classes 0..9
+      (read-only arrays).
+
+    Raises:
+      ValueError: unknown split or a size below 8.
+      ImportError: scikit-learn is not installed.
+    """
+    if split not in ("train", "test", "all"):
+        raise ValueError(f"unknown split {split!r}; expected 'train', 'test' or 'all'")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 8:
+        raise ValueError(f"expected size as an int >= 8, got {size!r}")
+    x, labels = _digits_arrays(size)
+    if split == "all":
+        return x, labels
+    idx = digits_split()[0 if split == "train" else 1]
+    return x[idx], labels[idx]
+
+
+def place_on_canvas(x: np.ndarray, canvas: int, positions: np.ndarray) -> np.ndarray:
+    """Each image of ``x (N, h, w, C)`` pasted at ``positions[n] = (top, left)`` on a blank
+    (zero) ``canvas`` x ``canvas`` image: (N, canvas, canvas, C).
+
+    Raises:
+      ValueError: a position puts an image outside the canvas.
+    """
+    x = np.asarray(x)
+    positions = np.asarray(positions, np.int64).reshape(-1, 2)
+    n, h, w = x.shape[:3]
+    if len(positions) != n:
+        raise ValueError(f"expected one (top, left) position per image, {n}; got {len(positions)}")
+    if (positions < 0).any() or (positions[:, 0] + h > canvas).any() or (positions[:, 1] + w > canvas).any():
+        raise ValueError(f"positions must keep each {h}x{w} image inside the {canvas}x{canvas} "
+                         f"canvas (0 <= top <= {canvas - h}, 0 <= left <= {canvas - w})")
+    out = np.zeros((n, canvas, canvas, *x.shape[3:]), x.dtype)
+    for i, (top, left) in enumerate(positions):
+        out[i, top:top + h, left:left + w] = x[i]
+    return out

@@ -375,6 +375,22 @@ class ClassLogit(Objective):
 
 
 @_register
+class ClassLogProb(ClassLogit):
+    """The log-probability of class ``target`` under the softmax of the logits: unlike the
+    logit, it rises only when the class gains on the others."""
+
+    def tile(self, reps):
+        return ClassLogProb(_tile_leading(self.target, reps, 1))
+
+    def evaluate(self, found: Forward) -> jax.Array:
+        logits = found.logits
+        super().evaluate(found)  # shape and index checks
+        rows = _per_example(self.target, logits.shape[0])
+        return jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), rows[:, None],
+                                   axis=1)[:, 0]
+
+
+@_register
 class Channel(Objective):
     """Mean of channel ``index`` of ``layer`` over its spatial positions.
 
@@ -632,6 +648,11 @@ def class_logit(target: int | jax.Array) -> ClassLogit:
     return ClassLogit(_as_index(target, "class index"))
 
 
+def class_log_prob(target: int | jax.Array) -> ClassLogProb:
+    """The softmax log-probability of class ``target`` (int or (N,) int array)."""
+    return ClassLogProb(_as_index(target, "class index"))
+
+
 def channel(layer: str, index: int | jax.Array) -> Channel:
     """Mean over space of channel ``index`` of ``layer`` (int or (N,) int array)."""
     return Channel(_layer_name(layer), _as_index(index, "channel"))
@@ -711,8 +732,8 @@ def as_objective(target: Any) -> Objective | ObjectiveFn:
 
 
 __all__ = [
-    "ClassLogit", "Channel", "Direction", "Diversity", "Forward", "Function", "LayerMax",
+    "ClassLogProb", "ClassLogit", "Channel", "Direction", "Diversity", "Forward", "Function", "LayerMax",
     "Neuron", "Objective", "Sum", "UnreachableTarget", "as_objective", "channel",
-    "class_logit", "direction", "diversity", "forward", "layer_max", "neuron",
+    "class_log_prob", "class_logit", "direction", "diversity", "forward", "layer_max", "neuron",
     "output_shape", "unreachable_target",
 ]

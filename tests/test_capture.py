@@ -93,8 +93,13 @@ def test_size_arguments():
     model = jv.models.create("alexnet")
     assert jv.layer_names(model, 100) == jv.layer_names(model, (100, 100))
     assert jv.layer_names(model, (1, 100, 100, 3)) == jv.layer_names(model, (100, 100))
+    assert jv.layer_names(model, (100, 100, 3)) == jv.layer_names(model, (100, 100))
     with pytest.raises(ValueError, match="size must be"):
-        jv.layer_names(model, (1, 2, 3))
+        jv.layer_names(model, (1, 2, 3, 4, 5))
+    # the channels of an int or (H, W) size are the model's own
+    lenet = jv.models.create("lenet")
+    assert jv.layer_names(lenet, 28)[0].shape == (1, 28, 28, 16)
+    assert jv.layer_names(lenet, (28, 28, 1)) == jv.layer_names(lenet, 28)
 
 
 # --- activations -------------------------------------------------------------------------

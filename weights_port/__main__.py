@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m weights_port",
         description="Convert torchvision AlexNet/VGG/GoogLeNet weights to a jaxviz .safetensors file.")
-    parser.add_argument("arch", metavar="ARCH", help=f"architecture: {', '.join(jv.models.ARCHITECTURES)}")
+    parser.add_argument("arch", metavar="ARCH", help=f"architecture: {', '.join(jv.models.TORCHVISION_ARCHITECTURES)}")
     parser.add_argument("--weights", required=True, metavar="DEFAULT|PATH",
                         help="DEFAULT (torchvision's ImageNet weights, downloaded) or a torch "
                              "state_dict file (.pth)")

@@ -19,7 +19,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from jaxviz.models.registry import check_name, create
+from jaxviz.models.registry import TORCHVISION_ARCHITECTURES, check_name, create
 from jaxviz.models.vgg import CONFIGS, DEPTHS
 from jaxviz.models.weights import WeightsError, _listing, expected_shapes
 
@@ -95,7 +95,7 @@ def convert_state_dict(name: str, state_dict: Mapping[str, Any], **config: Any
     Raises:
       WeightsError: listing every missing, unexpected and mis-shaped key, in torch's names.
     """
-    check_name(name)
+    check_name(name, TORCHVISION_ARCHITECTURES)
     state_dict = {k.removeprefix("module."): v for k, v in state_dict.items()}
     model = create(name, **{**infer_config(name, state_dict), **config})
     expected = {k: s for k, (s, _) in expected_shapes(model).items()}
@@ -216,7 +216,7 @@ def _pretrained_weights(name: str):
     _torch()
     import torchvision.models as tvm
 
-    check_name(name)
+    check_name(name, TORCHVISION_ARCHITECTURES)
     return tvm.get_model_weights(name).DEFAULT
 
 

@@ -11,7 +11,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxviz.models.registry import check_name, create
+from jaxviz.models.modules import example_shape
+from jaxviz.models.registry import BUNDLED, check_name, create
 from jaxviz.models.weights import WeightsError, check_variables, load_weights
 
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
@@ -41,7 +42,9 @@ def load(name: str, weights: str | os.PathLike | None = None, *, seed: int = 0,
     """Builds architecture ``name`` and its variables.
 
     Args:
-      name: one of :data:`jaxviz.models.ARCHITECTURES` ("alexnet", "vgg16_bn", "googlenet", ...).
+      name: one of :data:`jaxviz.models.ARCHITECTURES` ("alexnet", "vgg16_bn", "googlenet",
+        "lenet", "mlp2d", ...), or a bundled trained model ("lenet_digits": LeNet trained on
+        scikit-learn's handwritten digits, loaded from the package, no network or torch).
       weights: None for seeded random weights (torchvision's initialization
         distributions); "DEFAULT" for torchvision's ImageNet weights (downloaded and
         cached by torchvision; needs torch); or a path: a ``.safetensors`` file written
@@ -63,12 +66,15 @@ def load(name: str, weights: str | os.PathLike | None = None, *, seed: int = 0,
         truncated or corrupt, or holds objects other than tensors.
       RuntimeError: "DEFAULT" could not be downloaded.
     """
+    if name in BUNDLED and weights is None:
+        name, weights = BUNDLED[name]()
     check_name(name)
     if weights is None:
         model = create(name, **config)
         # One compiled program: XLA drops the forward pass, which only fixes the shapes.
         # (Eagerly, every operation of the forward would be compiled on its own: 4x slower.)
-        variables = jax.jit(model.init)(jax.random.key(seed), jnp.zeros((1, INIT_SIZE, INIT_SIZE, 3)))
+        variables = jax.jit(model.init)(jax.random.key(seed),
+                                        jnp.zeros(example_shape(model, INIT_SIZE)))
         return model, dict(variables)
     if isinstance(weights, str) and weights == "DEFAULT":
         return _weights_port("weights='DEFAULT'").load_pretrained(name, **config)

@@ -172,6 +172,15 @@ class Dropout(nn.Module):
         return jnp.where(keep, x / (1.0 - self.rate), jnp.zeros((), x.dtype))
 
 
+def example_shape(model: nn.Module, size: int = 64) -> tuple[int, ...]:
+    """The shape of a one-example input that initializes ``model``: its ``input_shape(size)``
+    when it defines one, else (1, size, size, in_channels) with 3 channels by default."""
+    method = getattr(model, "input_shape", None)
+    if callable(method):
+        return tuple(method(size))
+    return (1, size, size, int(getattr(model, "in_channels", 3)))
+
+
 def flatten(x: jax.Array) -> jax.Array:
     """``torch.flatten(x, 1)`` in NHWC order: the features come out as (H, W, C).
 

@@ -14,6 +14,7 @@ import flax.linen as nn
 
 from jaxviz.models.alexnet import AlexNet
 from jaxviz.models.googlenet import GoogLeNet
+from jaxviz.models.small import MLP2d, LeNet
 from jaxviz.models.vgg import VGG
 
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
@@ -27,18 +28,43 @@ ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "vgg19": partial(VGG, config="E"),
     "vgg19_bn": partial(VGG, config="E", batch_norm=True),
     "googlenet": GoogLeNet,
+    "lenet": LeNet,
+    "mlp2d": MLP2d,
 }
 
 
-def check_name(name: str) -> str:
-    """Returns ``name`` if it is an architecture; raises ``ValueError`` listing them otherwise."""
-    if name not in ARCHITECTURES:
+def _bundled(filename: str, architecture: str):
+    def locate() -> tuple[str, Any]:
+        from importlib.resources import files
+
+        return architecture, str(files("jaxviz") / "assets" / filename)
+
+    return locate
+
+
+# Trained models shipped inside the package: name -> () -> (architecture, weight file).
+BUNDLED: dict[str, Callable[[], tuple[str, Any]]] = {
+    "lenet_digits": _bundled("lenet_digits.safetensors", "lenet"),
+}
+
+
+# The architectures ported from torchvision (weights_port converts their state_dicts).
+TORCHVISION_ARCHITECTURES: tuple[str, ...] = (
+    "alexnet", "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19",
+    "vgg19_bn", "googlenet")
+
+
+def check_name(name: str, among: Any = None) -> str:
+    """Returns ``name`` if it is an architecture (of ``among``, default all); raises
+    ``ValueError`` listing them otherwise."""
+    among = ARCHITECTURES if among is None else among
+    if name not in among:
         import difflib
 
-        close = difflib.get_close_matches(str(name), ARCHITECTURES, n=3)
+        close = difflib.get_close_matches(str(name), among, n=3, cutoff=0.75)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise ValueError(f"unknown architecture {name!r}; expected one of "
-                         f"{', '.join(ARCHITECTURES)}.{hint}")
+                         f"{', '.join(among)}.{hint}")
     return name
 
 
@@ -53,6 +79,10 @@ def architecture_of(model: nn.Module) -> str | None:
         return "alexnet"
     if isinstance(model, GoogLeNet):
         return "googlenet"
+    if isinstance(model, LeNet):
+        return "lenet"
+    if isinstance(model, MLP2d):
+        return "mlp2d"
     if isinstance(model, VGG):
         from jaxviz.models.vgg import DEPTHS
 

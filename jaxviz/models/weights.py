@@ -119,7 +119,9 @@ def load_weights(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, str
 
 def expected_shapes(model: nn.Module, size: int = 64) -> dict[str, tuple[tuple[int, ...], Any]]:
     """``{'params/features/0/kernel': (shape, dtype), ...}`` for a freshly initialized model."""
-    x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
+    from jaxviz.models.modules import example_shape
+
+    x = jax.ShapeDtypeStruct(example_shape(model, size), jnp.float32)
     shapes = jax.eval_shape(model.init, jax.random.key(0), x)
     return {k: (tuple(v.shape), v.dtype) for k, v in _flat_leaves(shapes).items()}
 
