@@ -199,3 +199,20 @@ def test_mlp2d_lines_command_writes_frames_and_gif(tmp_path):
     assert x.shape == (50, 2) and np.bincount(y).tolist() == [25, 25]
     with pytest.raises(SystemExit):
         cli.build_parser().parse_args(["mlp2d-lines", "--out", "x", "--frames", "a,b"])
+
+
+def test_attacks_run_on_a_ported_imagenet_model():
+    """[0, 1] images attacked through the ImageNet normalization of a (random) AlexNet:
+    the attacked images stay in [0, 1] and the L-infinity budget holds."""
+    model, variables = jv.load("alexnet")
+    x = jnp.asarray(jv.data.resize(jv.data.sample_image("chelsea"), (64, 64)), jnp.float32)
+    x = (x / 255.0 if float(x.max()) > 1 else x)[None]
+    label = jnp.argmax(model.apply(variables, jv.data.normalize(x)), -1)
+    p = adv.pgd(model, variables, x, label, eps=2 / 255, steps=3, norm="linf",
+                preprocess=jv.data.normalize, clip=(0.0, 1.0))
+    assert p.x.shape == x.shape and p.predictions.shape == (4, 1)
+    assert float(p.x.min()) >= 0.0 and float(p.x.max()) <= 1.0
+    assert float(jnp.abs(p.x - x).max()) <= 2 / 255 + 1e-6
+    a = adv.gradient_ascent(model, variables, x, label, lr=0.1, steps=2,
+                            preprocess=jv.data.normalize, clip=(0.0, 1.0))
+    assert float(a.relative_norm[0]) > 0
