@@ -10,7 +10,8 @@ For one photograph (the bundled cat) and one target class, on seeded random weig
               one forward per occluded image; torch batched: 64 occluded images per
               forward; jaxviz: ``jv.attribution.occlusion(..., batch_size=64)``.
 
-Each row: median (minimum) of ``--repeats`` timed calls after one warm-up call, seconds;
+Each row: median (minimum) of ``--repeats`` timed calls after one warm-up call, seconds,
+the three contenders called in turn (jax, torch loop, torch batched, jax, ...);
 jax compile time apart; the ratio jax / batched torch; the max relative difference of
 the jax map from the torch batched map.
 
@@ -31,7 +32,7 @@ import time
 
 import numpy as np
 
-from common import seeded_alexnet, timed
+from common import add_xla_option, apply_xla_option, seeded_alexnet, timed_alternating
 
 SAMPLES, NOISE = 50, 0.15
 WINDOW, STRIDE, CHUNK = 32, 8, 64
@@ -87,7 +88,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--out", default=None, help="also write the markdown table to this file")
+    add_xla_option(p)
     args = p.parse_args(argv)
+    xla = apply_xla_option(args)
 
     import jax
     import jax.numpy as jnp
@@ -110,10 +113,11 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     jv.attribution.smoothgrad(model, variables, x, target, noise=NOISE, noise_samples=jnp.asarray(eps)).block_until_ready()
     first = time.perf_counter() - t0
-    jmed, jmin, jout = timed(lambda: jv.attribution.smoothgrad(
-        model, variables, x, target, noise=NOISE, noise_samples=jnp.asarray(eps)).block_until_ready(), args.repeats)
-    lmed, lmin, lout = timed(lambda: torch_smoothgrad(tmodel, x, eps, sigma, target, False), args.repeats)
-    bmed, bmin, bout = timed(lambda: torch_smoothgrad(tmodel, x, eps, sigma, target, True), args.repeats)
+    (jmed, jmin, jout), (lmed, lmin, lout), (bmed, bmin, bout) = timed_alternating([
+        lambda: jv.attribution.smoothgrad(model, variables, x, target, noise=NOISE,
+                                          noise_samples=jnp.asarray(eps)).block_until_ready(),
+        lambda: torch_smoothgrad(tmodel, x, eps, sigma, target, False),
+        lambda: torch_smoothgrad(tmodel, x, eps, sigma, target, True)], args.repeats)
     rows.append(("smoothgrad, 50 samples", lmed, lmin, bmed, bmin, jmed, jmin, first - jmed,
                  rel(jout, bout), rel(lout, bout)))
 
@@ -124,9 +128,10 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     jax_occ()
     first = time.perf_counter() - t0
-    jmed, jmin, jout = timed(jax_occ, args.repeats)
-    lmed, lmin, lout = timed(lambda: torch_occlusion(tmodel, x, target, positions, False), args.repeats)
-    bmed, bmin, bout = timed(lambda: torch_occlusion(tmodel, x, target, positions, True), args.repeats)
+    (jmed, jmin, jout), (lmed, lmin, lout), (bmed, bmin, bout) = timed_alternating([
+        jax_occ,
+        lambda: torch_occlusion(tmodel, x, target, positions, False),
+        lambda: torch_occlusion(tmodel, x, target, positions, True)], args.repeats)
     rows.append((f"occlusion, window {WINDOW}, stride {STRIDE} (625)", lmed, lmin, bmed, bmin, jmed, jmin,
                  first - jmed, rel(jout, bout), rel(lout, bout)))
 
@@ -135,7 +140,7 @@ def main(argv=None) -> int:
         f"{os.cpu_count()} cores, torch {torch.get_num_threads()} threads); median (minimum) of "
         f"{args.repeats} timed calls after a warm-up, seconds. jax {jax.__version__}, torch "
         f"{torch.__version__}. {datetime.date.today()}; load average {load_before:.2f} before, "
-        f"{os.getloadavg()[0]:.2f} after.",
+        f"{os.getloadavg()[0]:.2f} after. {xla}.",
         "",
         "| method | torch loop s | torch batched s | jaxviz s | jaxviz / batched | jaxviz / loop "
         "| jax compile s | max rel diff jax vs batched | loop vs batched |",

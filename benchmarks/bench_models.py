@@ -52,6 +52,8 @@ import time
 
 import numpy as np
 
+from common import add_xla_option, apply_xla_option
+
 MODELS = ("alexnet", "vgg16", "googlenet")
 REL_TOL = 1e-4  # agreement above this is flagged in the output
 
@@ -68,6 +70,7 @@ def parse_args(argv=None):
     p.add_argument("--allow-tf32", action="store_true",
                    help="GPU only: leave TF32 on in both frameworks (default: strict fp32)")
     p.add_argument("--out", default=None, help="also write the markdown report to this file")
+    add_xla_option(p)
     args = p.parse_args(argv)
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
     bad = [m for m in args.models if m not in MODELS]
@@ -297,6 +300,7 @@ def write_atomic(path: str, text: str) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    xla = apply_xla_option(args)
     # jax and torch share the GPU when there is one: let jax allocate on demand.
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
@@ -322,7 +326,7 @@ def main(argv=None) -> int:
                        f"{torch.cuda.is_available()}: not both on GPU, so both run on CPU)")
     jdev = jax.devices()[0] if on_gpu else jax.devices("cpu")[0]
 
-    machine = (f"{cpu_model()}, {os.cpu_count()} cores; Python {platform.python_version()}, "
+    machine = (f"{cpu_model()}, {os.cpu_count()} cores; {xla}; Python {platform.python_version()}, "
                f"jax {jax.__version__}, torch {torch.__version__} "
                f"({torch.get_num_threads()} threads), torchvision {torchvision.__version__}")
     load_before = os.getloadavg()[0]

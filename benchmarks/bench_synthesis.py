@@ -43,7 +43,7 @@ import time
 
 import numpy as np
 
-from common import seeded_alexnet, timed
+from common import add_xla_option, apply_xla_option, seeded_alexnet, timed, timed_alternating
 
 SIZE, LAYER, LR = 128, "conv5", 0.05
 
@@ -128,7 +128,9 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--peak-gflops", type=float, default=250.0)
     p.add_argument("--out", default=None)
+    add_xla_option(p)
     args = p.parse_args(argv)
+    xla = apply_xla_option(args)
 
     import jax
     import jax.numpy as jnp
@@ -166,9 +168,9 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         jax_sweep()
         first = time.perf_counter() - t0
-        jmed, jmin = timed(jax_sweep, args.repeats)[:2]
-        smed, smin = timed(lambda: jax_sweep("scan"), args.repeats)[:2]
-        bmed, bmin = timed(lambda: torch_sweep(tmodel, channels, args.steps, name), args.repeats)[:2]
+        (jmed, jmin, _), (smed, smin, _), (bmed, bmin, _) = timed_alternating(
+            [jax_sweep, lambda: jax_sweep("scan"),
+             lambda: torch_sweep(tmodel, channels, args.steps, name)], args.repeats)
 
         def loop():
             for c in loop_channels:
@@ -189,7 +191,7 @@ def main(argv=None) -> int:
               f"{args.repeats} timed sweeps after a warm-up. jax {jax.__version__}, torch "
               f"{torch.__version__}, Python {platform.python_version()}. "
               f"{datetime.date.today().isoformat()}; load average {load_before:.2f} before, "
-              f"{os.getloadavg()[0]:.2f} after.")
+              f"{os.getloadavg()[0]:.2f} after. {xla}.")
     lines = [header, "",
              "| configuration | torch loop ch-steps/s | torch batched ch-steps/s | jaxviz ch-steps/s "
              "| jaxviz, lax.scan loop | jaxviz / torch batched (speed) | jax compile s "

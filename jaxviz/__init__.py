@@ -16,6 +16,7 @@ Example::
 
 from jaxviz import analysis as analysis
 from jaxviz import attribution as attribution
+from jaxviz import cpu as cpu
 from jaxviz import data as data
 from jaxviz import models as models
 from jaxviz import objectives as objectives

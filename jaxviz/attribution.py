@@ -197,18 +197,22 @@ _values_jit = _compiled(_values, 1)
 _grad_jit = _compiled(_input_grad, 1)
 
 
-def _smoothgrad_chunk(model, variables, x, sigma, eps, mask, objective):
-    """Over the chunk's valid samples (``mask``): the sum of the gradients, the sum of
-    their squares, and the sum of squared deviations from the chunk's mean (one
-    program for every variant)."""
+def _smoothgrad_chunk(model, variant, variables, x, sigma, eps, mask, objective):
+    """Over the chunk's valid samples (``mask``), what ``variant`` accumulates: the sum of
+    the gradients ("plain"), of their squares ("squared"), or the sum of the gradients
+    and the sum of squared deviations from the chunk's mean ("vargrad")."""
     g = _copies_grad(model, variables, x[None] + sigma[None] * eps, objective)
     m = mask.astype(g.dtype).reshape(-1, *([1] * x.ndim))
+    if variant == "squared":
+        return (m * g * g).sum(0), None
     total = (m * g).sum(0)
+    if variant == "plain":
+        return total, None
     mean = total / mask.sum().astype(g.dtype)
-    return total, (m * g * g).sum(0), (m * (g - mean) ** 2).sum(0)
+    return total, (m * (g - mean) ** 2).sum(0)
 
 
-_smoothgrad_jit = _compiled(_smoothgrad_chunk, 1)
+_smoothgrad_jit = _compiled(_smoothgrad_chunk, 2)
 
 
 def _draw_noise(keys, shape, dtype):
@@ -431,7 +435,7 @@ def smoothgrad(model: nn.Module, variables: Any, x: jax.Array, target: Target, *
     sigma = (jnp.asarray(noise, x.dtype) * spread).reshape(-1, 1, 1, 1)
 
     count = 0
-    total = squares = m2 = None
+    total = m2 = None
     for start in range(0, samples, chunk):
         k = min(chunk, samples - start)
         if noise_samples is not None:
@@ -444,15 +448,16 @@ def smoothgrad(model: nn.Module, variables: Any, x: jax.Array, target: Target, *
                 ks = jnp.concatenate([ks, jnp.repeat(ks[:1], chunk - k, axis=0)])
             eps = _draw_noise_jit(ks, tuple(x.shape), jnp.dtype(x.dtype))
         mask = jnp.arange(chunk) < k
-        s, sq, dev = _smoothgrad_jit(model, variables, x, sigma, eps, mask, obj)
+        s, dev = _smoothgrad_jit(model, variant, variables, x, sigma, eps, mask, obj)
         if total is None:
-            total, squares, m2, count = s, sq, dev, k
+            total, m2, count = s, dev, k
             continue
-        # Chan, Golub & LeVeque's pairwise update of the sum of squared deviations
-        delta = s / k - total / count
-        m2 = m2 + dev + delta * delta * (count * k / (count + k))
-        total, squares, count = total + s, squares + sq, count + k
-    out = {"plain": total, "squared": squares, "vargrad": m2}[variant] / count
+        if variant == "vargrad":
+            # Chan, Golub & LeVeque's pairwise update of the sum of squared deviations
+            delta = s / k - total / count
+            m2 = m2 + dev + delta * delta * (count * k / (count + k))
+        total, count = total + s, count + k
+    out = (m2 if variant == "vargrad" else total) / count
     return out.astype(x.dtype)
 
 

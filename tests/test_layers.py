@@ -175,6 +175,38 @@ def test_conv2d_function_matches_torch(cin, cout, k, s, p, d, groups, bias, size
     assert max_rel_err(got, want) <= F64_TOL
 
 
+@pytest.mark.parametrize("cin,cout,k,s,p,d,groups,bias,size", CONV_CASES)
+def test_conv2d_derivatives_match_torch(cin, cout, k, s, p, d, groups, bias, size):
+    # The strided cases take their input derivative through conv2d_as_valid (a custom
+    # JVP); reverse mode (x and kernel) must equal torch autograd, forward mode the
+    # transposed pairing <J t, g> = <t, J^T g>. Tolerance: F64_TOL.
+    kh, kw = layers.pair(k)
+    x = rand((2, *size, cin), seed=1)
+    w_t = rand((cout, cin // groups, kh, kw), seed=2)
+    xt = nchw(x).requires_grad_(True)
+    wt = torch.from_numpy(w_t).requires_grad_(True)
+    yt = F.conv2d(xt, wt, stride=s, padding=p, dilation=d, groups=groups)
+    g = rand(tuple(yt.permute(0, 2, 3, 1).shape), seed=5)
+    yt.backward(nchw(g))
+    with jax.enable_x64(True):
+        def f(x, w):
+            return layers.conv2d(x, w, stride=s, padding=p, dilation=d, groups=groups)
+
+        xj, wj = jnp.asarray(x), jnp.asarray(w_t.transpose(2, 3, 1, 0))
+        dx, dw = jax.vjp(f, xj, wj)[1](jnp.asarray(g))
+        tx = jnp.asarray(rand(x.shape, seed=6))
+        jt = jax.jvp(lambda x: f(x, wj), (xj,), (tx,))[1]
+        pairing = (float(jnp.vdot(jt, jnp.asarray(g))), float(jnp.vdot(tx, dx)))
+    assert max_rel_err(dx, nhwc(xt.grad)) <= F64_TOL
+    assert max_rel_err(dw, wt.grad.numpy().transpose(2, 3, 1, 0)) <= F64_TOL
+    assert abs(pairing[0] - pairing[1]) <= F64_TOL * abs(pairing[1])
+    if groups == 1 and d == 1:
+        as_valid = layers.conv2d_as_valid(xj.astype(np.float32), wj.astype(np.float32), s, p)
+        direct = F.conv2d(nchw(x.astype(np.float32)), torch.from_numpy(w_t.astype(np.float32)),
+                          stride=s, padding=p)
+        assert max_rel_err(as_valid, nhwc(direct)) <= F32_TOL
+
+
 @pytest.mark.parametrize("use_bias", [True, False])
 def test_conv2d_module_matches_torch(use_bias):
     # Tolerances: F32_TOL for float32 weights from torch's nn.Conv2d, F64_TOL in float64.

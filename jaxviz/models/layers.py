@@ -9,6 +9,7 @@ for linear kernels.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -16,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.custom_derivatives import SymbolicZero
 
 IntPair = int | Sequence[int]
 
@@ -54,23 +56,83 @@ def conv2d(
 
     Returns:
       (N, H', W', C_out) with ``H' = (H + 2p - d (k - 1) - 1) // s + 1``.
+
+    The value is always ``lax.conv_general_dilated``'s. On the CPU backend the
+    derivative with respect to ``x`` of a strided convolution (ungrouped, undilated) is
+    taken through :func:`conv2d_as_valid`, the same sum written as a stride-1
+    convolution, whose transpose XLA:CPU runs 2.3-4x faster than the transpose of the
+    strided one (AlexNet's and GoogLeNet's first layers; ``benchmarks/RESULTS.md``). The
+    gradient agrees with the plain one to rounding; forward and reverse mode both work.
     """
-    ph, pw = pair(padding)
+    stride, padding, dilation = pair(stride), pair(padding), pair(dilation)
     dtype = jnp.result_type(x, kernel)
     x, kernel = x.astype(dtype), kernel.astype(dtype)
-    y = lax.conv_general_dilated(
-        x,
-        kernel,
-        window_strides=pair(stride),
-        padding=((ph, ph), (pw, pw)),
-        rhs_dilation=pair(dilation),
-        dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        feature_group_count=groups,
-        precision=precision,
-    )
+    if (groups == 1 and dilation == (1, 1) and stride != (1, 1)
+            and jax.default_backend() == "cpu"):
+        y = _conv_fast_transpose(x, kernel, stride, padding, precision)
+    else:
+        y = _conv_direct(x, kernel, stride, padding, precision, dilation, groups)
     if bias is not None:
         y = y + bias
     return y
+
+
+def _conv_direct(x, kernel, stride, padding, precision, dilation=(1, 1), groups=1):
+    (ph, pw) = padding
+    return lax.conv_general_dilated(
+        x, kernel, window_strides=stride, padding=((ph, ph), (pw, pw)),
+        rhs_dilation=dilation, dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=groups, precision=precision)
+
+
+def conv2d_as_valid(x: jax.Array, kernel: jax.Array, stride: IntPair = 1,
+                    padding: IntPair = 0, precision: lax.PrecisionLike = None) -> jax.Array:
+    """The strided, padded ``conv2d`` (no bias) as a stride-1 VALID convolution.
+
+    The input is zero-padded (or cropped) to exactly the rows and columns the output
+    reads, then, for a stride ``s > 1``, rearranged space-to-depth: each ``s x s`` block
+    of pixels becomes one pixel with ``s * s * C`` channels. The kernel, zero-padded to a
+    multiple of ``s``, is rearranged the same way, so that every product of the strided
+    convolution appears once and the added ones are products with zero. Equal to
+    :func:`conv2d` up to the order of summation.
+    """
+    (sh, sw), (ph, pw) = pair(stride), pair(padding)
+    n, h, w, c = x.shape
+    kh, kw, _, o = kernel.shape
+    ho, wo = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+    qh, qw = -(-kh // sh), -(-kw // sw)
+    hz, wz = ho + qh - 1, wo + qw - 1
+    zero = jnp.zeros((), x.dtype)
+    # lax.pad crops where the high padding is negative.
+    x = lax.pad(x, zero, ((0, 0, 0), (ph, sh * hz - h - ph, 0), (pw, sw * wz - w - pw, 0),
+                          (0, 0, 0)))
+    if (sh, sw) != (1, 1):
+        x = x.reshape(n, hz, sh, wz, sw, c).transpose(0, 1, 3, 2, 4, 5)
+        x = x.reshape(n, hz, wz, sh * sw * c)
+        kernel = jnp.pad(kernel, ((0, qh * sh - kh), (0, qw * sw - kw), (0, 0), (0, 0)))
+        kernel = kernel.reshape(qh, sh, qw, sw, c, o).transpose(0, 2, 1, 3, 4, 5)
+        kernel = kernel.reshape(qh, qw, sh * sw * c, o)
+    return lax.conv_general_dilated(x, kernel, (1, 1), "VALID",
+                                    dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                    precision=precision)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4))
+def _conv_fast_transpose(x, kernel, stride, padding, precision):
+    return _conv_direct(x, kernel, stride, padding, precision)
+
+
+@functools.partial(_conv_fast_transpose.defjvp, symbolic_zeros=True)
+def _conv_fast_transpose_jvp(stride, padding, precision, primals, tangents):
+    x, kernel = primals
+    tx, tk = tangents
+    y = _conv_direct(x, kernel, stride, padding, precision)
+    ty = jnp.zeros_like(y)
+    if not isinstance(tx, SymbolicZero):
+        ty = conv2d_as_valid(tx, kernel, stride, padding, precision)
+    if not isinstance(tk, SymbolicZero):
+        ty = ty + _conv_direct(x, tk, stride, padding, precision)
+    return y, ty
 
 
 def linear(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None, *,

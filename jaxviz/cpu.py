@@ -1,0 +1,81 @@
+"""Faster convolutions on XLA:CPU, on request.
+
+jaxlib 0.10 hands every convolution on the CPU backend to YNNPACK (XLA's
+"individual convolution" library fusion). On the x86 machines we measure on (2 AVX2
+cores), XLA's own convolution path, which it uses when that fusion is off, runs the
+convolutions of AlexNet, VGG and GoogLeNet 1.3-5x faster, forward and backward, and
+makes jaxviz's CPU timings match or beat PyTorch's (``benchmarks/RESULTS.md``). The
+switch is an XLA flag, so it must be set before JAX starts its backends::
+
+    import jaxviz as jv
+    jv.cpu.use_fast_convolutions()   # before the first JAX computation
+    ...
+
+or, equivalently, in the shell:
+``XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=-individual_convolution``.
+The ``jaxviz`` command, the benchmarks and the test suite do it for themselves.
+Importing jaxviz changes nothing: XLA flags are process-wide, and yours stay yours.
+
+Results agree with the default path to float32 rounding (the sums are taken in
+another order). XLA aborts the process on a flag it does not know, so the flag is only
+added for jaxlib versions known to accept it (:data:`KNOWN_JAXLIB`).
+"""
+
+from __future__ import annotations
+
+import os
+
+FLAG = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
+KNOWN_JAXLIB = ((0, 10),)  # (major, minor) versions that accept FLAG
+_SETTING = "xla_cpu_experimental_ynn_fusion_type"
+
+
+def _jaxlib_version() -> tuple[int, int]:
+    import jaxlib
+
+    major, minor = jaxlib.__version__.split(".")[:2]
+    return int(major), int(minor)
+
+
+def _backends_started() -> bool:
+    try:
+        from jax._src import xla_bridge
+    except ImportError:  # pragma: no cover - layout of a future jax
+        return False
+    started = getattr(xla_bridge, "backends_are_initialized", None)
+    return bool(started()) if started is not None else False
+
+
+def fast_convolutions_enabled() -> bool:
+    """Whether ``XLA_FLAGS`` carries :data:`FLAG` (in effect if set before JAX started)."""
+    return FLAG in os.environ.get("XLA_FLAGS", "").split()
+
+
+def use_fast_convolutions() -> bool:
+    """Add :data:`FLAG` to ``XLA_FLAGS`` so XLA:CPU runs convolutions on its own path.
+
+    Call it before the first JAX computation of the process (importing jaxviz or jax is
+    fine; creating an array is not). It leaves other flags alone and does nothing on
+    other backends' work: the flag only concerns XLA:CPU.
+
+    Returns:
+      True when the flag is in effect for this process's backends; False when it was
+      left out: the user's ``XLA_FLAGS`` already sets the YNN fusion list (theirs wins),
+      or this jaxlib is not known to accept the flag.
+
+    Raises:
+      RuntimeError: JAX's backends have already started without the flag, so setting
+        it now would silently do nothing.
+    """
+    flags = os.environ.get("XLA_FLAGS", "")
+    if fast_convolutions_enabled():
+        return True
+    if _SETTING in flags or _jaxlib_version() not in KNOWN_JAXLIB:
+        return False
+    if _backends_started():
+        raise RuntimeError(
+            "jaxviz.cpu.use_fast_convolutions() must run before the first JAX computation "
+            "(JAX's backends have started, so XLA flags can no longer change); call it "
+            f"earlier, or start Python with XLA_FLAGS={FLAG}")
+    os.environ["XLA_FLAGS"] = f"{flags} {FLAG}".strip()
+    return True

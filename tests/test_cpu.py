@@ -1,0 +1,67 @@
+"""jaxviz.cpu: the XLA flag that takes convolutions off YNNPACK, tested in fresh processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import jaxviz.cpu
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+known = pytest.mark.skipif(jaxviz.cpu._jaxlib_version() not in jaxviz.cpu.KNOWN_JAXLIB,
+                           reason="this jaxlib is not known to accept the flag")
+
+
+def run(code: str, xla_flags: str | None = None) -> str:
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    if xla_flags is not None:
+        env["XLA_FLAGS"] = xla_flags
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
+
+
+CONV_HLO = """
+    import jax, jax.numpy as jnp
+    from jax import lax
+    f = jax.jit(lambda x, w: lax.conv_general_dilated(x, w, (1, 1), "SAME",
+                dimension_numbers=("NHWC", "HWIO", "NHWC")))
+    hlo = f.lower(jnp.zeros((1, 8, 8, 4)), jnp.zeros((3, 3, 4, 4))).compile().as_text()
+    print("ynn" if "ynn_fusion" in hlo else "xla")
+"""
+
+
+@known
+def test_flag_moves_convolutions_off_ynnpack():
+    before = run(CONV_HLO).split()[-1]
+    after = run("import jaxviz as jv\nprint(jv.cpu.use_fast_convolutions())\n" + textwrap.dedent(CONV_HLO))
+    assert after.split() == ["True", "xla"]
+    # the default this flag exists for; if jaxlib stops using YNNPACK the flag is moot
+    assert before in ("ynn", "xla")
+
+
+@known
+def test_too_late_is_an_error_and_user_flags_win():
+    out = run("""
+        import jax.numpy as jnp, jaxviz as jv
+        jnp.zeros(1).block_until_ready()
+        try:
+            jv.cpu.use_fast_convolutions()
+        except RuntimeError as e:
+            print("error:", "before the first JAX computation" in str(e))
+    """)
+    assert out.strip() == "error: True"
+    mine = "--xla_cpu_experimental_ynn_fusion_type=dot"
+    out = run("import os, jaxviz as jv\nprint(jv.cpu.use_fast_convolutions(), os.environ['XLA_FLAGS'])",
+              xla_flags=mine)
+    assert out.split() == ["False", mine]
+    out = run("import os, jaxviz as jv\nprint(jv.cpu.use_fast_convolutions(), jv.cpu.use_fast_convolutions(),"
+              " os.environ['XLA_FLAGS'])", xla_flags="--xla_cpu_enable_fast_math=false")
+    assert out.split() == ["True", "True", "--xla_cpu_enable_fast_math=false", jaxviz.cpu.FLAG]
