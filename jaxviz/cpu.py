@@ -1,11 +1,13 @@
-"""Faster convolutions on XLA:CPU, on request.
+"""Faster float32 convolutions on XLA:CPU, on request.
 
 jaxlib 0.10 hands every convolution on the CPU backend to YNNPACK (XLA's
 "individual convolution" library fusion). On the x86 machines we measure on (2 AVX2
-cores), XLA's own convolution path, which it uses when that fusion is off, runs the
-convolutions of AlexNet, VGG and GoogLeNet 1.3-5x faster, forward and backward, and
-makes jaxviz's CPU timings match or beat PyTorch's (``benchmarks/RESULTS.md``). The
-switch is an XLA flag, so it must be set before JAX starts its backends::
+cores), XLA's own float32 convolution path, which it uses when that fusion is off, runs
+the convolutions of AlexNet, VGG and GoogLeNet 1.3-5x faster, forward and backward, and
+makes jaxviz's float32 CPU timings match or beat PyTorch's (``benchmarks/RESULTS.md``).
+The price: float64 convolutions, which YNNPACK also runs, fall back to XLA's generic
+loop and become about 8x slower, so keep the default for float64 work (the test suite
+does). The switch is an XLA flag, so it must be set before JAX starts its backends::
 
     import jaxviz as jv
     jv.cpu.use_fast_convolutions()   # before the first JAX computation
@@ -13,7 +15,7 @@ switch is an XLA flag, so it must be set before JAX starts its backends::
 
 or, equivalently, in the shell:
 ``XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=-individual_convolution``.
-The ``jaxviz`` command, the benchmarks and the test suite do it for themselves.
+The ``jaxviz`` command and the benchmarks (float32) do it for themselves.
 Importing jaxviz changes nothing: XLA flags are process-wide, and yours stay yours.
 
 Results agree with the default path to float32 rounding (the sums are taken in

@@ -10,17 +10,8 @@ array, so a near-zero entry cannot blow up the ratio):
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
-
-import jaxviz.cpu
-
-# The suite runs on XLA:CPU's own convolutions (about twice as fast here as the YNNPACK
-# default of jaxlib 0.10; jaxviz/cpu.py). JAXVIZ_TEST_XLA_DEFAULT=1 keeps the default.
-if os.environ.get("JAXVIZ_TEST_XLA_DEFAULT") != "1":
-    jaxviz.cpu.use_fast_convolutions()
 
 F32_TOL = 1e-5
 F64_TOL = 1e-12

@@ -1,0 +1,99 @@
+"""Single convolutions of AlexNet and GoogLeNet: jaxviz's conv2d against torch, same run.
+
+For each layer geometry (batch ``--batch``, float32, random normal input and kernel):
+forward (``y = conv(x, w)``) and input gradient (``dx = J^T dy`` for a random ``dy``;
+no weight gradient), jax jitted (``jaxviz.models.layers.conv2d``, compiled before
+timing) and torch (``F.conv2d`` and ``torch.nn.grad.conv2d_input``, NCHW), the contenders
+called in turn; median of ``--repeats`` calls after one warm-up, milliseconds.
+
+Run it twice to see what the XLA:CPU switch does (about 1.5 minutes each on 2 cores)::
+
+    PYTHONPATH=. python benchmarks/bench_convs.py                  # XLA's own conv path
+    PYTHONPATH=. python benchmarks/bench_convs.py --xla-default    # jaxlib's default
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import numpy as np
+
+from common import add_xla_option, apply_xla_option, timed_alternating
+
+# name, input size, C_in, C_out, kernel, stride, padding
+LAYERS = [
+    ("alexnet conv1", 224, 3, 64, 11, 4, 2),
+    ("alexnet conv2", 27, 64, 192, 5, 1, 2),
+    ("alexnet conv3", 13, 192, 384, 3, 1, 1),
+    ("alexnet conv4", 13, 384, 256, 3, 1, 1),
+    ("alexnet conv5", 13, 256, 256, 3, 1, 1),
+    ("googlenet conv1", 224, 3, 64, 7, 2, 3),
+    ("googlenet inception3a 3x3", 28, 96, 128, 3, 1, 1),
+    ("googlenet inception3a 1x1", 28, 192, 64, 1, 1, 0),
+]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--out", default=None, help="also write the markdown table to this file")
+    add_xla_option(p)
+    args = p.parse_args(argv)
+    xla = apply_xla_option(args)
+
+    import jax
+    import jax.numpy as jnp
+    import torch
+    import torch.nn.functional as F
+
+    from jaxviz.models import layers
+
+    rows = []
+    rng = np.random.default_rng(0)
+    for name, size, cin, cout, k, s, pad in LAYERS:
+        x = rng.standard_normal((args.batch, size, size, cin), dtype=np.float32)
+        w = rng.standard_normal((k, k, cin, cout), dtype=np.float32)
+
+        def fwd(x, w):
+            return layers.conv2d(x, w, stride=s, padding=pad)
+
+        y = jax.eval_shape(fwd, x, w)
+        dy = rng.standard_normal(y.shape, dtype=np.float32)
+        xj, wj, dyj = jnp.asarray(x), jnp.asarray(w), jnp.asarray(dy)
+        j_fwd = jax.jit(fwd).lower(xj, wj).compile()
+        j_dx = jax.jit(lambda x, w, dy: jax.vjp(lambda x: fwd(x, w), x)[1](dy)[0]).lower(
+            xj, wj, dyj).compile()
+        xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
+        wt = torch.from_numpy(w.transpose(3, 2, 0, 1).copy())
+        dyt = torch.from_numpy(dy.transpose(0, 3, 1, 2).copy())
+        (jf, _, _), (tf, _, _), (jd, _, _), (td, _, _) = timed_alternating([
+            lambda: j_fwd(xj, wj).block_until_ready(),
+            lambda: F.conv2d(xt, wt, stride=s, padding=pad),
+            lambda: j_dx(xj, wj, dyj).block_until_ready(),
+            lambda: torch.nn.grad.conv2d_input(xt.shape, wt, dyt, stride=s, padding=pad)],
+            args.repeats)
+        rows.append((name, f"{k}x{k}/{s}, {cin}->{cout} at {size}", tf, jf, td, jd))
+        print(rows[-1], flush=True)
+
+    lines = [f"Batch {args.batch}, float32, CPU, {os.cpu_count()} cores, torch "
+             f"{torch.get_num_threads()} threads; jax {jax.__version__}, torch {torch.__version__}; "
+             f"{xla}. Median of {args.repeats} calls, ms.", "",
+             "| layer | geometry | torch fwd | jax fwd | ratio | torch dx | jax dx | ratio |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, geo, tf, jf, td, jd in rows:
+        lines.append(f"| {name} | {geo} | {tf * 1e3:.1f} | {jf * 1e3:.1f} | {jf / tf:.2f} | "
+                     f"{td * 1e3:.1f} | {jd * 1e3:.1f} | {jd / td:.2f} |")
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        tmp = args.out + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(text + "\n")
+        os.replace(tmp, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
