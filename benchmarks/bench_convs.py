@@ -6,7 +6,7 @@ no weight gradient), jax jitted (``jaxviz.models.layers.conv2d``, compiled befor
 timing) and torch (``F.conv2d`` and ``torch.nn.grad.conv2d_input``, NCHW), the contenders
 called in turn; median of ``--repeats`` calls after one warm-up, milliseconds.
 
-Run it twice to see what the XLA:CPU switch does (about 1.5 minutes each on 2 cores)::
+Run it twice to see what the XLA:CPU switch does (under a minute each on 2 cores)::
 
     PYTHONPATH=. python benchmarks/bench_convs.py                  # XLA's own conv path
     PYTHONPATH=. python benchmarks/bench_convs.py --xla-default    # jaxlib's default

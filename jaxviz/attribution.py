@@ -81,8 +81,7 @@ def _objective(model: nn.Module, x: jax.Array, target: Target) -> objectives_lib
     obj.check(model, x.shape, x.dtype)
     # Warm the layer-table caches for this input, so that no layer table is traced
     # inside a compiled, differentiated forward pass (see _layer_gradient_core).
-    capture._layer_table(model, tuple(x.shape), jnp.dtype(x.dtype))  # noqa: SLF001
-    capture.layer_names(model, tuple(x.shape))
+    capture.layer_names(model, tuple(x.shape), partial=True)
     return obj
 
 
@@ -255,7 +254,7 @@ def _layer_gradient_core(model, path, variables, x, objective):
     ``flax.linen.intercept_methods``; the gradient with respect to ``delta`` is the
     gradient with respect to the activation, for any Linen model.
     """
-    table = {info.path: info for info in capture.layer_names(model, tuple(x.shape))}
+    table = {info.path: info for info in capture.layer_names(model, tuple(x.shape), partial=True)}
     shape = table[path].shape
 
     def f(delta):
@@ -287,7 +286,7 @@ _layer_gradient_jit = _compiled(_layer_gradient_core, 2)
 
 
 def _resolve_layer(model: nn.Module, x: jax.Array, layer: str) -> str:
-    return capture.resolve(model, [layer], capture.layer_names(model, tuple(x.shape)))[0]
+    return capture.resolve(model, [layer], capture.layer_names(model, tuple(x.shape), partial=True))[0]
 
 
 # --- gradients --------------------------------------------------------------------------------
@@ -689,7 +688,7 @@ def deconvnet_reconstruction(model: nn.Module, variables: Any, x: jax.Array, lay
                 channel.ndim == 1 and channel.shape[0] != x.shape[0]):
             raise ValueError(f"channel must be an int or an int array of shape ({x.shape[0]},); "
                              f"got {channel!r}")
-        width = capture.layer_names(model, tuple(x.shape))
+        width = capture.layer_names(model, tuple(x.shape), partial=True)
         width = next(info.shape for info in width if info.path == path)[-1]
         if channel.min() < 0 or channel.max() >= width:
             raise ValueError(f"channel {channel.tolist()} out of range for {layer!r}, which has "
@@ -759,7 +758,7 @@ def grad_cam(model: nn.Module, variables: Any, x: jax.Array, target: Target, *, 
     """
     x = _check_x(x)
     path = _resolve_layer(model, x, layer)
-    shape = {i.path: i.shape for i in capture.layer_names(model, tuple(x.shape))}[path]
+    shape = {i.path: i.shape for i in capture.layer_names(model, tuple(x.shape), partial=True)}[path]
     if len(shape) != 4:
         raise ValueError(f"Grad-CAM needs a spatial layer with output (N, h, w, K); "
                          f"{layer!r} has shape {shape}")

@@ -55,16 +55,43 @@ def _intermediate_paths(tree: dict, prefix: tuple[str, ...] = ()):
             yield from _intermediate_paths(value, (*prefix, key))
 
 
-def _layer_table(model: nn.Module, shape: tuple[int, ...], dtype: Any) -> tuple[LayerInfo, ...]:
+class _Table(tuple):
+    """Layers in forward order. ``error`` is set when the forward pass fails at this
+    input size; the table then holds the layers it completed before failing."""
+
+    error: Exception | None = None
+
+
+class _LayerList(list):
+    """:func:`layer_names`' list, carrying the table's ``error`` for :func:`resolve`."""
+
+    error: Exception | None = None
+
+
+def _layer_table(model: nn.Module, shape: tuple[int, ...], dtype: Any) -> _Table:
     try:
         return _cached_layer_table(model, shape, dtype)
-    except TypeError:  # a user model with unhashable fields: trace again each time
+    except TypeError as e:  # a user model with unhashable fields: trace again each time
+        if "unhashable" not in str(e):
+            raise
         return _trace_layer_table(model, shape, dtype)
 
 
-def _trace_layer_table(model: nn.Module, shape: tuple[int, ...], dtype: Any) -> tuple[LayerInfo, ...]:
+def _trace_layer_table(model: nn.Module, shape: tuple[int, ...], dtype: Any) -> _Table:
     x = jax.ShapeDtypeStruct(shape, dtype)
-    variables = jax.eval_shape(model.init, jax.random.key(0), x)
+    alias_of: dict[str, str] = {}
+    for alias, path in aliases(model).items():
+        alias_of.setdefault(path, alias)
+    try:
+        variables = jax.eval_shape(model.init, jax.random.key(0), x)
+    except (ValueError, TypeError) as e:  # too small for a later layer (a pool, a conv)
+        reached = _reached_before_failure(model, x)
+        if not reached:
+            raise
+        table = _Table(LayerInfo(path, alias_of.get(path), out, kind)
+                       for path, (kind, out) in reached.items())
+        table.error = e
+        return table
     # Linen asks the filter right after each module returns: its call order is the
     # forward (hook) order, children before their container. Keep the last call.
     kinds: dict[str, str] = {}
@@ -78,12 +105,31 @@ def _trace_layer_table(model: nn.Module, shape: tuple[int, ...], dtype: Any) -> 
 
     _, state = jax.eval_shape(functools.partial(model.apply, capture_intermediates=record,
                                                 mutable=["intermediates"]), variables, x)
-    alias_of: dict[str, str] = {}
-    for alias, path in aliases(model).items():
-        alias_of.setdefault(path, alias)
     outputs = {".".join(p): out[-1] for p, out in _intermediate_paths(state.get("intermediates", {}))}
-    return tuple(LayerInfo(path, alias_of.get(path), tuple(getattr(outputs[path], "shape", ())), kind)
-                 for path, kind in kinds.items())
+    return _Table(LayerInfo(path, alias_of.get(path), tuple(getattr(outputs[path], "shape", ())), kind)
+                  for path, kind in kinds.items())
+
+
+def _reached_before_failure(model: nn.Module, x: jax.ShapeDtypeStruct) -> dict[str, tuple]:
+    """path -> (kind, output shape) of the modules whose ``__call__`` returned before the
+    (abstract) forward pass failed, in forward order."""
+    reached: dict[str, tuple] = {}
+
+    def interceptor(next_fun, args, kwargs, context):
+        out = next_fun(*args, **kwargs)
+        module = context.module
+        if context.method_name == "__call__" and module.path:
+            path = ".".join(module.path)
+            reached.pop(path, None)
+            reached[path] = (type(module).__name__, tuple(getattr(out, "shape", ())))
+        return out
+
+    try:
+        with nn.intercept_methods(interceptor):
+            jax.eval_shape(model.init, jax.random.key(0), x)
+    except (ValueError, TypeError):
+        pass
+    return reached
 
 
 _cached_layer_table = functools.lru_cache(maxsize=64)(_trace_layer_table)
@@ -103,7 +149,8 @@ def _as_shape(model: nn.Module, size: int | Sequence[int]) -> tuple[int, ...]:
     raise ValueError(f"size must be an int, (H, W), (H, W, C) or (N, H, W, C); got {size!r}")
 
 
-def layer_names(model: nn.Module, size: int | Sequence[int] = 224) -> list[LayerInfo]:
+def layer_names(model: nn.Module, size: int | Sequence[int] = 224, *,
+                partial: bool = False) -> list[LayerInfo]:
     """Every layer of ``model`` in forward order, with its output shape at ``size``.
 
     Forward order is the order in which the layers finish, as torch forward hooks
@@ -114,10 +161,22 @@ def layer_names(model: nn.Module, size: int | Sequence[int] = 224) -> list[Layer
       size: input height and width (an int for square; the channels are the model's
         ``in_channels``, 3 by default), (H, W, C), or a full input shape.
 
+      partial: at a size too small for a later layer (a 3x3 pool on a 1x1 map), list
+        the layers the forward pass completes before it fails instead of raising.
+        Everything up to them can still be captured and optimized at that size.
+
     Returns:
       A list of :class:`LayerInfo` ``(path, alias, shape, kind)``.
+
+    Raises:
+      ValueError, TypeError: the forward pass fails at this size (unless ``partial``).
     """
-    return list(_layer_table(model, _as_shape(model, size), jnp.dtype(jnp.float32)))
+    table = _layer_table(model, _as_shape(model, size), jnp.dtype(jnp.float32))
+    if table.error is not None and not partial:
+        raise table.error
+    out = _LayerList(table)
+    out.error = table.error
+    return out
 
 
 def resolve(model: nn.Module, names: Sequence[str], table: Sequence[LayerInfo]) -> list[str]:
@@ -129,6 +188,11 @@ def resolve(model: nn.Module, names: Sequence[str], table: Sequence[LayerInfo]) 
         if not isinstance(name, str):
             raise TypeError(f"layer names are strings; got {type(name).__name__} {name!r}")
         path = alias_map.get(name, name)
+        if path not in known and getattr(table, "error", None) is not None:
+            raise ValueError(
+                f"no layer {name!r} among the {len(known)} layers {type(model).__name__} "
+                f"reaches at this input size: its forward pass fails after {table[-1].path!r} "
+                f"({table.error}); use a larger input") from table.error
         if path not in known:
             choices = sorted(known | alias_map.keys())
             close = difflib.get_close_matches(name, choices, n=5, cutoff=0.5)
@@ -159,19 +223,31 @@ def activations(model: nn.Module, variables: Any, x: jax.Array,
       KeyError: a name is not a layer of ``model`` (the message suggests close ones).
     """
     names = [layers] if isinstance(layers, str) else list(layers)
-    table = _layer_table(model, tuple(x.shape), jnp.dtype(x.dtype))
+    return run(model, variables, x, names, logits=False)[1]
+
+
+def run(model: nn.Module, variables: Any, x: jax.Array, layers: Sequence[str], *,
+        logits: bool = True) -> tuple[jax.Array | None, dict[str, jax.Array]]:
+    """One forward pass: the model's output (if ``logits``) and the named layers' outputs.
+
+    Without ``logits``, models with a ``stop_at`` field stop after the last named layer.
+    Returns ``(output or None, {name: array})``; raises as :func:`activations`.
+    """
+    names = list(layers)
+    # shapes do not depend on the dtype: one table per input shape
+    table = _layer_table(model, tuple(x.shape), jnp.dtype(jnp.float32))
     paths = resolve(model, names, table)
-    if not paths:
-        return {}
+    if not paths and not logits:
+        return None, {}
     wanted = set(paths)
-    order = {info.path: i for i, info in enumerate(table)}
     runner = model
-    if "stop_at" in getattr(model, "__dataclass_fields__", {}):
+    if not logits and "stop_at" in getattr(model, "__dataclass_fields__", {}):
+        order = {info.path: i for i, info in enumerate(table)}
         runner = model.clone(stop_at=max(paths, key=order.__getitem__))
 
     def record(module: nn.Module, method: str) -> bool:
         return method == "__call__" and ".".join(module.path) in wanted
 
-    _, state = runner.apply(variables, x, capture_intermediates=record, mutable=["intermediates"])
-    captured = {".".join(p): out[-1] for p, out in _intermediate_paths(state["intermediates"])}
-    return {name: captured[path] for name, path in zip(names, paths)}
+    out, state = runner.apply(variables, x, capture_intermediates=record, mutable=["intermediates"])
+    captured = {".".join(p): o[-1] for p, o in _intermediate_paths(state.get("intermediates", {}))}
+    return (out if logits else None), {name: captured[path] for name, path in zip(names, paths)}

@@ -3,7 +3,7 @@
 jaxlib 0.10 hands every convolution on the CPU backend to YNNPACK (XLA's
 "individual convolution" library fusion). On the x86 machines we measure on (2 AVX2
 cores), XLA's own float32 convolution path, which it uses when that fusion is off, runs
-the convolutions of AlexNet, VGG and GoogLeNet 1.3-5x faster, forward and backward, and
+the convolutions of AlexNet and GoogLeNet up to 2x faster (5x on other shapes), and
 makes jaxviz's float32 CPU timings match or beat PyTorch's (``benchmarks/RESULTS.md``).
 The price: float64 convolutions, which YNNPACK also runs, fall back to XLA's generic
 loop and become about 8x slower, so keep the default for float64 work (the test suite

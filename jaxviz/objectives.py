@@ -65,15 +65,6 @@ class Forward(NamedTuple):
     acts: Mapping[str, jax.Array]
 
 
-def _intermediates(tree: Mapping, prefix: tuple[str, ...] = ()):
-    for key, value in tree.items():
-        if key == "__call__":
-            if prefix:
-                yield ".".join(prefix), value[-1]
-        elif isinstance(value, Mapping):
-            yield from _intermediates(value, (*prefix, key))
-
-
 def forward(model: nn.Module, variables: Any, x: jax.Array, layers: Sequence[str] = (),
             logits: bool = True) -> Forward:
     """One forward pass that returns the named layers' activations and, if asked, the logits.
@@ -96,20 +87,8 @@ def forward(model: nn.Module, variables: Any, x: jax.Array, layers: Sequence[str
       KeyError: a name is not a layer of ``model`` (with the closest valid names).
     """
     names = list(dict.fromkeys(layers))
-    if not logits:
-        acts = capture.activations(model, variables, x, names) if names else {}
-        return Forward(model, variables, x, None, acts)
-    if not names:
-        return Forward(model, variables, x, model.apply(variables, x), {})
-    paths = capture.resolve(model, names, capture.layer_names(model, tuple(x.shape)))
-    wanted = set(paths)
-
-    def record(module: nn.Module, method: str) -> bool:
-        return method == "__call__" and ".".join(module.path) in wanted
-
-    out, state = model.apply(variables, x, capture_intermediates=record, mutable=["intermediates"])
-    captured = dict(_intermediates(state["intermediates"]))
-    return Forward(model, variables, x, out, {n: captured[p] for n, p in zip(names, paths)})
+    out, acts = capture.run(model, variables, x, names, logits=logits)
+    return Forward(model, variables, x, out, acts)
 
 
 # --- static shapes, for checks before a jitted call -----------------------------------------
@@ -143,7 +122,7 @@ def output_shape(model: nn.Module, shape: Sequence[int],
 
 
 def _layer_shapes(model: nn.Module, shape: Sequence[int], names: Sequence[str]) -> dict[str, tuple]:
-    table = capture.layer_names(model, tuple(int(s) for s in shape))
+    table = capture.layer_names(model, tuple(int(s) for s in shape), partial=True)
     paths = capture.resolve(model, list(names), table)
     by_path = {info.path: info.shape for info in table}
     return {name: by_path[path] for name, path in zip(names, paths)}

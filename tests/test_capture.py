@@ -141,6 +141,31 @@ def test_unknown_layer_suggests_close_names():
         jax.eval_shape(lambda v, x: jv.activations(model, v, x, [3]), variables, x)
 
 
+def test_inputs_too_small_for_later_layers():
+    # AlexNet at 44 px: conv2's map is 4x4 and maxpool3 (features.12) has a 1x1 input.
+    # Everything before the failing layer is listed (partial=True), captured and
+    # optimized; past it, or with the strict listing, the size error is raised.
+    model = jv.models.create("alexnet")
+    variables = shapes_only(model)  # the parameters do not depend on the size
+    with pytest.raises(ValueError, match="pooling window 3"):
+        jv.layer_names(model, 44)
+    table = jv.layer_names(model, 44, partial=True)
+    assert [t.path for t in table] == [f"features.{i}" for i in range(12)]
+    assert table[-1] == jv.LayerInfo("features.11", "relu5", (1, 1, 1, 256), "ReLU")
+    assert {t.path: t.shape for t in table}["features.3"] == (1, 4, 4, 192)
+    x = jax.ShapeDtypeStruct((2, 44, 44, 3), jnp.float32)
+    out = jax.eval_shape(lambda v, x: jv.activations(model, v, x, ["conv2", "relu5"]), variables, x)
+    assert out["conv2"].shape == (2, 4, 4, 192) and out["relu5"].shape == (2, 1, 1, 256)
+    for name in ["fc6", "pool5", "conv9"]:
+        with pytest.raises(ValueError, match=f"no layer '{name}' among the 12 layers AlexNet "
+                                             r"reaches at this input size.*features\.11.*pooling"):
+            jax.eval_shape(lambda v, x: jv.activations(model, v, x, [name]), variables, x)
+    real = jv.models.create("alexnet").init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
+    images = jv.synthesis.sweep(model, real, "conv2", [0, 5], key=jax.random.key(0), steps=2,
+                                size=44, progress=False)
+    assert images.shape == (2, 44, 44, 3) and bool(jnp.all((images >= 0) & (images <= 1)))
+
+
 class TinyNet(nn.Module):
     """A user's own Linen model: not one of ours, no stop_at, no aliases."""
 

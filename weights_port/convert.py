@@ -21,7 +21,7 @@ import numpy as np
 
 from jaxviz.models.registry import TORCHVISION_ARCHITECTURES, check_name, create
 from jaxviz.models.vgg import CONFIGS, DEPTHS
-from jaxviz.models.weights import WeightsError, _listing, expected_shapes
+from jaxviz.models.weights import WeightsError, expected_shapes, raise_if_mismatched
 
 # Flax variable leaf -> torch state_dict leaf.
 _LEAVES = {("params", "kernel"): "weight", ("params", "bias"): "bias", ("params", "scale"): "weight",
@@ -105,15 +105,7 @@ def convert_state_dict(name: str, state_dict: Mapping[str, Any], **config: Any
     wrong = [f"{t} {tuple(np.shape(state_dict[t]))} (expected {torch_shape(f, expected[f])})"
              for t, f in wanted.items()
              if t in given and tuple(np.shape(state_dict[t])) != torch_shape(f, expected[f])]
-    if missing or extra or wrong:
-        lines = [f"state_dict does not fit {name}:"]
-        if missing:
-            lines.append(f"  missing ({len(missing)}): {_listing(missing)}")
-        if extra:
-            lines.append(f"  unexpected ({len(extra)}): {_listing(extra)}")
-        if wrong:
-            lines.append(f"  wrong shape ({len(wrong)}): {_listing(wrong)}")
-        raise WeightsError("\n".join(lines))
+    raise_if_mismatched(f"state_dict does not fit {name}:", missing, extra, wrong)
     flattened = getattr(model, "FLATTENED_INPUTS", {})
     variables: dict[str, Any] = {}
     for t, f in wanted.items():

@@ -139,21 +139,25 @@ def _listing(keys, limit: int = 12) -> str:
     return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
 
 
+def raise_if_mismatched(title: str, missing, extra, wrong) -> None:
+    """Raises :class:`WeightsError` headed ``title`` listing the missing and unexpected
+    keys and the ``wrong`` shapes (preformatted strings), when any of them is non-empty."""
+    if not (missing or extra or wrong):
+        return
+    lines = [title]
+    for what, keys in (("missing", missing), ("unexpected", extra), ("wrong shape", wrong)):
+        if keys:
+            lines.append(f"  {what} ({len(keys)}): {_listing(keys)}")
+    raise WeightsError("\n".join(lines))
+
+
 def check_variables(model: nn.Module, variables: Mapping[str, Any], *, source: str = "weights") -> None:
     """Raises :class:`WeightsError` naming every missing, unexpected or mis-shaped variable."""
     expected = {k: s for k, (s, _) in expected_shapes(model).items()}
     given = {k: tuple(np.shape(v)) for k, v in _flat_leaves(variables).items()}
     missing = expected.keys() - given.keys()
     extra = given.keys() - expected.keys()
-    wrong = {k for k in expected.keys() & given.keys() if expected[k] != given[k]}
-    if not (missing or extra or wrong):
-        return
-    lines = [f"{source} do not fit {architecture_of(model) or type(model).__name__}:"]
-    if missing:
-        lines.append(f"  missing ({len(missing)}): {_listing(missing)}")
-    if extra:
-        lines.append(f"  unexpected ({len(extra)}): {_listing(extra)}")
-    if wrong:
-        lines.append(f"  wrong shape ({len(wrong)}): " + _listing(
-            f"{k} {given[k]} (expected {expected[k]})" for k in wrong))
-    raise WeightsError("\n".join(lines))
+    wrong = [f"{k} {given[k]} (expected {expected[k]})"
+             for k in expected.keys() & given.keys() if expected[k] != given[k]]
+    raise_if_mismatched(f"{source} do not fit {architecture_of(model) or type(model).__name__}:",
+                        missing, extra, wrong)

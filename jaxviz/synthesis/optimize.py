@@ -385,7 +385,7 @@ def _seen_size(transform: Any, hw: tuple[int, int]) -> tuple[int, int]:
 
 
 def _channels(model: nn.Module, layer: str, channels: Any, size: tuple[int, int]) -> np.ndarray:
-    table = capture.layer_names(model, (1, *size, 3))
+    table = capture.layer_names(model, (1, *size, 3), partial=True)
     path = capture.resolve(model, [layer], table)[0]
     count = next(info.shape[-1] for info in table if info.path == path)
     if isinstance(channels, str):
@@ -412,7 +412,7 @@ def images_per_chunk(model: nn.Module, layer: str, size: int | Sequence[int],
     float32 copies (forward, backward, transform and optimizer state) of every layer
     output up to ``layer``, per image."""
     hw = param_lib.image_size(size)
-    table = capture.layer_names(model, (1, *hw, 3))
+    table = capture.layer_names(model, (1, *hw, 3), partial=True)
     path = capture.resolve(model, [layer], table)[0]
     per_image = 3 * hw[0] * hw[1]
     for info in table:
