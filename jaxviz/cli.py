@@ -186,8 +186,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             "∈μσ".encode(sys.stdout.encoding)
         except (UnicodeEncodeError, LookupError):
             sys.stdout.reconfigure(errors="replace")
-    with contextlib.suppress(RuntimeError):  # called in-process after JAX started: keep its flags
-        jv.cpu.use_fast_convolutions()
+    if argv is None:  # run as a command (float32 throughout): XLA:CPU's faster convolutions.
+        # Called with argv from Python, the process and its XLA flags are the caller's.
+        with contextlib.suppress(RuntimeError):
+            jv.cpu.use_fast_convolutions()
     try:
         return args.run(args, sys.stdout)
     except BrokenPipeError:  # `jaxviz layers ... | head`: stop quietly, as the reader did

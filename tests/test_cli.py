@@ -176,6 +176,14 @@ def test_layers_unknown_model_suggests_close_names():
     assert err.count("\n") == 1
 
 
+def test_main_called_from_python_leaves_xla_flags_alone():
+    # Only the command (argv None) switches XLA:CPU's convolutions; a caller's process,
+    # here the test session with its float64 checks, keeps its own flags.
+    before = os.environ.get("XLA_FLAGS")
+    run(["layers", "alexnt"])
+    assert os.environ.get("XLA_FLAGS") == before
+
+
 def test_layers_missing_image(tmp_path):
     missing = tmp_path / "nope.jpg"
     err = assert_one_error_line(*run(["layers", "alexnet", "--image", str(missing)]))
