@@ -52,7 +52,7 @@ import time
 
 import numpy as np
 
-from common import add_xla_option, apply_xla_option
+from common import add_xla_option, apply_xla_option, time_alternating
 
 MODELS = ("alexnet", "vgg16", "googlenet")
 REL_TOL = 1e-4  # agreement above this is flagged in the output
@@ -112,24 +112,6 @@ def torch_module(name: str):
     for p in m.parameters():
         p.requires_grad_(False)  # input gradient only, as in jax
     return m
-
-
-def time_interleaved(fns, syncs, warmup: int, repeats: int) -> list[list[float]]:
-    """Times each ``fn`` ``repeats`` times, alternating between them call by call.
-
-    Alternating (torch, jax, torch, jax, ...) spreads any load from other processes on
-    the machine over both frameworks instead of landing on whichever ran second.
-    """
-    for fn, sync in zip(fns, syncs):
-        for _ in range(warmup):
-            sync(fn())
-    times = [[] for _ in fns]
-    for _ in range(repeats):
-        for fn, sync, ts in zip(fns, syncs, times):
-            t0 = time.perf_counter()
-            sync(fn())
-            ts.append(time.perf_counter() - t0)
-    return times
 
 
 def rel_err(a, b) -> float:
@@ -235,8 +217,9 @@ def bench_model(name, args, on_gpu, jdev, log):
         err = rel_err(out_j, out_t)
 
         log(f"  {name} {task}: jax compile {compile_s:.2f} s, max rel err {err:.2e}; timing ...")
-        tt, jt = time_interleaved([tfn, lambda: compiled(*jargs)], [tsync, jax.block_until_ready],
-                                  args.warmup, args.repeats)
+        (tt, jt), _ = time_alternating([lambda: tsync(tfn()),
+                                        lambda: jax.block_until_ready(compiled(*jargs))],
+                                       args.repeats, args.warmup)
         log(f"  {name} {task}: torch median {statistics.median(tt):.4f} s, "
             f"jax median {statistics.median(jt):.4f} s")
         results[task] = dict(torch=tt, jax=jt, compile=compile_s, err=err)

@@ -43,18 +43,27 @@ def timed(fn, repeats: int) -> tuple[float, float, object]:
     return timed_alternating([fn], repeats)[0]
 
 
-def timed_alternating(fns, repeats: int) -> list[tuple[float, float, object]]:
-    """One warm-up call of each function, then ``repeats`` rounds that call each once in
-    turn: per function (median s, minimum s, last output).
+def time_alternating(fns, repeats: int, warmup: int = 1) -> tuple[list[list[float]], list]:
+    """``warmup`` untimed calls of each function, then ``repeats`` rounds that call each once
+    in turn: (per function, its call times in s; per function, its last output).
 
     Alternating (jax, torch, jax, torch, ...) spreads load from other processes over every
     contender instead of landing on whichever ran while the machine was busy.
     """
-    outs = [fn() for fn in fns]
+    outs = [None] * len(fns)
+    for k, fn in enumerate(fns):
+        for _ in range(warmup):
+            outs[k] = fn()
     times = [[] for _ in fns]
     for _ in range(repeats):
         for k, fn in enumerate(fns):
             t = time.perf_counter()
             outs[k] = fn()
             times[k].append(time.perf_counter() - t)
+    return times, outs
+
+
+def timed_alternating(fns, repeats: int) -> list[tuple[float, float, object]]:
+    """:func:`time_alternating` with one warm-up: per function (median s, minimum s, last output)."""
+    times, outs = time_alternating(fns, repeats)
     return [(statistics.median(ts), min(ts), out) for ts, out in zip(times, outs)]

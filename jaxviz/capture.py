@@ -78,58 +78,36 @@ def _layer_table(model: nn.Module, shape: tuple[int, ...], dtype: Any) -> _Table
 
 
 def _trace_layer_table(model: nn.Module, shape: tuple[int, ...], dtype: Any) -> _Table:
-    x = jax.ShapeDtypeStruct(shape, dtype)
+    # One abstract forward pass (model.init under eval_shape). Each module's __call__ is
+    # recorded as it returns: that is the forward (hook) order, children before their
+    # container; a module called twice keeps its last call. If a later layer fails at this
+    # input size, the layers that returned before it make the table and the error is kept.
     alias_of: dict[str, str] = {}
     for alias, path in aliases(model).items():
         alias_of.setdefault(path, alias)
-    try:
-        variables = jax.eval_shape(model.init, jax.random.key(0), x)
-    except (ValueError, TypeError) as e:  # too small for a later layer (a pool, a conv)
-        reached = _reached_before_failure(model, x)
-        if not reached:
-            raise
-        table = _Table(LayerInfo(path, alias_of.get(path), out, kind)
-                       for path, (kind, out) in reached.items())
-        table.error = e
-        return table
-    # Linen asks the filter right after each module returns: its call order is the
-    # forward (hook) order, children before their container. Keep the last call.
-    kinds: dict[str, str] = {}
+    reached: dict[str, LayerInfo] = {}
 
-    def record(module: nn.Module, method: str) -> bool:
-        if method == "__call__" and module.path:
-            path = ".".join(module.path)
-            kinds.pop(path, None)
-            kinds[path] = type(module).__name__
-        return method == "__call__"
-
-    _, state = jax.eval_shape(functools.partial(model.apply, capture_intermediates=record,
-                                                mutable=["intermediates"]), variables, x)
-    outputs = {".".join(p): out[-1] for p, out in _intermediate_paths(state.get("intermediates", {}))}
-    return _Table(LayerInfo(path, alias_of.get(path), tuple(getattr(outputs[path], "shape", ())), kind)
-                  for path, kind in kinds.items())
-
-
-def _reached_before_failure(model: nn.Module, x: jax.ShapeDtypeStruct) -> dict[str, tuple]:
-    """path -> (kind, output shape) of the modules whose ``__call__`` returned before the
-    (abstract) forward pass failed, in forward order."""
-    reached: dict[str, tuple] = {}
-
-    def interceptor(next_fun, args, kwargs, context):
+    def record(next_fun, args, kwargs, context):
         out = next_fun(*args, **kwargs)
         module = context.module
         if context.method_name == "__call__" and module.path:
             path = ".".join(module.path)
             reached.pop(path, None)
-            reached[path] = (type(module).__name__, tuple(getattr(out, "shape", ())))
+            reached[path] = LayerInfo(path, alias_of.get(path), tuple(getattr(out, "shape", ())),
+                                      type(module).__name__)
         return out
 
+    error = None
     try:
-        with nn.intercept_methods(interceptor):
-            jax.eval_shape(model.init, jax.random.key(0), x)
-    except (ValueError, TypeError):
-        pass
-    return reached
+        with nn.intercept_methods(record):
+            jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct(shape, dtype))
+    except (ValueError, TypeError) as e:  # too small for a later layer (a pool, a conv)
+        if not reached:
+            raise
+        error = e
+    table = _Table(reached.values())
+    table.error = error
+    return table
 
 
 _cached_layer_table = functools.lru_cache(maxsize=64)(_trace_layer_table)
