@@ -23,7 +23,8 @@ the jax compile time apart; jaxviz with its CPU default, a Python loop of compil
 and with ``loop="scan"``), the ratio to torch batched, and the fraction of this
 machine's fp32 limit reached by the jax sweep, from XLA's FLOP count of the forward and
 input-gradient to conv5 and ``--peak-gflops`` (default 250, the measured fp32 matmul peak
-of the 2-core CPU in ``FACTS.md``; pass the device's peak on a GPU).
+of the 2-core development CPU, measured with a large jax matmul; pass the device's peak on
+a GPU).
 
 Run (from the repository root; about 4 minutes on 2 CPU cores)::
 

@@ -15,9 +15,11 @@ Example::
 """
 
 from jaxviz import analysis as analysis
+from jaxviz import checks as checks
 from jaxviz import attribution as attribution
 from jaxviz import cpu as cpu
 from jaxviz import data as data
+from jaxviz import errors as errors
 from jaxviz import models as models
 from jaxviz import objectives as objectives
 from jaxviz import render as render
@@ -28,6 +30,11 @@ from jaxviz.capture import LayerInfo as LayerInfo
 from jaxviz.capture import activations as activations
 from jaxviz.capture import layer_names as layer_names
 from jaxviz.models.loading import load as load
-from jaxviz.models.weights import WeightsError as WeightsError
+from jaxviz.errors import InputError as InputError
+from jaxviz.errors import InputTypeError as InputTypeError
+from jaxviz.errors import JaxvizError as JaxvizError
+from jaxviz.errors import LayerError as LayerError
+from jaxviz.errors import ModelError as ModelError
+from jaxviz.errors import WeightsError as WeightsError
 
 __version__ = "0.1.0"

@@ -40,7 +40,6 @@ References:
 
 from __future__ import annotations
 
-import functools
 import numbers
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -50,7 +49,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxviz import capture
+from jaxviz import capture, checks
+from jaxviz import static as static_lib
+from jaxviz.errors import InputError, InputTypeError, ModelError
+from jaxviz.models.modules import input_spec
 from jaxviz import objectives as objectives_lib
 
 Target = Any  # int | int array (N,) | Objective | Callable[[model, variables, x], (N,)]
@@ -63,14 +65,11 @@ IG_METHODS: tuple[str, ...] = ("riemann_right", "riemann_left", "riemann_middle"
 # --- argument checks ------------------------------------------------------------------------
 
 
-def _check_x(x: Any) -> jax.Array:
-    if not hasattr(x, "ndim"):
-        x = np.asarray(x)
-    if x.ndim != 4:
-        raise ValueError(f"expected x of shape (N, H, W, C), got shape {tuple(x.shape)}")
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise TypeError(f"expected x as a float array, got dtype {x.dtype}")
-    return jnp.asarray(x)
+def _check_x(model: nn.Module, x: Any, *, images: bool = False) -> jax.Array:
+    """``x`` checked for ``model`` (:func:`jaxviz.checks.batch`). ``images``: the method
+    needs (N, H, W, C) images whatever the model; a model that does not declare its
+    input (no ``input_spec()``) is taken to take images too."""
+    return checks.batch(x, model, images=images or input_spec(model) is None)
 
 
 def _objective(model: nn.Module, x: jax.Array, target: Target) -> objectives_lib.Objective:
@@ -90,19 +89,19 @@ def _check_batch_size(batch_size: Any, total: int) -> int:
         return total
     if (isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral)
             or batch_size < 1):
-        raise ValueError(f"expected batch_size as a positive int or None, got {batch_size!r}")
+        raise InputError(f"expected batch_size as a positive int or None, got {batch_size!r}")
     return min(int(batch_size), total)
 
 
 def _check_choice(value: Any, choices: Sequence[str], what: str) -> str:
     if value not in choices:
-        raise ValueError(f"unknown {what} {value!r}; expected one of {', '.join(choices)}")
+        raise InputError(f"unknown {what} {value!r}; expected one of {', '.join(choices)}")
     return value
 
 
 def _check_positive_int(value: Any, what: str, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"expected {what} as an int >= {minimum}, got {value!r}")
+        raise InputError(f"expected {what} as an int >= {minimum}, got {value!r}")
     return int(value)
 
 
@@ -111,14 +110,14 @@ def _baseline(baseline: Any, x: jax.Array) -> jax.Array:
     try:
         return jnp.broadcast_to(b, x.shape)
     except ValueError:
-        raise ValueError(f"expected a baseline that broadcasts to x's shape {tuple(x.shape)} "
+        raise InputError(f"expected a baseline that broadcasts to x's shape {tuple(x.shape)} "
                          f"(a scalar, (C,), (H, W, C) or (N, H, W, C)); got shape "
                          f"{tuple(b.shape)}") from None
 
 
 def _with_rule(model: nn.Module, rule: str, method: str) -> nn.Module:
     if "rules" not in getattr(model, "__dataclass_fields__", {}):
-        raise TypeError(
+        raise ModelError(
             f"{method} needs a model whose ReLUs follow a backward rule; "
             f"{type(model).__name__} has no 'rules' field. Give the model a field "
             f"`rules: str = \"gradient\"` and build its ReLUs and max pools with "
@@ -135,7 +134,7 @@ def _with_rule(model: nn.Module, rule: str, method: str) -> nn.Module:
 def _values(model, variables, x, objective) -> jax.Array:
     v = objective(model, variables, x)
     if not hasattr(v, "shape") or tuple(v.shape) != (x.shape[0],):
-        raise ValueError(f"an objective must return one value per example, shape "
+        raise InputError(f"an objective must return one value per example, shape "
                          f"({x.shape[0]},); got {getattr(v, 'shape', type(v).__name__)}")
     return v
 
@@ -168,26 +167,21 @@ def _copies_values(model, variables, xs, objective) -> jax.Array:
     return _values(model, variables, xs.reshape(s * n, *xs.shape[2:]), tiled).reshape(s, n)
 
 
-def _hashable(model: nn.Module) -> bool:
-    try:
-        hash(model)
-    except TypeError:
-        return False
-    return True
-
-
 def _compiled(core: Callable, static: int) -> Callable:
     """``core(*statics, *arrays)`` jitted with its first ``static`` arguments static.
 
-    Models with unhashable fields (a user's) are compiled afresh on each call.
+    A static argument that cannot be hashed (a user's model with list fields) is keyed
+    by its structure (:mod:`jaxviz.static`), so a second call with the same model and
+    shapes compiles nothing, whatever the model.
     """
-    jitted = jax.jit(core, static_argnums=tuple(range(static)))
+
+    def unwrapped(*args):
+        return core(*(static_lib.unwrap(a) for a in args[:static]), *args[static:])
+
+    jitted = jax.jit(unwrapped, static_argnums=tuple(range(static)))
 
     def call(*args):
-        statics, arrays = args[:static], args[static:]
-        if _hashable(statics[0]):
-            return jitted(*args)
-        return jax.jit(functools.partial(core, *statics))(*arrays)
+        return jitted(*(static_lib.static(a) for a in args[:static]), *args[static:])
 
     return call
 
@@ -264,7 +258,7 @@ def _layer_gradient_core(model, path, variables, x, objective):
             out = call(*args, **kwargs)
             if context.method_name == "__call__" and ".".join(context.module.path) == path:
                 if getattr(out, "shape", None) != delta.shape:
-                    raise ValueError(f"layer {path!r} returned "
+                    raise InputError(f"layer {path!r} returned "
                                      f"{getattr(out, 'shape', type(out).__name__)}; expected "
                                      f"an array of shape {delta.shape}")
                 hits.append(out)
@@ -274,7 +268,7 @@ def _layer_gradient_core(model, path, variables, x, objective):
         with nn.intercept_methods(add_delta):
             total = _values(model, variables, x, objective).sum()
         if not hits:
-            raise ValueError(f"layer {path!r} is not computed on the way to the objective, "
+            raise InputError(f"layer {path!r} is not computed on the way to the objective, "
                              f"so the objective does not depend on it")
         return total, hits[-1]
 
@@ -292,6 +286,7 @@ def _resolve_layer(model: nn.Module, x: jax.Array, layer: str) -> str:
 # --- gradients --------------------------------------------------------------------------------
 
 
+@checks.boundary
 def gradient(model: nn.Module, variables: Any, x: jax.Array, target: Target) -> jax.Array:
     """Input gradient (saliency) of the target (Simonyan et al. 2013).
 
@@ -311,11 +306,12 @@ def gradient(model: nn.Module, variables: Any, x: jax.Array, target: Target) -> 
       TypeError: ``x`` is not a float array; ``target`` is of an unknown kind.
       KeyError: the objective names an unknown layer.
     """
-    x = _check_x(x)
+    x = _check_x(model, x)
     obj = _objective(model, x, target)
     return _grad_jit(model, variables, x, obj).astype(x.dtype)
 
 
+@checks.boundary
 def gradient_x_input(model: nn.Module, variables: Any, x: jax.Array, target: Target) -> jax.Array:
     """Gradient times input (Shrikumar et al. 2016): ``x[n] * d f_n / d x[n]``.
 
@@ -324,10 +320,11 @@ def gradient_x_input(model: nn.Module, variables: Any, x: jax.Array, target: Tar
     Returns:
       (N, H, W, C), in ``x``'s dtype.
     """
-    x = _check_x(x)
+    x = _check_x(model, x)
     return x * gradient(model, variables, x, target)
 
 
+@checks.boundary
 def deconvnet(model: nn.Module, variables: Any, x: jax.Array, target: Target) -> jax.Array:
     """DeconvNet reconstruction (Zeiler & Fergus 2014) as a modified backward pass.
 
@@ -348,6 +345,7 @@ def deconvnet(model: nn.Module, variables: Any, x: jax.Array, target: Target) ->
     return gradient(_with_rule(model, "deconvnet", "deconvnet"), variables, x, target)
 
 
+@checks.boundary
 def guided_backprop(model: nn.Module, variables: Any, x: jax.Array, target: Target) -> jax.Array:
     """Guided backpropagation (Springenberg et al. 2014).
 
@@ -370,6 +368,7 @@ def guided_backprop(model: nn.Module, variables: Any, x: jax.Array, target: Targ
 # --- SmoothGrad ---------------------------------------------------------------------------------
 
 
+@checks.boundary
 def smoothgrad(model: nn.Module, variables: Any, x: jax.Array, target: Target, *,
                key: jax.Array | None = None, samples: int = 50, noise: float = 0.15,
                noise_samples: jax.Array | None = None, variant: str = "plain",
@@ -407,31 +406,32 @@ def smoothgrad(model: nn.Module, variables: Any, x: jax.Array, target: Target, *
       ValueError: unknown ``variant``; ``noise_samples`` of the wrong shape; a negative
         ``noise``; ``samples`` or ``batch_size`` not a positive int; as :func:`gradient`.
     """
-    x = _check_x(x)
+    x = _check_x(model, x)
     _check_choice(variant, SMOOTHGRAD_VARIANTS, "SmoothGrad variant")
     if isinstance(noise, bool) or not isinstance(noise, numbers.Real) or noise < 0:
-        raise ValueError(f"expected noise as a non-negative fraction of the input range, got "
+        raise InputError(f"expected noise as a non-negative fraction of the input range, got "
                          f"{noise!r}")
     keys = None
     if noise_samples is not None:
         noise_samples = jnp.asarray(noise_samples, x.dtype)
-        if noise_samples.ndim != 5 or tuple(noise_samples.shape[1:]) != tuple(x.shape):
-            raise ValueError(f"expected noise_samples of shape (samples, *x.shape) = "
+        if noise_samples.ndim != x.ndim + 1 or tuple(noise_samples.shape[1:]) != tuple(x.shape):
+            raise InputError(f"expected noise_samples of shape (samples, *x.shape) = "
                              f"(S, {', '.join(map(str, x.shape))}); got shape "
                              f"{tuple(noise_samples.shape)}")
         samples = noise_samples.shape[0]
         if samples < 1:
-            raise ValueError("expected at least one noise sample, got an empty noise_samples")
+            raise InputError("expected at least one noise sample, got an empty noise_samples")
     else:
         if key is None:
-            raise TypeError("smoothgrad draws random noise: pass key=jax.random.key(seed), "
+            raise InputTypeError("smoothgrad draws random noise: pass key=jax.random.key(seed), "
                             "or the draws themselves as noise_samples=(S, N, H, W, C)")
         samples = _check_positive_int(samples, "samples")
         keys = jax.random.split(key, samples)
     obj = _objective(model, x, target)
     chunk = _check_batch_size(batch_size, samples)
-    spread = x.max(axis=(1, 2, 3)) - x.min(axis=(1, 2, 3))
-    sigma = (jnp.asarray(noise, x.dtype) * spread).reshape(-1, 1, 1, 1)
+    axes = tuple(range(1, x.ndim))
+    spread = x.max(axis=axes) - x.min(axis=axes)
+    sigma = (jnp.asarray(noise, x.dtype) * spread).reshape(-1, *([1] * (x.ndim - 1)))
 
     count = 0
     total = m2 = None
@@ -487,6 +487,7 @@ def path_points(steps: int, method: str = "riemann_right") -> tuple[np.ndarray, 
     return (k + offset) / m, np.full(m, 1.0 / m)
 
 
+@checks.boundary
 def integrated_gradients(model: nn.Module, variables: Any, x: jax.Array, target: Target, *,
                          baseline: float | jax.Array = 0.0, steps: int = 50,
                          method: str = "riemann_right",
@@ -515,7 +516,7 @@ def integrated_gradients(model: nn.Module, variables: Any, x: jax.Array, target:
         as :func:`gradient`.
       TypeError, KeyError: as :func:`gradient`.
     """
-    x = _check_x(x)
+    x = _check_x(model, x)
     alphas, weights = path_points(steps, method)
     b = _baseline(baseline, x)
     obj = _objective(model, x, target)
@@ -549,7 +550,7 @@ def window_positions(length: int, window: int, stride: int) -> list[int]:
     window = _check_positive_int(window, "window")
     stride = _check_positive_int(stride, "stride")
     if window > length:
-        raise ValueError(f"occlusion window {window} is larger than the input ({length})")
+        raise InputError(f"occlusion window {window} is larger than the input ({length})")
     starts = list(range(0, length - window + 1, stride))
     if starts[-1] != length - window:
         starts.append(length - window)
@@ -559,12 +560,13 @@ def window_positions(length: int, window: int, stride: int) -> list[int]:
 def _pair(value: Any, what: str) -> tuple[int, int]:
     if isinstance(value, (tuple, list)):
         if len(value) != 2:
-            raise ValueError(f"expected {what} as an int or an (h, w) pair, got {value!r}")
+            raise InputError(f"expected {what} as an int or an (h, w) pair, got {value!r}")
         return (_check_positive_int(value[0], what), _check_positive_int(value[1], what))
     v = _check_positive_int(value, what)
     return v, v
 
 
+@checks.boundary
 def occlusion(model: nn.Module, variables: Any, x: jax.Array, target: Target, *,
               window: int | tuple[int, int] = 32, stride: int | tuple[int, int] = 2,
               baseline: float | jax.Array = 0.0, batch_size: int = 64,
@@ -596,7 +598,7 @@ def occlusion(model: nn.Module, variables: Any, x: jax.Array, target: Target, *,
         a baseline that does not broadcast; as :func:`gradient`.
       TypeError, KeyError: as :func:`gradient`.
     """
-    x = _check_x(x)
+    x = _check_x(model, x, images=True)
     wh, ww = _pair(window, "window")
     sh, sw = _pair(stride, "stride")
     n, h, w = x.shape[:3]
@@ -650,6 +652,7 @@ def _reconstruction_core(model, path, strongest, variables, x, channel):
 _reconstruction_jit = _compiled(_reconstruction_core, 3)
 
 
+@checks.boundary
 def deconvnet_reconstruction(model: nn.Module, variables: Any, x: jax.Array, layer: str, *,
                              channel: int | jax.Array | None = None,
                              strongest: bool = False) -> jax.Array:
@@ -679,19 +682,19 @@ def deconvnet_reconstruction(model: nn.Module, variables: Any, x: jax.Array, lay
       KeyError: unknown layer; TypeError: the model has no ``rules`` field;
       ValueError: bad ``x`` or ``channel``.
     """
-    x = _check_x(x)
+    x = _check_x(model, x)
     path = _resolve_layer(model, x, layer)
     deconv = _with_rule(model, "deconvnet", "deconvnet_reconstruction")
     if channel is not None:
         channel = np.asarray(channel)
         if channel.dtype.kind not in "iu" or channel.ndim > 1 or (
                 channel.ndim == 1 and channel.shape[0] != x.shape[0]):
-            raise ValueError(f"channel must be an int or an int array of shape ({x.shape[0]},); "
+            raise InputError(f"channel must be an int or an int array of shape ({x.shape[0]},); "
                              f"got {channel!r}")
         width = capture.layer_names(model, tuple(x.shape), partial=True)
         width = next(info.shape for info in width if info.path == path)[-1]
         if channel.min() < 0 or channel.max() >= width:
-            raise ValueError(f"channel {channel.tolist()} out of range for {layer!r}, which has "
+            raise InputError(f"channel {channel.tolist()} out of range for {layer!r}, which has "
                              f"{width} channels")
         channel = jnp.broadcast_to(jnp.asarray(channel, jnp.int32), (x.shape[0],))
     return _reconstruction_jit(deconv, path, bool(strongest), variables, x, channel)
@@ -700,6 +703,7 @@ def deconvnet_reconstruction(model: nn.Module, variables: Any, x: jax.Array, lay
 # --- Grad-CAM -----------------------------------------------------------------------------------
 
 
+@checks.boundary
 def layer_gradient(model: nn.Module, variables: Any, x: jax.Array, target: Target, *,
                    layer: str) -> tuple[jax.Array, jax.Array]:
     """A layer's activation and the gradient of the target with respect to it.
@@ -720,7 +724,7 @@ def layer_gradient(model: nn.Module, variables: Any, x: jax.Array, target: Targe
       KeyError: unknown layer (the message lists close names).
       ValueError: the layer is not on the way to the objective; as :func:`gradient`.
     """
-    x = _check_x(x)
+    x = _check_x(model, x)
     path = _resolve_layer(model, x, layer)
     obj = _objective(model, x, target)
     return _layer_gradient_jit(model, path, variables, x, obj)
@@ -731,6 +735,7 @@ def _upsample(maps: jax.Array, size: tuple[int, int]) -> jax.Array:
     return jax.image.resize(maps, (maps.shape[0], *size), "bilinear", antialias=False)
 
 
+@checks.boundary
 def grad_cam(model: nn.Module, variables: Any, x: jax.Array, target: Target, *, layer: str,
              return_raw: bool = False) -> jax.Array | tuple[jax.Array, jax.Array]:
     """Grad-CAM (Selvaraju et al. 2017) at any spatial layer.
@@ -756,11 +761,11 @@ def grad_cam(model: nn.Module, variables: Any, x: jax.Array, target: Target, *, 
       KeyError: unknown layer.
       ValueError: the layer's output is not (N, h, w, K); as :func:`layer_gradient`.
     """
-    x = _check_x(x)
+    x = _check_x(model, x, images=True)
     path = _resolve_layer(model, x, layer)
     shape = {i.path: i.shape for i in capture.layer_names(model, tuple(x.shape), partial=True)}[path]
     if len(shape) != 4:
-        raise ValueError(f"Grad-CAM needs a spatial layer with output (N, h, w, K); "
+        raise InputError(f"Grad-CAM needs a spatial layer with output (N, h, w, K); "
                          f"{layer!r} has shape {shape}")
     act, grad = layer_gradient(model, variables, x, target, layer=path)
     weights = grad.mean(axis=(1, 2))
@@ -769,6 +774,7 @@ def grad_cam(model: nn.Module, variables: Any, x: jax.Array, target: Target, *, 
     return (heat, raw) if return_raw else heat
 
 
+@checks.boundary
 def guided_grad_cam(model: nn.Module, variables: Any, x: jax.Array, target: Target, *,
                     layer: str) -> jax.Array:
     """Guided Grad-CAM (Selvaraju et al. 2017): guided backpropagation times Grad-CAM.

@@ -15,12 +15,19 @@ from __future__ import annotations
 
 import difflib
 import functools
+import numbers
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from jaxviz import checks
+from jaxviz.errors import InputError, InputTypeError, LayerError
+from jaxviz.models.modules import input_spec
+from jaxviz.static import static, unwrap
 
 
 class LayerInfo(NamedTuple):
@@ -57,9 +64,12 @@ def _intermediate_paths(tree: dict, prefix: tuple[str, ...] = ()):
 
 class _Table(tuple):
     """Layers in forward order. ``error`` is set when the forward pass fails at this
-    input size; the table then holds the layers it completed before failing."""
+    input size; the table then holds the layers it completed before failing.
+    ``output`` is the model's output as ``jax.ShapeDtypeStruct`` leaves (None when the
+    forward pass fails)."""
 
     error: Exception | None = None
+    output: Any = None
 
 
 class _LayerList(list):
@@ -68,24 +78,13 @@ class _LayerList(list):
     error: Exception | None = None
 
 
-def _layer_table(model: nn.Module, shape: tuple[int, ...], dtype: Any) -> _Table:
-    try:
-        return _cached_layer_table(model, shape, dtype)
-    except TypeError as e:  # a user model with unhashable fields: trace again each time
-        if "unhashable" not in str(e):
-            raise
-        return _trace_layer_table(model, shape, dtype)
-
-
-def _trace_layer_table(model: nn.Module, shape: tuple[int, ...], dtype: Any) -> _Table:
-    # One abstract forward pass (model.init under eval_shape). Each module's __call__ is
-    # recorded as it returns: that is the forward (hook) order, children before their
-    # container; a module called twice keeps its last call. If a later layer fails at this
-    # input size, the layers that returned before it make the table and the error is kept.
+def _recorder(model: nn.Module, reached: dict[str, LayerInfo]):
+    """An interceptor that records each module's ``__call__`` as it returns: the forward
+    (hook) order, children before their container; a module called twice keeps its last
+    call."""
     alias_of: dict[str, str] = {}
     for alias, path in aliases(model).items():
         alias_of.setdefault(path, alias)
-    reached: dict[str, LayerInfo] = {}
 
     def record(next_fun, args, kwargs, context):
         out = next_fun(*args, **kwargs)
@@ -97,36 +96,110 @@ def _trace_layer_table(model: nn.Module, shape: tuple[int, ...], dtype: Any) -> 
                                       type(module).__name__)
         return out
 
-    error = None
+    return record
+
+
+def _trace_layer_table(model: nn.Module, shape: tuple[int, ...], dtype: Any) -> _Table:
+    # Abstract passes only (jax.eval_shape): nothing is computed. model.init makes the
+    # variables' shapes; model.apply with them is the inference forward pass, whose
+    # layers make the table. (init also runs what only training uses, such as
+    # GoogLeNet's auxiliary heads, to create their parameters: those are not listed.)
+    # If a later layer fails at this input size, the layers init completed before it
+    # make the table and the error is kept.
+    x = jax.ShapeDtypeStruct(shape, dtype)
+    at_init: dict[str, LayerInfo] = {}
     try:
-        with nn.intercept_methods(record):
-            jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct(shape, dtype))
+        with nn.intercept_methods(_recorder(model, at_init)):
+            variables = jax.eval_shape(model.init, jax.random.key(0), x)
     except (ValueError, TypeError) as e:  # too small for a later layer (a pool, a conv)
-        if not reached:
+        if not at_init:
             raise
-        error = e
-    table = _Table(reached.values())
-    table.error = error
+        table = _Table(at_init.values())
+        table.error = e
+        return table
+    at_apply: dict[str, LayerInfo] = {}
+    try:
+        with nn.intercept_methods(_recorder(model, at_apply)):
+            output = jax.eval_shape(model.apply, variables, x)
+    except (ValueError, TypeError, flax.errors.FlaxError):
+        # apply needs more than (variables, x) (an rng, mutable state): init's layers
+        at_apply, output = at_init, None
+    table = _Table(at_apply.values())
+    table.output = output
     return table
 
 
-_cached_layer_table = functools.lru_cache(maxsize=64)(_trace_layer_table)
+_cached_layer_table = functools.lru_cache(maxsize=64)(
+    lambda key, shape, dtype: _trace_layer_table(unwrap(key), shape, dtype))
+
+
+def _layer_table(model: nn.Module, shape: tuple[int, ...], dtype: Any) -> _Table:
+    """The layer table of ``model`` at input ``shape``, cached per model (by value, or by
+    structure for a model that cannot be hashed) and shape."""
+    return _cached_layer_table(static(model), tuple(int(s) for s in shape), jnp.dtype(dtype))
+
+
+def output_struct(model: nn.Module, shape: Sequence[int]) -> Any:
+    """``model.apply(variables, x)``'s output for ``x`` of ``shape``, as
+    ``jax.ShapeDtypeStruct`` leaves (traced once per model and shape, nothing computed).
+
+    Raises:
+      InputError: the forward pass fails at this input shape.
+    """
+    table = _layer_table(model, tuple(shape), jnp.float32)
+    if table.error is not None:
+        raise _too_small(model, tuple(shape), table)
+    return table.output
+
+
+def _too_small(model: nn.Module, shape: tuple[int, ...], table: _Table) -> InputError:
+    name = type(model).__name__
+    smallest = ""
+    spec = input_spec(model)
+    if spec is not None and spec.kind == "image":
+        smallest = f"; {name} is usually run at {spec.size} px" if spec.size else ""
+    after = f" after {table[-1].path!r}" if len(table) else ""
+    error = InputError(f"{name} cannot run on inputs of shape {shape}: its forward pass fails"
+                       f"{after} ({table.error}). Use a larger input{smallest}, or "
+                       f"jaxviz.layer_names(model, size, partial=True) for the layers it reaches")
+    error.__cause__ = table.error
+    return error
 
 
 def _as_shape(model: nn.Module, size: int | Sequence[int]) -> tuple[int, ...]:
-    channels = int(getattr(model, "in_channels", 3))
-    if isinstance(size, int):
-        return (1, size, size, channels)
-    size = tuple(int(s) for s in size)
-    if len(size) == 2:
-        return (1, *size, channels)
-    if len(size) == 3:
-        return (1, *size)
-    if len(size) == 4:
-        return size
-    raise ValueError(f"size must be an int, (H, W), (H, W, C) or (N, H, W, C); got {size!r}")
+    spec = input_spec(model)
+    if spec is not None and spec.kind == "vector":
+        if isinstance(size, numbers.Integral) and not isinstance(size, bool):
+            return (1, spec.channels)
+        size = tuple(int(s) for s in size)
+        if len(size) == 2:
+            return size
+        raise InputError(f"{type(model).__name__} takes {spec.describe()}: size is ignored "
+                         f"(an int) or a full shape (N, {spec.channels}); got {size!r}")
+    channels = spec.channels if spec is not None else 3
+    if isinstance(size, numbers.Integral) and not isinstance(size, bool):
+        shape: tuple[int, ...] = (1, int(size), int(size), channels)
+    else:
+        try:
+            size = tuple(int(s) for s in size)
+        except TypeError:
+            raise InputTypeError(f"size must be an int, (H, W), (H, W, C) or (N, H, W, C); "
+                                 f"got {size!r}") from None
+        if len(size) == 2:
+            shape = (1, *size, channels)
+        elif len(size) == 3:
+            shape = (1, *size)
+        elif len(size) == 4:
+            shape = size
+        else:
+            raise InputError(f"size must be an int, (H, W), (H, W, C) or (N, H, W, C); got "
+                             f"{size!r}")
+    if min(shape) < 1:
+        raise InputError(f"size must be positive; got input shape {shape}")
+    return shape
 
 
+@checks.boundary
 def layer_names(model: nn.Module, size: int | Sequence[int] = 224, *,
                 partial: bool = False) -> list[LayerInfo]:
     """Every layer of ``model`` in forward order, with its output shape at ``size``.
@@ -146,12 +219,17 @@ def layer_names(model: nn.Module, size: int | Sequence[int] = 224, *,
     Returns:
       A list of :class:`LayerInfo` ``(path, alias, shape, kind)``.
 
+    Layers that run only in training (GoogLeNet's auxiliary heads) are not listed:
+    the table is the inference forward pass.
+
     Raises:
-      ValueError, TypeError: the forward pass fails at this size (unless ``partial``).
+      InputError: the forward pass fails at this size (unless ``partial``), or a
+        size that is not positive.
     """
-    table = _layer_table(model, _as_shape(model, size), jnp.dtype(jnp.float32))
+    shape = _as_shape(model, size)
+    table = _layer_table(model, shape, jnp.float32)
     if table.error is not None and not partial:
-        raise table.error
+        raise _too_small(model, shape, table)
     out = _LayerList(table)
     out.error = table.error
     return out
@@ -164,10 +242,10 @@ def resolve(model: nn.Module, names: Sequence[str], table: Sequence[LayerInfo]) 
     paths = []
     for name in names:
         if not isinstance(name, str):
-            raise TypeError(f"layer names are strings; got {type(name).__name__} {name!r}")
+            raise InputTypeError(f"layer names are strings; got {type(name).__name__} {name!r}")
         path = alias_map.get(name, name)
         if path not in known and getattr(table, "error", None) is not None:
-            raise ValueError(
+            raise LayerError(
                 f"no layer {name!r} among the {len(known)} layers {type(model).__name__} "
                 f"reaches at this input size: its forward pass fails after {table[-1].path!r} "
                 f"({table.error}); use a larger input") from table.error
@@ -175,13 +253,14 @@ def resolve(model: nn.Module, names: Sequence[str], table: Sequence[LayerInfo]) 
             choices = sorted(known | alias_map.keys())
             close = difflib.get_close_matches(name, choices, n=5, cutoff=0.5)
             hint = f" Closest: {', '.join(close)}." if close else ""
-            raise KeyError(
+            raise LayerError(
                 f"no layer {name!r} in {type(model).__name__}.{hint} "
                 f"jaxviz.layer_names(model) lists all {len(known)} layers.")
         paths.append(path)
     return paths
 
 
+@checks.boundary
 def activations(model: nn.Module, variables: Any, x: jax.Array,
                 layers: str | Sequence[str]) -> dict[str, jax.Array]:
     """Outputs of the named layers for input ``x``, in inference mode.
@@ -198,9 +277,18 @@ def activations(model: nn.Module, variables: Any, x: jax.Array,
       more than once in a forward pass gives its last output.
 
     Raises:
-      KeyError: a name is not a layer of ``model`` (the message suggests close ones).
+      LayerError: a name is not a layer of ``model`` (the message suggests close ones);
+        a ``KeyError`` and a ``ValueError``.
+      InputError, InputTypeError: ``x`` does not fit the model (:func:`jaxviz.checks.batch`).
     """
-    names = [layers] if isinstance(layers, str) else list(layers)
+    x = checks.batch(x, model)
+    if isinstance(layers, str):
+        names = [layers]
+    elif isinstance(layers, Sequence) and all(isinstance(name, str) for name in layers):
+        names = list(layers)
+    else:
+        raise InputTypeError(f"layer names are strings: expected layers as a name or a "
+                             f"sequence of names, got {layers!r}")
     return run(model, variables, x, names, logits=False)[1]
 
 

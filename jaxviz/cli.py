@@ -3,8 +3,9 @@
 Subcommands:
 
 ``jaxviz layers MODEL [--weights W] [--image PATH] [--size N | --size H W] [--seed S]``
-  Every layer of ``MODEL`` in forward order, with its alias, its kind and a one-line
-  summary of its output for one image, then the model's top-5 predictions.
+  Every layer of ``MODEL`` (any architecture, or a bundled trained model such as
+  ``lenet_digits``) in forward order, with its alias, its kind and a one-line summary
+  of its output for one input, then the model's top-5 predictions.
 
 Example::
 
@@ -30,10 +31,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
+import flax.linen as nn
 import numpy as np
 
 import jaxviz as jv
-from jaxviz.models.registry import check_name
+from jaxviz.models.modules import InputSpec, input_spec
+from jaxviz.models.registry import BUNDLED, check_name, create
 
 SAMPLE = "chelsea"
 TOP = 5
@@ -41,7 +44,7 @@ TOP = 5
 # that ratio, so the crop shows the whole image's centre at any size, never zero padding.
 RESIZE_RATIO = 256 / 224
 # What a failed command raises from the library; reported as one message, exit status 2.
-USER_ERRORS = (ValueError, KeyError, OSError, jv.WeightsError, ImportError, RuntimeError)
+USER_ERRORS = (jv.errors.JaxvizError, ValueError, KeyError, OSError, ImportError, RuntimeError)
 
 
 def _message(error: BaseException) -> str:
@@ -67,7 +70,9 @@ def _table(rows: Sequence[Sequence[str]]) -> list[str]:
             for row in rows]
 
 
-def _describe_weights(weights: str | None, seed: int) -> str:
+def _describe_weights(name: str, weights: str | None, seed: int) -> str:
+    if name in BUNDLED and weights is None:
+        return f"bundled trained weights ({name})"
     if weights is None:
         return (f"seeded random weights (seed {seed}): activations show the architecture, "
                 f"not learned features")
@@ -76,26 +81,75 @@ def _describe_weights(weights: str | None, seed: int) -> str:
     return f"from {weights}"
 
 
-def layers(args: argparse.Namespace, out: TextIO) -> int:
-    """``jaxviz layers``: every layer's output summary for one image, then the top-5."""
-    # Everything cheap first: a typo should not wait for the weights.
-    check_name(args.model)
-    if args.seed is not None and args.weights is not None:
-        raise ValueError("--seed chooses random weights; it cannot be used with --weights")
-    seed = 0 if args.seed is None else args.seed
-    hw = args.size
-    resize = round(max(hw) * RESIZE_RATIO)
+def _module(name: str) -> nn.Module:
+    """The module of model ``name``, without weights (nothing made or read)."""
+    return create(BUNDLED[name]()[0] if name in BUNDLED else name)
+
+
+def _default_digit() -> tuple[np.ndarray, str] | None:
+    """The first held-out digit as (1, 28, 28, 1) and its description, or None without
+    scikit-learn."""
+    try:
+        x, labels = jv.data.digits("test")
+    except ImportError:
+        return None
+    return x[:1], f"held-out digit 0 of jaxviz.data.digits('test') (a {int(labels[0])})"
+
+
+def _input(args: argparse.Namespace, spec: InputSpec, seed: int) -> tuple[np.ndarray, str]:
+    """The one-example input of ``jaxviz layers`` and a line that says what it is."""
+    if spec.kind == "vector":
+        if args.image is not None or args.size is not None:
+            raise ValueError(f"{args.model} takes {spec.describe()}, not images: drop "
+                             f"--image and --size")
+        x = np.random.default_rng(seed).standard_normal((1, spec.channels)).astype(np.float32)
+        return x, f"seeded random point {np.array2string(x[0], precision=3)} (seed {seed})"
+    hw = args.size or (spec.size, spec.size)
+    if spec.scale == "imagenet":
+        resize = round(max(hw) * RESIZE_RATIO)
+        source = jv.data.sample_image(SAMPLE) if args.image is None else Path(args.image)
+        x = jv.data.preprocess(source, hw, resize=resize)
+        what = (f"bundled photograph {SAMPLE!r} (jaxviz.data.sample_image)" if args.image is None
+                else args.image)
+        return x, f"{what}, shorter side resized to {resize}, centre {hw[0]}x{hw[1]} cropped"
+    grey = spec.channels == 1
+    if args.image is None and grey and spec.size == 28:
+        digit = _default_digit()
+        if digit is not None:
+            x, what = digit
+            if tuple(hw) != x.shape[1:3]:  # the digit centred on a blank canvas of that size
+                if min(hw) < 28:
+                    raise ValueError(f"--size must be at least 28 for the bundled digit; got "
+                                     f"{hw[0]} {hw[1]}")
+                top, left = (hw[0] - 28) // 2, (hw[1] - 28) // 2
+                canvas = np.zeros((1, *hw, 1), np.float32)
+                canvas[:, top:top + 28, left:left + 28] = x
+                x, what = canvas, f"{what}, centred on a blank {hw[0]}x{hw[1]} canvas"
+            return x, what
     source = jv.data.sample_image(SAMPLE) if args.image is None else Path(args.image)
-    x = jv.data.preprocess(source, hw, resize=resize)
-    image = (f"bundled photograph {SAMPLE!r} (jaxviz.data.sample_image)" if args.image is None
-             else args.image)
+    x = jv.data.preprocess(source, hw, resize="exact", scale="unit", grey=grey)
+    what = (f"bundled photograph {SAMPLE!r}" if args.image is None else args.image)
+    return x, f"{what}, resized to {hw[0]}x{hw[1]}, {'grey ' if grey else ''}values in [0, 1]"
+
+
+def layers(args: argparse.Namespace, out: TextIO) -> int:
+    """``jaxviz layers``: every layer's output summary for one input, then the top-5."""
+    # Everything cheap first: a typo should not wait for the weights.
+    check_name(args.model, (*jv.models.ARCHITECTURES, *BUNDLED))
+    if args.seed is not None and (args.weights is not None or args.model in BUNDLED):
+        raise ValueError("--seed chooses random weights; it cannot be used with --weights "
+                         "or a bundled trained model")
+    seed = 0 if args.seed is None else args.seed
+    module = _module(args.model)
+    spec = input_spec(module)
+    x, described = _input(args, spec, seed)
+    jv.layer_names(module, x.shape)  # an input too small for the model fails here, at once
     model, variables = jv.load(args.model, weights=args.weights, seed=seed)
 
-    table = jv.layer_names(model, hw)
+    table = jv.layer_names(model, x.shape)
     acts = jv.activations(model, variables, x, [info.path for info in table])
-    print(f"weights: {_describe_weights(args.weights, seed)}", file=out)
-    print(f"image:   {image}, shorter side resized to {resize}, centre {hw[0]}x{hw[1]} cropped",
-          file=out)
+    print(f"weights: {_describe_weights(args.model, args.weights, seed)}", file=out)
+    print(f"input:   {described}", file=out)
     rows = [("layer", "alias", "kind", "output")]
     rows += [(info.path, f"[{info.alias}]" if info.alias else "", info.kind,
               jv.render.summary(acts[info.path])) for info in table]
@@ -107,7 +161,8 @@ def layers(args: argparse.Namespace, out: TextIO) -> int:
     classes = logits.shape[-1]
     names = None if classes == len(jv.data.imagenet_classes()) else [f"class {i}" for i in range(classes)]
     top = jv.data.decode_predictions(logits, top=min(TOP, classes), names=names)[0]
-    caveat = " (meaningless: random weights)" if args.weights is None else ""
+    random_weights = args.weights is None and args.model not in BUNDLED
+    caveat = " (meaningless: random weights)" if random_weights else ""
     print(f"top-{len(top)} predictions{caveat}:", file=out)
     print("\n".join(_table([(f"{p:7.2%}", str(i), name) for i, name, p in top])), file=out)
     return 0
@@ -144,14 +199,18 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print every layer of MODEL in forward order (path, alias, kind, a summary "
                     "of its output for one image), then the top-5 predictions.")
     p.add_argument("model", metavar="MODEL",
-                   help=f"architecture: {', '.join(jv.models.ARCHITECTURES)}")
+                   help=f"architecture ({', '.join(jv.models.ARCHITECTURES)}) or bundled trained "
+                        f"model ({', '.join(BUNDLED)})")
     p.add_argument("--weights", metavar="W", default=None,
                    help="DEFAULT (torchvision's ImageNet weights, downloaded), or a .safetensors/"
-                        ".pth file; default: seeded random weights")
+                        ".pth file; default: seeded random weights (the bundled ones for a "
+                        "bundled model)")
     p.add_argument("--image", metavar="PATH", default=None,
-                   help=f"image file; default: the bundled photograph {SAMPLE!r}")
-    p.add_argument("--size", metavar="N", type=int, nargs="+", default=[224],
-                   help="input size after preprocessing: N (square) or H W (default 224)")
+                   help=f"image file; default: the bundled photograph {SAMPLE!r} (a held-out "
+                        f"digit for the digits model)")
+    p.add_argument("--size", metavar="N", type=int, nargs="+", default=None,
+                   help="input size after preprocessing: N (square) or H W (default: the "
+                        "model's own, 224 for ImageNet models, 28 for the digits model)")
     p.add_argument("--seed", type=int, default=None, help="seed of the random weights (default 0)")
     p.set_defaults(run=layers, parser=p)
 
@@ -174,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-        if hasattr(args, "size"):
+        if getattr(args, "size", None) is not None:
             try:
                 args.size = _size(args.size)
             except ValueError as e:

@@ -416,6 +416,8 @@ def _preprocess_one(
     size: Size,
     resize_to: Size | Literal["exact"] | None,
     via: Via,
+    scale: str,
+    grey: bool,
 ) -> np.ndarray:
     _check_image(image)
     if resize_to == "exact":
@@ -427,7 +429,10 @@ def _preprocess_one(
         image = center_crop(image, size)
     if image.dtype == np.uint8:
         image = _to_float(image)
-    return normalize(image.astype(np.float32))
+    image = image.astype(np.float32)
+    if grey:
+        return image.mean(axis=-1, keepdims=True)
+    return normalize(image) if scale == "imagenet" else image
 
 
 def preprocess(
@@ -436,6 +441,8 @@ def preprocess(
     *,
     resize: Size | Literal["exact"] | None = 256,
     via: Via = "auto",
+    scale: Literal["imagenet", "unit"] = "imagenet",
+    grey: bool = False,
 ) -> np.ndarray:
     """Turns images into a model-ready, ImageNet-normalised NHWC batch.
 
@@ -463,9 +470,12 @@ def preprocess(
       resize: an int (shorter side) or ``(h, w)`` to resize before the centre crop,
         ``None`` to only crop, or ``"exact"``; see above.
       via: how float arrays reach Pillow, see :func:`resize`.
+      scale: "imagenet" (default) normalizes with ImageNet's mean and std; "unit" keeps
+        values in [0, 1] (the bundled digits model's input).
+      grey: average the three channels into one, in [0, 1] (implies ``scale="unit"``).
 
     Returns:
-      (N, h, w, 3) float32 numpy array.
+      (N, h, w, 3) float32 numpy array; (N, h, w, 1) with ``grey``.
 
     Raises:
       FileNotFoundError, ValueError, TypeError: an input is missing, unreadable, of
@@ -473,6 +483,8 @@ def preprocess(
         invalid.
     """
     resize_to = resize
+    if scale not in ("imagenet", "unit"):
+        raise ValueError(f"unknown scale {scale!r}; expected 'imagenet' or 'unit'")
     if not (resize_to is None or resize_to == "exact"):
         if isinstance(resize_to, str):
             raise ValueError(f"resize must be an int, an (h, w) pair, None or 'exact', got {resize_to!r}")
@@ -487,7 +499,8 @@ def preprocess(
     if not items:
         raise ValueError("expected at least one image, got an empty sequence")
     batch = [
-        _preprocess_one(_as_array(item, i), size, resize_to, via) for i, item in enumerate(items)
+        _preprocess_one(_as_array(item, i), size, resize_to, via, scale, bool(grey))
+        for i, item in enumerate(items)
     ]
     return np.stack(batch).astype(np.float32)
 

@@ -31,7 +31,6 @@ References:
 from __future__ import annotations
 
 import dataclasses
-import functools
 import numbers
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -41,7 +40,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxviz import capture
+from jaxviz import capture, checks
+from jaxviz.errors import InputError, InputTypeError, ModelError
 
 ObjectiveFn = Callable[[nn.Module, Any, jax.Array], jax.Array]
 
@@ -94,30 +94,20 @@ def forward(model: nn.Module, variables: Any, x: jax.Array, layers: Sequence[str
 # --- static shapes, for checks before a jitted call -----------------------------------------
 
 
-def _trace_output(model: nn.Module, shape: tuple[int, ...], dtype: Any) -> jax.ShapeDtypeStruct:
-    x = jax.ShapeDtypeStruct(shape, dtype)
-    out, _ = jax.eval_shape(lambda x: model.init_with_output(jax.random.key(0), x), x)
-    return out
-
-
-_cached_output = functools.lru_cache(maxsize=64)(_trace_output)
-
-
 def output_shape(model: nn.Module, shape: Sequence[int],
                  dtype: Any = jnp.float32) -> tuple[int, ...]:
-    """Shape of ``model.apply(variables, x)`` for ``x`` of ``shape`` (traced, nothing computed).
+    """Shape of ``model.apply(variables, x)`` for ``x`` of ``shape`` (traced once per model
+    and shape with the layer table, nothing computed).
 
     Raises:
-      TypeError: the model's output is not a single array.
+      ModelError: the model's output is not a single array.
+      InputError: the model cannot run on inputs of ``shape``.
     """
-    key = (tuple(int(s) for s in shape), jnp.dtype(dtype))
-    try:
-        out = _cached_output(model, *key)
-    except TypeError:  # unhashable fields in a user model: trace each time
-        out = _trace_output(model, *key)
+    del dtype  # shapes do not depend on it
+    out = capture.output_struct(model, tuple(int(s) for s in shape))
     if not hasattr(out, "shape"):
-        raise TypeError(f"expected {type(model).__name__} to return one (N, classes) array of "
-                        f"logits; it returns {type(out).__name__}")
+        raise ModelError(f"expected {type(model).__name__} to return one (N, classes) array of "
+                         f"logits; it returns {type(out).__name__}")
     return tuple(out.shape)
 
 
@@ -138,27 +128,27 @@ def _is_concrete(value: Any) -> bool:
 def _as_index(index: Any, what: str) -> Any:
     """An int or an int array of shape (N,), as an int32 array (a tracer passes through)."""
     if isinstance(index, (bool, np.bool_)):
-        raise TypeError(f"expected {what} as an int or an int array of shape (N,), got a bool")
+        raise InputTypeError(f"expected {what} as an int or an int array of shape (N,), got a bool")
     if isinstance(index, numbers.Integral):
         if index < 0:
-            raise ValueError(f"expected a non-negative {what}, got {index}")
+            raise InputError(f"expected a non-negative {what}, got {index}")
         return np.asarray(index, np.int32)
     if isinstance(index, (list, tuple)):
         index = np.asarray(index)
     if isinstance(index, (np.ndarray, jax.Array)):
         if not jnp.issubdtype(index.dtype, jnp.integer):
-            raise TypeError(f"expected {what} as an int or an int array of shape (N,), got an "
+            raise InputTypeError(f"expected {what} as an int or an int array of shape (N,), got an "
                             f"array of dtype {index.dtype}")
         if index.ndim > 1:
-            raise ValueError(f"expected {what} as an int or an int array of shape (N,), got "
+            raise InputError(f"expected {what} as an int or an int array of shape (N,), got "
                              f"shape {tuple(index.shape)}")
         if _is_concrete(index):
             arr = np.asarray(index)
             if arr.size and arr.min() < 0:
-                raise ValueError(f"expected non-negative {what}s, got {arr.min()}")
+                raise InputError(f"expected non-negative {what}s, got {arr.min()}")
             return arr.astype(np.int32)
         return index.astype(jnp.int32)
-    raise TypeError(f"expected {what} as an int or an int array of shape (N,), got "
+    raise InputTypeError(f"expected {what} as an int or an int array of shape (N,), got "
                     f"{type(index).__name__}")
 
 
@@ -166,13 +156,13 @@ def _check_index(index: Any, n: int, size: int, what: str, where: str) -> None:
     """Checks an index array against the batch size and the axis it indexes (when concrete)."""
     shape = tuple(np.shape(index))
     if shape not in ((), (n,)):
-        raise ValueError(f"expected one {what} or one per example, shape () or ({n},); got "
+        raise InputError(f"expected one {what} or one per example, shape () or ({n},); got "
                          f"shape {shape}")
     if _is_concrete(index):
         arr = np.asarray(index)
         if arr.size and (arr.min() < 0 or arr.max() >= size):
             bad = arr[(arr < 0) | (arr >= size)].ravel()[0]
-            raise ValueError(f"{what} {int(bad)} is out of range for {where}: expected "
+            raise InputError(f"{what} {int(bad)} is out of range for {where}: expected "
                              f"0 <= {what} < {size}")
 
 
@@ -244,8 +234,10 @@ class Objective:
         (a plain callable), so callers vmap over the copies instead."""
         return self
 
+    @checks.boundary
     def __call__(self, model: nn.Module, variables: Any, x: jax.Array) -> jax.Array:
         """(N,) values of the objective for input ``x: (N, H, W, C)``."""
+        x = checks.batch(x, model)
         found = forward(model, variables, x, self.layers(), self.needs_logits())
         return self.evaluate(found)
 
@@ -338,7 +330,7 @@ class ClassLogit(Objective):
         if not hasattr(logits, "ndim") or logits.ndim != 2:
             what = (f"shape {tuple(logits.shape)}" if hasattr(logits, "shape")
                     else type(logits).__name__)
-            raise ValueError(f"a class-logit objective needs the model to return (N, classes) "
+            raise InputError(f"a class-logit objective needs the model to return (N, classes) "
                              f"logits; {type(found.model).__name__} returns {what}")
         n, classes = logits.shape
         _check_index(self.target, n, classes, "class index", f"{classes} classes")
@@ -348,7 +340,7 @@ class ClassLogit(Objective):
     def check(self, model, shape, dtype=jnp.float32):
         out = output_shape(model, shape, dtype)
         if len(out) != 2:
-            raise ValueError(f"a class-logit objective needs the model to return (N, classes) "
+            raise InputError(f"a class-logit objective needs the model to return (N, classes) "
                              f"logits; {type(model).__name__} returns shape {out}")
         _check_index(self.target, out[0], out[1], "class index", f"{out[1]} classes")
 
@@ -418,13 +410,13 @@ class Neuron(Objective):
 
     def _position(self, shape):
         if len(shape) != 4:
-            raise ValueError(f"a neuron objective needs a spatial (N, h, w, C) layer; "
+            raise InputError(f"a neuron objective needs a spatial (N, h, w, C) layer; "
                              f"{self.layer!r} has shape {tuple(shape)}")
         h, w = shape[1:3]
         y = h // 2 if self.y is None else self.y
         x = w // 2 if self.x is None else self.x
         if not (0 <= y < h and 0 <= x < w):
-            raise ValueError(f"position (y={y}, x={x}) is outside layer {self.layer!r} of "
+            raise InputError(f"position (y={y}, x={x}) is outside layer {self.layer!r} of "
                              f"size {h}x{w}")
         return y, x
 
@@ -479,7 +471,7 @@ class Direction(Objective):
     def _check(self, shape):
         v = tuple(np.shape(self.vector))
         if v not in ((shape[-1],), (shape[0], shape[-1])):
-            raise ValueError(f"expected a direction of shape ({shape[-1]},) or "
+            raise InputError(f"expected a direction of shape ({shape[-1]},) or "
                              f"({shape[0]}, {shape[-1]}) for layer {self.layer!r} of shape "
                              f"{tuple(shape)}; got shape {v}")
 
@@ -642,7 +634,7 @@ def neuron(layer: str, index: int | jax.Array, y: int | None = None,
     """Channel ``index`` of ``layer`` at position ``(y, x)``; default the centre."""
     for name, v in (("y", y), ("x", x)):
         if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Integral)):
-            raise TypeError(f"expected {name} as an int or None, got {type(v).__name__}")
+            raise InputTypeError(f"expected {name} as an int or None, got {type(v).__name__}")
     return Neuron(_layer_name(layer), _as_index(index, "channel"),
                   None if y is None else int(y), None if x is None else int(x))
 
@@ -666,14 +658,14 @@ def direction(layer: str, vector: jax.Array) -> Direction:
     """Mean over space of ``A[n, h, w, :] . vector`` (vector (C,) or (N, C))."""
     vector = vector if isinstance(vector, jax.Array) else np.asarray(vector)
     if vector.ndim not in (1, 2) or not jnp.issubdtype(vector.dtype, jnp.floating):
-        raise ValueError(f"expected a float direction of shape (C,) or (N, C), got "
+        raise InputError(f"expected a float direction of shape (C,) or (N, C), got "
                          f"{vector.dtype} of shape {tuple(vector.shape)}")
     return Direction(_layer_name(layer), vector)
 
 
 def _layer_name(layer: Any) -> str:
     if not isinstance(layer, str):
-        raise TypeError(f"layer names are strings; got {type(layer).__name__} {layer!r}")
+        raise InputTypeError(f"layer names are strings; got {type(layer).__name__} {layer!r}")
     return layer
 
 
@@ -693,7 +685,7 @@ def as_objective(target: Any) -> Objective | ObjectiveFn:
     if isinstance(target, Objective):
         return target
     if isinstance(target, (bool, np.bool_)):
-        raise TypeError("expected a target as an int class index, an int array (N,), an "
+        raise InputTypeError("expected a target as an int class index, an int array (N,), an "
                         "objective or a callable f(model, variables, x) -> (N,); got a bool")
     if isinstance(target, numbers.Integral):
         return class_logit(target)
@@ -701,12 +693,12 @@ def as_objective(target: Any) -> Objective | ObjectiveFn:
         arr = target if isinstance(target, (np.ndarray, jax.Array)) else np.asarray(target)
         if jnp.issubdtype(arr.dtype, jnp.integer):
             return class_logit(arr)
-        raise TypeError(f"expected a target as an int class index, an int array (N,), an "
+        raise InputTypeError(f"expected a target as an int class index, an int array (N,), an "
                         f"objective or a callable f(model, variables, x) -> (N,); got an array "
                         f"of dtype {arr.dtype}")
     if callable(target) and not isinstance(target, type):
         return target
-    raise TypeError(f"expected a target as an int class index, an int array (N,), an objective "
+    raise InputTypeError(f"expected a target as an int class index, an int array (N,), an objective "
                     f"or a callable f(model, variables, x) -> (N,); got {type(target).__name__}")
 
 

@@ -14,6 +14,10 @@ rule           ReLU backward                          max-pool backward
                                                       same windows
 =============  =====================================  ==========================================
 
+Global max pooling (:func:`global_max_pool`, the whole map as one window) follows the
+same rules: to each channel's first maximum in row-major order, or, under ``linear``,
+shared equally over the map as a global average pool's gradient.
+
 References:
   Zeiler & Fergus, "Visualizing and Understanding Convolutional Networks", ECCV 2014
   (DeconvNet). Springenberg et al., "Striving for Simplicity: The All Convolutional
@@ -213,3 +217,47 @@ def _linear_max_pool(x, window, strides, padding):
 
     pool.defvjp(fwd, bwd)
     return pool(x)
+
+
+# --- global max pooling -----------------------------------------------------------------
+
+
+@jax.custom_jvp
+def _routed_global_max(x):
+    return x.max(axis=(1, 2))
+
+
+@_routed_global_max.defjvp
+def _routed_global_max_jvp(primals, tangents):
+    (x,), (t,) = primals, tangents
+    n, c = x.shape[0], x.shape[-1]
+    first = jnp.argmax(x.reshape(n, -1, c), axis=1)  # the first maximum, row-major
+    picked = jnp.take_along_axis(t.reshape(n, -1, c), first[:, None, :], axis=1)[:, 0]
+    return x.max(axis=(1, 2)), picked
+
+
+def _linear_global_max(x):
+    h, w = x.shape[1:3]
+
+    @jax.custom_vjp
+    def pool(x):
+        return x.max(axis=(1, 2))
+
+    def bwd(_, g):
+        return (jnp.broadcast_to((g / (h * w))[:, None, None, :], x.shape),)
+
+    pool.defvjp(lambda x: (pool(x), None), bwd)
+    return pool(x)
+
+
+def global_max_pool(x: jax.Array, rule: str = "gradient") -> jax.Array:
+    """The largest value of each channel of ``x: (N, H, W, C)`` over space: (N, C).
+
+    Its derivative follows ``rule`` as :func:`max_pool`'s does with one window covering
+    the map: to each channel's first maximum in row-major order (torch's max-pool tie
+    rule), or under ``linear`` the global average pool's, ``g / (H W)`` everywhere.
+    """
+    check_rule(rule)
+    if rule == "linear":
+        return _linear_global_max(x)
+    return _routed_global_max(x)

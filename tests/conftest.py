@@ -10,11 +10,24 @@ array, so a near-zero entry cannot blow up the ratio):
 
 from __future__ import annotations
 
+import jax
 import numpy as np
 import pytest
 
 F32_TOL = 1e-5
 F64_TOL = 1e-12
+
+
+@pytest.fixture(autouse=True)
+def x64_stays_off():
+    """Float32 tests must run in float32: x64 is off before every test (not set by the
+    environment, JAX_ENABLE_X64, nor left on by an earlier test) and after it (a test
+    enters ``jax.enable_x64(True)`` itself and leaves it; a fixture never holds it open)."""
+    assert not jax.config.read("jax_enable_x64"), (
+        "x64 is on before this test: unset JAX_ENABLE_X64, or find the test or fixture that "
+        "left jax.enable_x64(True) open")
+    yield
+    assert not jax.config.read("jax_enable_x64"), "this test (or its fixture) left x64 on"
 
 
 def max_rel_err(actual, expected) -> float:

@@ -476,24 +476,6 @@ def test_as_objective():
         assert what in str(info.value)
 
 
-def _our_imports(module) -> set[str]:
-    import ast
-    import inspect
-
-    tree = ast.parse(inspect.getsource(module))
-    names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    names |= {f"{n.module}.{a.name}" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
-              for a in n.names}
-    return {m for m in names if m.startswith("jaxviz")}
-
-
-def test_imports_stay_on_the_allowed_floors():
-    """DESIGN.md, "Who may import whom": objectives (floor 3) uses capture; attribution
-    (floor 4) uses floors 1-3, never synthesis or analysis."""
-    assert _our_imports(O) == {"jaxviz.capture"}
-    assert _our_imports(A) == {"jaxviz.capture", "jaxviz.objectives"}
-
-
 # =============================================================================================
 # Bad input
 # =============================================================================================

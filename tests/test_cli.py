@@ -116,11 +116,11 @@ def test_layers_table_lists_every_layer_in_forward_order(layers_output):
     assert by_path["features"][1:3] == ("", "Sequential")
 
 
-def test_layers_first_lines_say_weights_and_image(layers_output):
+def test_layers_first_lines_say_weights_and_input(layers_output):
     first, second = layers_output.splitlines()[:2]
     assert first == ("weights: seeded random weights (seed 0): activations show the architecture, "
                      "not learned features")
-    assert second == ("image:   bundled photograph 'chelsea' (jaxviz.data.sample_image), "
+    assert second == ("input:   bundled photograph 'chelsea' (jaxviz.data.sample_image), "
                       "shorter side resized to 73, centre 64x64 cropped")
 
 
@@ -163,7 +163,7 @@ def test_layers_image_size_and_seed_options(tmp_path, monkeypatch, alexnet):
     assert (code, err) == (0, "")
     assert calls == [(("alexnet",), {"weights": None, "seed": 1})]
     assert out.splitlines()[0].startswith("weights: seeded random weights (seed 1)")
-    assert out.splitlines()[1] == f"image:   {image}, shorter side resized to 91, centre 64x80 cropped"
+    assert out.splitlines()[1] == f"input:   {image}, shorter side resized to 91, centre 64x80 cropped"
     expected = expected_summaries(*alexnet, jv.data.preprocess(image, (64, 80), resize=91))
     rows = table_rows(out)
     assert [row[0] for row in rows] == list(expected)
@@ -172,7 +172,7 @@ def test_layers_image_size_and_seed_options(tmp_path, monkeypatch, alexnet):
 
 def test_layers_unknown_model_suggests_close_names():
     err = assert_one_error_line(*run(["layers", "alexnt"]))
-    assert "unknown architecture 'alexnt'" in err and "Did you mean alexnet?" in err
+    assert "unknown model 'alexnt'" in err and "Did you mean alexnet?" in err
     assert err.count("\n") == 1
 
 

@@ -28,10 +28,12 @@ SIZE = (80, 96)
 
 @pytest.fixture(scope="module")
 def alexnet64():
+    """Float64 AlexNet and input, made under x64; each test enters x64 itself, so x64 is
+    off between tests (the autouse guard in conftest.py checks)."""
     with jax.enable_x64(True):
         model, variables = from_torchvision(torchvision_model("alexnet", seed=7).double())
-        x = np.random.default_rng(0).standard_normal((2, *SIZE, 3))
-        yield model, variables, jnp.asarray(x)
+        x = jnp.asarray(np.random.default_rng(0).standard_normal((2, *SIZE, 3)))
+    return model, variables, x
 
 
 def unpool_add(y, switches, shape):

@@ -8,8 +8,6 @@ exactly.
 
 from __future__ import annotations
 
-import ast
-import inspect
 import os
 
 import jax.numpy as jnp
@@ -284,12 +282,3 @@ def test_save_png_errors():
         save_png(np.zeros((2, 2, 3), np.float32), "unused.png")
     with pytest.raises(ValueError, match=r"\(H, W, 3\)"):
         save_png(np.zeros((1, 2, 2, 3), np.uint8), "unused.png")
-
-
-def test_render_imports_nothing_of_ours():
-    # render is on the lowest floor (DESIGN.md, "Who may import whom").
-    tree = ast.parse(inspect.getsource(render))
-    modules = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
-    modules += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
-    assert "numpy" in modules
-    assert not [m for m in modules if m.startswith("jaxviz")]

@@ -240,20 +240,40 @@ def alexnet():
     return numpy_random_alexnet()
 
 
+ARCHITECTURES = list(jv.models.ARCHITECTURES)
+
+
+@pytest.fixture(scope="module", params=ARCHITECTURES)
+def registry_model(request):
+    """Every registered architecture with its seeded random weights and two inputs it
+    takes (ImageNet models at 64 px)."""
+    model, variables = jv.load(request.param)
+    spec = modules.input_spec(model)
+    rng = np.random.default_rng(0)
+    if spec.kind == "vector":  # a point and its mirror image: different hidden units fire
+        point = 3.0 * rng.standard_normal(spec.channels)
+        x = np.stack([point, -point])
+    else:
+        side = 64 if spec.scale == "imagenet" else spec.size
+        x = rng.standard_normal((2, side, side, spec.channels))
+    return request.param, model, variables, jnp.asarray(x, jnp.float32)
+
+
 @functools.partial(jax.jit, static_argnames="model")
 def _input_grad(model, variables, x):
-    """d(sum of logit 3 over the batch)/dx; compiled once per (model, rules)."""
-    return jax.grad(lambda t: model.apply(variables, t)[:, 3].sum())(x)
+    """d(sum of logit 1 over the batch)/dx; compiled once per (model, rules)."""
+    return jax.grad(lambda t: model.apply(variables, t)[:, 1].sum())(x)
 
 
-def test_model_forward_ignores_rules_and_backward_uses_them(alexnet):
+def test_forward_ignores_rules_and_backward_uses_them(registry_model):
+    # Every ReLU-like and max-like layer of every architecture follows the rule.
     # Forward: exact, the same operations run whatever the rule. Backward: each rule
-    # gives a different input gradient (the rule reached the ReLU and pool layers).
-    # Tolerance for "different": more than 100 * F32_TOL relative.
-    model, variables, x = alexnet
+    # gives a different input gradient of a class logit (the rule reached the ReLU and
+    # pool layers). Tolerance for "different": more than 100 * F32_TOL relative.
+    name, model, variables, x = registry_model
     assert model.rules == "gradient"
     base = np.asarray(model.apply(variables, x))
-    assert base.shape == (2, 10) and np.abs(base).max() > 0
+    assert np.abs(base).max() > 0
     grads = {}
     for rule in rules.RULES:
         swapped = model.clone(rules=rule)
@@ -261,22 +281,47 @@ def test_model_forward_ignores_rules_and_backward_uses_them(alexnet):
         grads[rule] = np.asarray(_input_grad(swapped, variables, x))
         assert np.abs(grads[rule]).max() > 0, rule
     for a, b in itertools.combinations(rules.RULES, 2):
-        assert max_rel_err(grads[a], grads[b]) > 100 * F32_TOL, (a, b)
+        assert max_rel_err(grads[a], grads[b]) > 100 * F32_TOL, (name, a, b)
 
 
-def test_model_linear_rule_gradient_does_not_depend_on_input(alexnet):
-    # Closed form: with ReLU as identity and max pooling as average pooling in the
-    # backward pass, every layer's backward is a fixed linear map, so the input gradient
-    # is the same for any input (and for both images of the batch). The 'gradient' rule
-    # is not. Tolerance: F32_TOL.
-    model, variables, x = alexnet
+def test_linear_rule_gradient_does_not_depend_on_input(registry_model):
+    # Closed form: with ReLU as identity and max pooling (global max pooling included)
+    # as average pooling in the backward pass, every layer's backward is a fixed linear
+    # map, so the input gradient is the same for any input (and for both examples of the
+    # batch). The 'gradient' rule is not. Tolerance: F32_TOL.
+    name, model, variables, x = registry_model
     linear = model.clone(rules="linear")
     g1 = np.asarray(_input_grad(linear, variables, x))
     g2 = np.asarray(_input_grad(linear, variables, 3.0 * x[::-1] + 1.0))
-    assert max_rel_err(g2, g1) <= F32_TOL
-    assert max_rel_err(g1[1], g1[0]) <= F32_TOL
+    assert max_rel_err(g2, g1) <= F32_TOL, name
+    assert max_rel_err(g1[1], g1[0]) <= F32_TOL, name
     plain = np.asarray(_input_grad(model, variables, x))
-    assert max_rel_err(plain[1], plain[0]) > 100 * F32_TOL
+    assert max_rel_err(plain[1], plain[0]) > 100 * F32_TOL, name
+
+
+def _first_rectified(model, shape) -> str:
+    """The first layer whose output is a ReLU's (a ReLU module, or GoogLeNet's conv block
+    that ends in a functional ReLU): only linear layers lie before it."""
+    table = jv.layer_names(model, shape)
+    return next(info.path for info in table if info.kind in ("ReLU", "BasicConv2d"))
+
+
+def test_rules_agree_and_differ_where_their_definitions_say(registry_model):
+    # Objective: channel 0 of the first ReLU's output, averaged over space, so the signal
+    # reaching that ReLU from above is g = 1/(h w) >= 0 on channel 0 and 0 elsewhere.
+    # Then guided (1[s>0] relu(g)) equals gradient (1[s>0] g), deconvnet (relu(g))
+    # equals linear (g), and gradient differs from deconvnet wherever s <= 0, which
+    # random input makes happen. Only linear layers lie below, so these equalities
+    # carry exactly to the input: exact (0) and "different" above 100 * F32_TOL.
+    name, model, variables, x = registry_model
+    layer = _first_rectified(model, x.shape)
+    objective = jv.objectives.channel(layer, 0)
+    got = {rule: np.asarray(jv.attribution.gradient(model.clone(rules=rule), variables, x,
+                                                    objective))
+           for rule in rules.RULES}
+    np.testing.assert_array_equal(got["guided"], got["gradient"], err_msg=name)
+    np.testing.assert_array_equal(got["deconvnet"], got["linear"], err_msg=name)
+    assert max_rel_err(got["gradient"], got["deconvnet"]) > 100 * F32_TOL, name
 
 
 def test_model_with_unknown_rule_raises(alexnet):

@@ -263,8 +263,11 @@ def test_pickle_that_would_run_code_is_refused(tmp_path):
     evil_plain = tmp_path / "evil_plain.pth"  # a bare pickle
     evil_plain.write_bytes(pickle.dumps({"features.0.weight": _Payload(marker)}))
     for path in (evil_zip, evil_plain):
-        with pytest.raises(jv.WeightsError, match="could run code"):
+        with pytest.raises(jv.WeightsError, match=r"is refused: it (refers to \S+, which loading|holds objects)") as info:
             jv.load("alexnet", weights=path)
+        message = str(info.value)
+        assert "weights_only=True" in message and "\x1b" not in message
+        assert "will likely succeed" not in message  # none of torch's advice to load it unsafely
         assert not marker.exists(), f"loading {path.name} ran its payload"
         assert port_cli.main(["alexnet", "--weights", str(path), "-o", str(tmp_path / "o.safetensors")]) == 2
         assert not marker.exists() and not (tmp_path / "o.safetensors").exists()

@@ -43,11 +43,16 @@ def decision_inputs_torch(tmodel, x: np.ndarray) -> dict[tuple[str, str], np.nda
     return found
 
 
-def decision_inputs_jax(model, variables, x) -> dict[tuple[str, str], np.ndarray]:
-    """The same inputs from the ported model, recorded by intercepting module calls."""
+def decision_inputs_jax(model, variables, x, loss=None):
+    """The same inputs from the ported model, recorded by intercepting module calls.
+
+    With ``loss`` (a function of the model's output to a scalar), returns
+    ``(inputs, d loss / d x)`` from one compiled program: the decisions recorded are then
+    exactly those the gradient was taken through (a separate program may round a ReLU
+    input or a pool window differently and so decide differently)."""
     modules = jv.models.modules
 
-    def run(variables, x):
+    def forward(variables, x):
         found = {}
 
         def interceptor(call, args, kwargs, context):
@@ -64,11 +69,23 @@ def decision_inputs_jax(model, variables, x) -> dict[tuple[str, str], np.ndarray
             return out
 
         with nn.intercept_methods(interceptor):
-            model.apply(variables, x)
-        return found
+            out = model.apply(variables, x)
+        return out, found
 
-    found = jax.jit(run)(variables, jnp.asarray(x))
-    return {k: np.array(v.transpose(0, 3, 1, 2) if v.ndim == 4 else v) for k, v in found.items()}
+    def run(variables, x):
+        if loss is None:
+            return forward(variables, x)[1], None
+
+        def f(x):
+            out, found = forward(variables, x)
+            return loss(out), found
+
+        (_, found), grad = jax.value_and_grad(f, has_aux=True)(x)
+        return found, grad
+
+    found, grad = jax.jit(run)(variables, jnp.asarray(x))
+    found = {k: np.array(v.transpose(0, 3, 1, 2) if v.ndim == 4 else v) for k, v in found.items()}
+    return found if loss is None else (found, np.asarray(grad))
 
 
 def decisions(tmodel, inputs: dict[tuple[str, str], np.ndarray]) -> dict[tuple[str, str], np.ndarray]:

@@ -11,6 +11,8 @@ running_mean/running_var -> params scale/bias and batch_stats mean/var
 from __future__ import annotations
 
 import os
+import pickle
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -162,6 +164,28 @@ def from_torchvision(module) -> tuple[nn.Module, dict[str, Any]]:
     return convert_state_dict(name, module.state_dict(), **config)
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def _refusal(path: Path, error: Exception) -> str:
+    """Why ``torch.load(path, weights_only=True)`` failed, in our words: what the file
+    asks for (the global a pickle would import) and what to do, without torch's advice
+    to load it unsafely."""
+    text = _ANSI.sub("", str(error))
+    unsafe = isinstance(error, pickle.UnpicklingError) or "weights_only" in text.lower()
+    if unsafe:
+        found = re.search(r"GLOBAL\s+([\w.]+)", text)
+        what = (f"it refers to {found.group(1)}, which loading would import and call" if found
+                else "it holds objects other than tensors")
+        return (f"{str(path)!r} is refused: {what}. jaxviz reads .pth files with "
+                f"torch.load(weights_only=True) and never runs code from a weight file. Save "
+                f"the state_dict alone where the file was made: torch.save(model.state_dict(), "
+                f"path)")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    detail = f" ({lines[0].rstrip('.')})" if lines else ""
+    return f"{str(path)!r} is not a readable torch file: truncated or corrupt?{detail}"
+
+
 def read_pth(path: str | os.PathLike) -> dict[str, Any]:
     """A state_dict from a ``.pth`` file, read with ``torch.load(weights_only=True)``.
 
@@ -179,10 +203,7 @@ def read_pth(path: str | os.PathLike) -> dict[str, Any]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        unsafe = isinstance(e, __import__("pickle").UnpicklingError) or "weights_only" in str(e).lower()
-        what = ("holds objects other than tensors (refused: loading it could run code)" if unsafe
-                else "is not a readable torch file (truncated or corrupt?)")
-        raise WeightsError(f"{str(path)!r} {what}: {str(e).splitlines()[0]}") from e
+        raise WeightsError(_refusal(path, e)) from e
     for key in ("state_dict", "model"):
         if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
             obj = obj[key]

@@ -25,6 +25,7 @@ References:
 from __future__ import annotations
 
 import functools
+import numbers
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -34,6 +35,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxviz import checks, objectives
+from jaxviz import static as static_lib
+from jaxviz.errors import InputError, ModelError
+
 NORMS = ("linf", "l2")
 
 
@@ -41,16 +46,35 @@ def _identity(x):
     return x
 
 
-def _check(x: Any, labels: Any) -> tuple[jax.Array, jax.Array]:
-    x = jnp.asarray(x)
-    labels = jnp.asarray(labels)
-    if x.ndim < 2 or not jnp.issubdtype(x.dtype, jnp.floating):
-        raise ValueError(f"expected a float batch x of shape (N, ...), got {x.dtype} "
-                         f"{tuple(x.shape)}")
+def _positive_int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise InputError(f"expected {what} as a positive int, got {value!r}")
+    return int(value)
+
+
+def _check(model: nn.Module, x: Any, labels: Any,
+           preprocess: Callable | None) -> tuple[jax.Array, jax.Array]:
+    """``x`` checked as the model's input (as it comes, or after ``preprocess``) and
+    ``labels`` as (N,) classes in range."""
+    x = checks.batch(x, model if preprocess is None else None)
+    if x.ndim < 2:
+        raise InputError(f"expected a batch x of shape (N, ...), got shape {tuple(x.shape)}")
+    seen = x if preprocess is None else jax.eval_shape(preprocess, x)
+    if preprocess is not None:
+        checks.shape(seen, model, what="preprocess(x)")
+    labels = checks.as_array(labels, "labels")
     if labels.shape != (x.shape[0],) or not jnp.issubdtype(labels.dtype, jnp.integer):
-        raise ValueError(f"expected int labels of shape ({x.shape[0]},), got {labels.dtype} "
+        raise InputError(f"expected int labels of shape ({x.shape[0]},), got {labels.dtype} "
                          f"{tuple(labels.shape)}")
-    return x, labels.astype(jnp.int32)
+    out = objectives.output_shape(model, seen.shape)
+    if len(out) != 2:
+        raise ModelError(f"an attack needs a classifier returning (N, classes) logits; "
+                         f"{type(model).__name__} returns shape {out}")
+    bad = np.asarray(labels)[(np.asarray(labels) < 0) | (np.asarray(labels) >= out[1])]
+    if bad.size:
+        raise InputError(f"label {int(bad[0])} is out of range for {out[1]} classes: expected "
+                         f"0 <= label < {out[1]}")
+    return x, jnp.asarray(labels, jnp.int32)
 
 
 def _loss(model, variables, preprocess, x, labels):
@@ -95,6 +119,8 @@ class Attack(NamedTuple):
 
 @functools.partial(jax.jit, static_argnums=(0, 5, 6, 7, 8, 9))
 def _ascent(model, variables, x, labels, lr, steps, preprocess, clip, normalize, stop):
+    model = static_lib.unwrap(model)
+
     def step(xk, _):
         (_, logits), g = jax.value_and_grad(
             lambda t: _loss(model, variables, preprocess, t, labels), has_aux=True)(xk)
@@ -112,6 +138,7 @@ def _ascent(model, variables, x, labels, lr, steps, preprocess, clip, normalize,
     return x_adv, jnp.concatenate([preds, last[None]])
 
 
+@checks.boundary
 def gradient_ascent(model: nn.Module, variables: Any, x: jax.Array, labels: jax.Array, *,
                     lr: float = 0.1, steps: int = 15,
                     preprocess: Callable[[jax.Array], jax.Array] | None = None,
@@ -132,25 +159,31 @@ def gradient_ascent(model: nn.Module, variables: Any, x: jax.Array, labels: jax.
     Returns:
       An :class:`Attack` with the per-iteration predictions.
     """
-    x, labels = _check(x, labels)
+    x, labels = _check(model, x, labels, preprocess)
+    steps = _positive_int(steps, "steps")
     pre = preprocess or _identity
-    x_adv, preds = _ascent(model, variables, x, labels, jnp.asarray(lr, x.dtype), int(steps),
+    x_adv, preds = _ascent(static_lib.static(model), variables, x, labels,
+                           jnp.asarray(lr, x.dtype), steps,
                            pre, None if clip is None else tuple(clip), "none", bool(stop_at_flip))
     return Attack(x_adv, preds, relative_norm(x, x_adv), preds[-1] != labels)
 
 
+@checks.boundary
 def fgsm(model: nn.Module, variables: Any, x: jax.Array, labels: jax.Array, *, eps: float,
          preprocess: Callable | None = None, clip: tuple[float, float] | None = None) -> Attack:
     """The fast gradient sign method: ``x + eps * sign(grad_x CE)``."""
-    x, labels = _check(x, labels)
+    x, labels = _check(model, x, labels, preprocess)
     pre = preprocess or _identity
-    x_adv, preds = _ascent(model, variables, x, labels, jnp.asarray(eps, x.dtype), 1, pre,
+    x_adv, preds = _ascent(static_lib.static(model), variables, x, labels,
+                           jnp.asarray(eps, x.dtype), 1, pre,
                            None if clip is None else tuple(clip), "sign", False)
     return Attack(x_adv, preds, relative_norm(x, x_adv), preds[-1] != labels)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 6, 7, 8, 9))
 def _pgd(model, variables, x, labels, eps, step_size, steps, norm, preprocess, clip):
+    model = static_lib.unwrap(model)
+
     def project(xk):
         d = xk - x
         if norm == "linf":
@@ -174,6 +207,7 @@ def _pgd(model, variables, x, labels, eps, step_size, steps, norm, preprocess, c
     return x_adv, jnp.concatenate([preds, last[None]])
 
 
+@checks.boundary
 def pgd(model: nn.Module, variables: Any, x: jax.Array, labels: jax.Array, *, eps: float,
         step_size: float | None = None, steps: int = 10, norm: str = "linf",
         preprocess: Callable | None = None, clip: tuple[float, float] | None = None) -> Attack:
@@ -184,22 +218,25 @@ def pgd(model: nn.Module, variables: Any, x: jax.Array, labels: jax.Array, *, ep
     into ``clip``).
 
     Raises:
-      ValueError: unknown ``norm`` or a non-positive ``eps``.
+      InputError: unknown ``norm`` or a non-positive ``eps``; as :func:`gradient_ascent`.
     """
     if norm not in NORMS:
-        raise ValueError(f"unknown norm {norm!r}; expected one of {', '.join(NORMS)}")
+        raise InputError(f"unknown norm {norm!r}; expected one of {', '.join(NORMS)}")
     if not eps > 0:
-        raise ValueError(f"expected a positive eps, got {eps!r}")
-    x, labels = _check(x, labels)
+        raise InputError(f"expected a positive eps, got {eps!r}")
+    x, labels = _check(model, x, labels, preprocess)
+    steps = _positive_int(steps, "steps")
     step_size = 2.5 * eps / steps if step_size is None else step_size
-    x_adv, preds = _pgd(model, variables, x, labels, jnp.asarray(eps, x.dtype),
-                        jnp.asarray(step_size, x.dtype), int(steps), norm,
+    x_adv, preds = _pgd(static_lib.static(model), variables, x, labels,
+                        jnp.asarray(eps, x.dtype), jnp.asarray(step_size, x.dtype), steps, norm,
                         preprocess or _identity, None if clip is None else tuple(clip))
     return Attack(x_adv, preds, relative_norm(x, x_adv), preds[-1] != labels)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 5, 6, 7))
 def _sphere(model, variables, x, radius, key, n, preprocess, chunk):
+    model = static_lib.unwrap(model)
+
     def one(k):
         d = jax.random.normal(k, x.shape, x.dtype)
         d = d / _per_example_norm(d).reshape(-1, *([1] * (x.ndim - 1)))
@@ -208,6 +245,7 @@ def _sphere(model, variables, x, radius, key, n, preprocess, chunk):
     return jax.lax.map(one, jax.random.split(key, n), batch_size=chunk)
 
 
+@checks.boundary
 def sphere_check(model: nn.Module, variables: Any, x: jax.Array, radius: jax.Array, *,
                  key: jax.Array, n: int = 1000, preprocess: Callable | None = None,
                  batch_size: int = 100) -> jax.Array:
@@ -218,10 +256,19 @@ def sphere_check(model: nn.Module, variables: Any, x: jax.Array, radius: jax.Arr
     With ``radius = 2 * ||x - x_adv||`` this is Szegedy et al.'s check that random
     perturbations twice as large as an adversarial one rarely change the label.
     """
-    x = jnp.asarray(x)
-    radius = jnp.broadcast_to(jnp.asarray(radius, x.dtype), (x.shape[0],))
-    return _sphere(model, variables, x, radius.reshape(-1, *([1] * (x.ndim - 1))), key, int(n),
-                   preprocess or _identity, min(int(batch_size), int(n)))
+    x = checks.batch(x, model if preprocess is None else None)
+    n = _positive_int(n, "n")
+    batch_size = _positive_int(batch_size, "batch_size")
+    radius = checks.as_array(radius, "radius")
+    try:
+        radius = jnp.broadcast_to(jnp.asarray(radius, x.dtype), (x.shape[0],))
+    except ValueError:
+        raise InputError(f"expected radius as a scalar or one per example ({x.shape[0]},), got "
+                         f"shape {tuple(radius.shape)}") from None
+    checks.finite(radius, "radius")
+    return _sphere(static_lib.static(model), variables, x,
+                   radius.reshape(-1, *([1] * (x.ndim - 1))), key, n,
+                   preprocess or _identity, min(batch_size, n))
 
 
 def prediction_table(predictions: Any, class_names: Any = None) -> str:

@@ -11,8 +11,8 @@ from typing import ClassVar
 import flax.linen as nn
 import jax
 
-from jaxviz.models.modules import (AdaptiveAvgPool2d, Conv2d, Dropout, Linear, MaxPool2d, ReLU,
-                                   Sequential, flatten, run_layers)
+from jaxviz.models.modules import (IMAGENET_INPUT, AdaptiveAvgPool2d, Conv2d, Dropout, InputSpec,
+                                   Linear, MaxPool2d, ReLU, Sequential, flatten, run_layers)
 
 
 class AlexNet(nn.Module):
@@ -53,6 +53,10 @@ class AlexNet(nn.Module):
                                  (None, flatten), ("classifier", classifier)],
                           x, train=train, stop_at=self.stop_at)
         return y
+
+    def input_spec(self) -> InputSpec:
+        """(N, H, W, 3) ImageNet-normalized RGB images, usually 224 px."""
+        return IMAGENET_INPUT
 
     def aliases(self) -> dict[str, str]:
         """Friendly layer names (Caffe's) mapped to torchvision paths."""

@@ -18,8 +18,9 @@ import jax.numpy as jnp
 
 from jaxviz import rules as rules_lib
 from jaxviz.models import layers
-from jaxviz.models.modules import (AdaptiveAvgPool2d, BatchNorm2d, Concat, Conv2d, Dropout, Linear,
-                                   MaxPool2d, Sequential, flatten, run_layers)
+from jaxviz.models.modules import (IMAGENET_INPUT, AdaptiveAvgPool2d, BatchNorm2d, Concat, Conv2d,
+                                   Dropout, InputSpec, Linear, MaxPool2d, Sequential, flatten,
+                                   run_layers)
 
 _MEAN = (0.485, 0.456, 0.406)
 _STD = (0.229, 0.224, 0.225)
@@ -170,6 +171,10 @@ class GoogLeNet(nn.Module):
         if train and self.aux_logits:
             return GoogLeNetOutputs(x, aux[1], aux[0])
         return x
+
+    def input_spec(self) -> InputSpec:
+        """(N, H, W, 3) ImageNet-normalized RGB images, usually 224 px."""
+        return IMAGENET_INPUT
 
     def aliases(self) -> dict[str, str]:
         """GoogLeNet's torchvision names are already friendly; ``logits`` is ``fc``."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import numbers
 import os
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxviz.models.modules import example_shape
-from jaxviz.models.registry import BUNDLED, check_name, create
+from jaxviz.errors import InputTypeError
+from jaxviz.models.registry import ARCHITECTURES, BUNDLED, check_config, check_name, create
 from jaxviz.models.weights import WeightsError, check_variables, load_weights
 
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
@@ -35,6 +38,14 @@ def _is_safetensors(path: Path) -> bool:
     with open(path, "rb") as f:  # safetensors: 8-byte little-endian header length, then '{'
         head = f.read(9)
     return len(head) == 9 and head[8:9] == b"{"
+
+
+@functools.partial(jax.jit, static_argnums=(0, 2))
+def _random_variables(model: nn.Module, key: jax.Array, shape: tuple[int, ...]) -> Any:
+    # One compiled program per architecture and configuration, kept for later calls: XLA
+    # drops the forward pass, which only fixes the shapes. (Eagerly, every operation of
+    # the forward would be compiled on its own: 4x slower.)
+    return model.init(key, jnp.zeros(shape))
 
 
 def load(name: str, weights: str | os.PathLike | None = None, *, seed: int = 0,
@@ -60,21 +71,30 @@ def load(name: str, weights: str | os.PathLike | None = None, *, seed: int = 0,
       ImageNet-normalized images to logits.
 
     Raises:
-      ValueError: unknown architecture.
+      InputError: unknown name (a ``ValueError``; the message lists the names).
+      InputTypeError: ``weights`` or ``seed`` of the wrong type, or a configuration
+        field the architecture does not have.
       FileNotFoundError: no file at ``weights``.
       jaxviz.models.weights.WeightsError: the file does not fit the architecture, is
         truncated or corrupt, or holds objects other than tensors.
       RuntimeError: "DEFAULT" could not be downloaded.
     """
-    if name in BUNDLED and weights is None:
-        name, weights = BUNDLED[name]()
-    check_name(name)
+    if not isinstance(name, str):
+        raise InputTypeError(f"expected a model name (a str such as 'alexnet'), got "
+                             f"{type(name).__name__}")
+    check_name(name, (*ARCHITECTURES, *BUNDLED))
+    if name in BUNDLED:
+        architecture, bundled = BUNDLED[name]()
+        name, weights = architecture, (bundled if weights is None else weights)
+    if weights is not None and not isinstance(weights, (str, os.PathLike)):
+        raise InputTypeError(f"expected weights as None (random), 'DEFAULT' or a file path, got "
+                             f"{type(weights).__name__} {weights!r}")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise InputTypeError(f"expected seed as an int, got {type(seed).__name__} {seed!r}")
+    check_config(name, config)
     if weights is None:
         model = create(name, **config)
-        # One compiled program: XLA drops the forward pass, which only fixes the shapes.
-        # (Eagerly, every operation of the forward would be compiled on its own: 4x slower.)
-        variables = jax.jit(model.init)(jax.random.key(seed),
-                                        jnp.zeros(example_shape(model, INIT_SIZE)))
+        variables = _random_variables(model, jax.random.key(seed), example_shape(model, INIT_SIZE))
         return model, dict(variables)
     if isinstance(weights, str) and weights == "DEFAULT":
         return _weights_port("weights='DEFAULT'").load_pretrained(name, **config)

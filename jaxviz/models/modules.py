@@ -17,7 +17,7 @@ computed.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -172,13 +172,55 @@ class Dropout(nn.Module):
         return jnp.where(keep, x / (1.0 - self.rate), jnp.zeros((), x.dtype))
 
 
-def example_shape(model: nn.Module, size: int = 64) -> tuple[int, ...]:
-    """The shape of a one-example input that initializes ``model``: its ``input_shape(size)``
-    when it defines one, else (1, size, size, in_channels) with 3 channels by default."""
-    method = getattr(model, "input_shape", None)
+class InputSpec(NamedTuple):
+    """What a model takes as input (``model.input_spec()``).
+
+    Attributes:
+      kind: "image" for (N, H, W, C) batches, "vector" for (N, F) batches.
+      channels: C for images, F for vectors.
+      scale: "imagenet" (RGB normalized with ImageNet's mean and std,
+        :func:`jaxviz.data.normalize`) or "unit" (values in [0, 1], as they come).
+      size: the side the model is usually run at (None for vectors).
+    """
+
+    kind: str
+    channels: int
+    scale: str
+    size: int | None = None
+
+    def describe(self) -> str:
+        """``(N, H, W, 3) ImageNet-normalized RGB images`` and the like, for messages."""
+        if self.kind == "vector":
+            return f"(N, {self.channels}) vectors"
+        colour = {1: "grey", 3: "RGB"}.get(self.channels, f"{self.channels}-channel")
+        scale = "ImageNet-normalized " if self.scale == "imagenet" else ""
+        unit = " in [0, 1]" if self.scale == "unit" else ""
+        return f"(N, H, W, {self.channels}) {scale}{colour} images{unit}"
+
+
+IMAGENET_INPUT = InputSpec("image", 3, "imagenet", 224)
+
+
+def input_spec(model: nn.Module) -> InputSpec | None:
+    """What ``model`` takes: its ``input_spec()`` when it defines one (ours do); for a
+    model with only an ``in_channels`` field, images with that many channels; else None
+    (a user's model: nothing is assumed)."""
+    method = getattr(model, "input_spec", None)
     if callable(method):
-        return tuple(method(size))
-    return (1, size, size, int(getattr(model, "in_channels", 3)))
+        return method()
+    channels = getattr(model, "in_channels", None)
+    if isinstance(channels, int):
+        return InputSpec("image", channels, "unit")
+    return None
+
+
+def example_shape(model: nn.Module, size: int = 64) -> tuple[int, ...]:
+    """The shape of a one-example input that initializes ``model``: (1, F) for a vector
+    model, else (1, size, size, C) with the model's channels (3 when it does not say)."""
+    spec = input_spec(model)
+    if spec is not None and spec.kind == "vector":
+        return (1, spec.channels)
+    return (1, size, size, spec.channels if spec is not None else 3)
 
 
 def flatten(x: jax.Array) -> jax.Array:

@@ -6,12 +6,14 @@ keyword arguments (``create("googlenet", transform_input=True)``).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 import flax.linen as nn
 
+from jaxviz.errors import InputError, InputTypeError
 from jaxviz.models.alexnet import AlexNet
 from jaxviz.models.googlenet import GoogLeNet
 from jaxviz.models.small import MLP2d, LeNet
@@ -56,16 +58,33 @@ TORCHVISION_ARCHITECTURES: tuple[str, ...] = (
 
 def check_name(name: str, among: Any = None) -> str:
     """Returns ``name`` if it is an architecture (of ``among``, default all); raises
-    ``ValueError`` listing them otherwise."""
-    among = ARCHITECTURES if among is None else among
+    :class:`~jaxviz.errors.InputError` (a ``ValueError``) listing them otherwise."""
+    among = tuple(ARCHITECTURES if among is None else among)
     if name not in among:
         import difflib
 
         close = difflib.get_close_matches(str(name), among, n=3, cutoff=0.75)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(f"unknown architecture {name!r}; expected one of "
+        raise InputError(f"unknown model {name!r}; expected one of "
                          f"{', '.join(among)}.{hint}")
     return name
+
+
+# Fields of every model that choose how it runs, not what it is.
+_RUN_FIELDS = ("parent", "name")
+
+
+def check_config(name: str, config: dict[str, Any]) -> None:
+    """Raises :class:`~jaxviz.errors.InputTypeError` for a configuration field that
+    architecture ``name`` does not have, listing the fields it does."""
+    fields = ARCHITECTURES[name]
+    while isinstance(fields, partial):
+        fields = fields.func
+    known = [f.name for f in dataclasses.fields(fields) if f.name not in _RUN_FIELDS]
+    unknown = sorted(set(config) - set(known))
+    if unknown:
+        raise InputTypeError(f"{name} has no configuration field{'s' * (len(unknown) > 1)} "
+                             f"{', '.join(unknown)}; its fields are {', '.join(known)}")
 
 
 def create(name: str, **config: Any) -> nn.Module:

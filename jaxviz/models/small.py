@@ -15,14 +15,19 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 
-from jaxviz.models.modules import Conv2d, Linear, MaxPool2d, ReLU, Sequential, run_layers
+from jaxviz import rules as rules_lib
+from jaxviz.models.modules import (Conv2d, InputSpec, Linear, MaxPool2d, ReLU, Sequential,
+                                   run_layers)
 
 
 class GlobalMaxPool(nn.Module):
-    """The largest value of each channel over space: (N, H, W, C) -> (N, C)."""
+    """The largest value of each channel over space: (N, H, W, C) -> (N, C), with a
+    backward ``rule`` like every max pool (:func:`jaxviz.rules.global_max_pool`)."""
+
+    rule: str = "gradient"
 
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
-        return x.max(axis=(1, 2))
+        return rules_lib.global_max_pool(x, self.rule)
 
 
 class LeNet(nn.Module):
@@ -53,10 +58,14 @@ class LeNet(nn.Module):
             Conv2d(2 * c, 5, padding=2), ReLU(r), MaxPool2d(2, 2, rule=r),
             Conv2d(4 * c, 3, padding=1), ReLU(r),
         ])
-        y, _ = run_layers(self, [("features", features), ("pool", GlobalMaxPool()),
+        y, _ = run_layers(self, [("features", features), ("pool", GlobalMaxPool(r)),
                                  ("classifier", Linear(self.num_classes))],
                           x, train=train, stop_at=self.stop_at)
         return y
+
+    def input_spec(self) -> InputSpec:
+        """(N, H, W, 1) grey images in [0, 1] (28 px digits; any canvas of 4 px or more)."""
+        return InputSpec("image", self.in_channels, "unit", 28)
 
     def aliases(self) -> dict[str, str]:
         """conv1..3, relu1..3, pool1..2, gmp (global max pool), logits."""
@@ -86,10 +95,9 @@ class MLP2d(nn.Module):
     rules: str = "gradient"
     stop_at: str | None = None
 
-    def input_shape(self, size: int) -> tuple[int, int]:
-        """A one-example input: (1, 2) points in the plane (``size`` is ignored)."""
-        del size
-        return (1, 2)
+    def input_spec(self) -> InputSpec:
+        """Points in the plane: (N, 2) vectors (``in_channels`` of them)."""
+        return InputSpec("vector", self.in_channels, "unit")
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:

@@ -11,8 +11,9 @@ from typing import ClassVar
 import flax.linen as nn
 import jax
 
-from jaxviz.models.modules import (AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Dropout, Linear,
-                                   MaxPool2d, ReLU, Sequential, flatten, run_layers)
+from jaxviz.models.modules import (IMAGENET_INPUT, AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Dropout,
+                                   InputSpec, Linear, MaxPool2d, ReLU, Sequential, flatten,
+                                   run_layers)
 
 # Output channels of each 3x3 convolution; "M" is a 2x2 max pool with stride 2.
 CONFIGS: dict[str, tuple[int | str, ...]] = {
@@ -75,6 +76,10 @@ class VGG(nn.Module):
                                  (None, flatten), ("classifier", Sequential(classifier))],
                           x, train=train, stop_at=self.stop_at)
         return y
+
+    def input_spec(self) -> InputSpec:
+        """(N, H, W, 3) ImageNet-normalized RGB images, usually 224 px."""
+        return IMAGENET_INPUT
 
     def aliases(self) -> dict[str, str]:
         """``conv{block}_{i}``, ``bn{block}_{i}``, ``relu{block}_{i}``, ``pool{block}``, ``fc6..8``."""

@@ -21,15 +21,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxviz.errors import WeightsError as WeightsError  # re-exported here, as before
 from jaxviz.models.registry import architecture_of
 
 FORMAT = "jaxviz-1"
 # Fields that choose how a model runs, not what its weights are: never stored.
 RUN_FIELDS = ("parent", "name", "rules", "stop_at")
-
-
-class WeightsError(ValueError):
-    """A weight file or state dict does not fit the model it is loaded into."""
 
 
 def model_config(model: nn.Module) -> dict[str, Any]:

@@ -26,3 +26,6 @@ from jaxviz.synthesis.optimize import images_per_chunk as images_per_chunk
 from jaxviz.synthesis.optimize import normalize_by_max_abs as normalize_by_max_abs
 from jaxviz.synthesis.optimize import sweep as sweep
 from jaxviz.synthesis.optimize import visualize as visualize
+
+__all__ = ["Synthesis", "images_per_chunk", "normalize_by_max_abs", "optimize", "param", "recipes",
+           "regularizers", "sweep", "transforms", "visualize"]

@@ -40,8 +40,11 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxviz import capture, data
+from jaxviz import capture, checks, data
 from jaxviz import objectives as objectives_lib
+from jaxviz import static as static_lib
+from jaxviz.errors import InputError, InputTypeError, ModelError
+from jaxviz.models.modules import input_spec
 from jaxviz.synthesis import param as param_lib
 from jaxviz.synthesis import regularizers as reg_lib
 from jaxviz.synthesis import transforms as tf_lib
@@ -87,32 +90,54 @@ def normalize_by_max_abs(eps: float = 1e-8) -> optax.GradientTransformation:
 
 def _positive_int(value: Any, what: str, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"expected {what} as an int >= {minimum}, got {value!r}")
+        raise InputError(f"expected {what} as an int >= {minimum}, got {value!r}")
     return int(value)
 
 
 def _positive_float(value: Any, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
-        raise ValueError(f"expected {what} as a positive number, got {value!r}")
+        raise InputError(f"expected {what} as a positive number, got {value!r}")
     return float(value)
 
 
-def _preprocess(spec: Any) -> Callable[[jax.Array], jax.Array]:
+def grey(images: jax.Array) -> jax.Array:
+    """(..., H, W, 3) -> (..., H, W, 1): the mean of the three channels (``preprocess="grey"``)."""
+    return images.mean(axis=-1, keepdims=True)
+
+
+def _identity(images: jax.Array) -> jax.Array:
+    return images
+
+
+PREPROCESS = ("auto", "imagenet", "grey", None)
+
+
+def _preprocess(spec: Any, model: nn.Module) -> Callable[[jax.Array], jax.Array]:
+    """The function from [0, 1] RGB images to model input that ``spec`` names."""
+    if isinstance(spec, str) and spec == "auto":
+        taken = input_spec(model)
+        if taken is None or taken.scale == "imagenet":
+            spec = "imagenet"
+        else:  # [0, 1] input: grey for a one-channel model, as is otherwise
+            spec = "grey" if taken.channels == 1 else None
     if spec is None:
-        return lambda x: x
+        return _identity
     if isinstance(spec, str):
         if spec == "imagenet":
             return data.normalize
-        raise ValueError(f"unknown preprocess {spec!r}; expected 'imagenet', None or a callable")
+        if spec in ("grey", "gray"):
+            return grey
+        raise InputError(f"unknown preprocess {spec!r}; expected 'auto', 'imagenet', 'grey', "
+                         f"None or a callable")
     if callable(spec):
         return spec
-    raise TypeError(f"expected preprocess as 'imagenet', None or a callable, got "
-                    f"{type(spec).__name__}")
+    raise InputTypeError(f"expected preprocess as 'auto', 'imagenet', 'grey', None or a "
+                         f"callable, got {type(spec).__name__}")
 
 
 def _loop(loop: str) -> str:
     if loop not in LOOPS:
-        raise ValueError(f"unknown loop {loop!r}; expected one of {', '.join(LOOPS)}")
+        raise InputError(f"unknown loop {loop!r}; expected one of {', '.join(LOOPS)}")
     if loop == "auto":
         return "python" if jax.default_backend() == "cpu" else "scan"
     return loop
@@ -120,10 +145,10 @@ def _loop(loop: str) -> str:
 
 def _key(key: Any) -> jax.Array:
     if key is None:
-        raise TypeError("synthesis starts from random images: pass key=jax.random.key(seed)")
+        raise InputTypeError("synthesis starts from random images: pass key=jax.random.key(seed)")
     if not (isinstance(key, jax.Array) and (jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
                                             or (key.dtype == jnp.uint32 and key.shape == (2,)))):
-        raise TypeError(f"expected key as a PRNG key (jax.random.key(seed)), got {key!r}")
+        raise InputTypeError(f"expected key as a PRNG key (jax.random.key(seed)), got {key!r}")
     return key
 
 
@@ -141,17 +166,22 @@ class Config(NamedTuple):
     preprocess: Any
 
 
-def _loss(config: Config, variables, objective, params, step_keys):
-    images = jax.vmap(config.param.image)(params)
+def _images(param: Any, params: Any, hw: tuple[int, int]) -> jax.Array:
+    """The batch's images at ``hw`` (a Fourier image of odd width is made wider and cut)."""
+    return param_lib.crop(jax.vmap(param.image)(params), hw)
+
+
+def _loss(config: Config, hw, variables, objective, params, step_keys):
+    images = _images(config.param, params, hw)
     seen = jax.vmap(config.transform)(step_keys, images)
     values = objective(config.model, variables, config.preprocess(seen))
     penalty = reg_lib.total(images, config.regularizers)
     return (penalty - values).sum(), values
 
 
-def _step(config: Config, variables, objective, params, opt_state, keys, t):
+def _step(config: Config, hw, variables, objective, params, opt_state, keys, t):
     step_keys = jax.vmap(lambda k: jax.random.fold_in(k, t))(keys)
-    grads, values = jax.grad(functools.partial(_loss, config, variables, objective),
+    grads, values = jax.grad(functools.partial(_loss, config, hw, variables, objective),
                              has_aux=True)(params, step_keys)
     updates, opt_state = config.optimizer.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, values
@@ -162,28 +192,29 @@ class _Compiled:
 
     def __init__(self, config: Config):
         self.config = config
-        self.step = jax.jit(functools.partial(_step, config), donate_argnums=(2, 3))
-        self.scan = jax.jit(self._scan, static_argnums=(5,), donate_argnums=(2, 3))
+        self.step = jax.jit(functools.partial(_step, config), static_argnums=(0,),
+                            donate_argnums=(3, 4))
+        self.scan = jax.jit(self._scan, static_argnums=(0, 6), donate_argnums=(3, 4))
 
-    def _scan(self, variables, objective, params, opt_state, keys, steps, start):
+    def _scan(self, hw, variables, objective, params, opt_state, keys, steps, start):
         def body(carry, t):
             p, s = carry
-            p, s, v = _step(self.config, variables, objective, p, s, keys, t)
+            p, s, v = _step(self.config, hw, variables, objective, p, s, keys, t)
             return (p, s), v
 
         (params, opt_state), values = jax.lax.scan(body, (params, opt_state),
                                                    start + jnp.arange(steps))
         return params, opt_state, values
 
-    def run(self, variables, objective, params, keys, steps: int, start: int, loop: str):
+    def run(self, hw, variables, objective, params, keys, steps: int, start: int, loop: str):
         opt_state = self.config.optimizer.init(params)
         if loop == "scan":
-            params, _, values = self.scan(variables, objective, params, opt_state, keys, steps,
+            params, _, values = self.scan(hw, variables, objective, params, opt_state, keys, steps,
                                           jnp.asarray(start, jnp.int32))
             return params, values
         history = []
         for t in range(start, start + steps):
-            params, opt_state, v = self.step(variables, objective, params, opt_state, keys,
+            params, opt_state, v = self.step(hw, variables, objective, params, opt_state, keys,
                                              jnp.asarray(t, jnp.int32))
             history.append(v)
         return params, jnp.stack(history)
@@ -194,26 +225,23 @@ _COMPILED_MAX = 16
 
 
 def _compiled(config: Config) -> _Compiled:
-    """The compiled program of ``config``, reused across calls with equal settings (an
-    unhashable part, e.g. a user's model with list fields, compiles afresh each call)."""
-    try:
-        hit = _COMPILED.get(config)
-    except TypeError:
-        return _Compiled(config)
+    """The compiled program of ``config``, reused across calls with equal settings (a
+    configuration with an unhashable part, e.g. a user's model with list fields, is keyed
+    by its structure: :mod:`jaxviz.static`)."""
+    key = static_lib.static(config)
+    hit = _COMPILED.get(key)
     if hit is None:
         if len(_COMPILED) >= _COMPILED_MAX:
             _COMPILED.pop(next(iter(_COMPILED)))
-        hit = _COMPILED[config] = _Compiled(config)
+        hit = _COMPILED[key] = _Compiled(config)
     return hit
 
 
-def _octave_sizes(size: tuple[int, int], octaves: int, scale: float,
-                  even: bool) -> list[tuple[int, int]]:
+def _octave_sizes(size: tuple[int, int], octaves: int, scale: float) -> list[tuple[int, int]]:
+    """Octave k's (H, W): ``round(size * scale ** k)``; octave 0 is ``size`` itself."""
     out = []
     for k in range(octaves):
         hw = [max(1, int(round(s * scale ** k))) for s in size]
-        if even:
-            hw = [v + (v % 2) for v in hw]
         out.append((hw[0], hw[1]))
     return out
 
@@ -241,8 +269,7 @@ def _optimize(compiled: _Compiled, variables, objective, keys: jax.Array, size, 
               init_images, octaves: int, octave_scale: float, loop: str):
     """Runs the octaves for a batch whose image n uses ``keys[n]``; (images, values)."""
     param = compiled.config.param
-    even = isinstance(param, param_lib.Fourier)
-    sizes = _octave_sizes(size, octaves, octave_scale, even)
+    sizes = _octave_sizes(size, octaves, octave_scale)
     init_keys = jax.vmap(lambda k: jax.random.fold_in(k, 0))(keys)
     loop_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
     sharding = _mesh_sharding(keys.shape[0])
@@ -255,9 +282,9 @@ def _optimize(compiled: _Compiled, variables, objective, keys: jax.Array, size, 
             start = init_images if k == 0 else images
             params = jax.vmap(param.from_image)(_resize(start, hw))
         params = _shard(params, sharding)
-        params, values = compiled.run(variables, objective, params, _shard(loop_keys, sharding),
-                                      steps, k * steps, loop)
-        images = jax.vmap(param.image)(params)
+        params, values = compiled.run(hw, variables, objective, params,
+                                      _shard(loop_keys, sharding), steps, k * steps, loop)
+        images = _images(param, params, hw)
         history.append(values)
     return images, jnp.concatenate(history)
 
@@ -266,28 +293,38 @@ def _config(model, param, transforms, regularizers, optimizer, preprocess) -> Co
     if param is None:
         param = param_lib.Fourier()
     if not all(hasattr(param, m) for m in ("init", "image", "from_image")):
-        raise TypeError(f"expected a parameterization with init/image/from_image methods "
+        raise InputTypeError(f"expected a parameterization with init/image/from_image methods "
                         f"(jaxviz.synthesis.param.Pixels or Fourier); got {type(param).__name__}")
     if optimizer is None:
         optimizer = _DEFAULT_OPTIMIZER
     if not isinstance(optimizer, optax.GradientTransformation):
-        raise TypeError(f"expected an optax GradientTransformation as optimizer, got "
+        raise InputTypeError(f"expected an optax GradientTransformation as optimizer, got "
                         f"{type(optimizer).__name__}")
+    spec = input_spec(model)
+    if spec is not None and spec.kind != "image":
+        raise ModelError(f"synthesis makes images; {type(model).__name__} takes "
+                         f"{spec.describe()}")
     return Config(model, param, tf_lib.as_transform(transforms),
-                  reg_lib.as_regularizers(regularizers), optimizer, _preprocess(preprocess))
+                  reg_lib.as_regularizers(regularizers), optimizer,
+                  _preprocess(preprocess, model))
 
 
 def _init_images(init: Any, n: int) -> jax.Array | None:
     if init is None:
         return None
-    images = jnp.asarray(init)
+    images = checks.as_array(init, "init")
+    if not jnp.issubdtype(images.dtype, jnp.floating):
+        raise InputTypeError(f"expected a float init image in [0, 1] units, got dtype "
+                             f"{images.dtype} (jaxviz.data.load_image(path) / 255 gives one)")
+    images = jnp.asarray(images)
     if images.ndim == 3:
         images = jnp.broadcast_to(images[None], (n, *images.shape))
-    if images.ndim != 4 or images.shape[-1] != 3 or images.shape[0] != n:
-        raise ValueError(f"expected init as an RGB image (H, W, 3) or a batch ({n}, H, W, 3) in "
-                         f"[0, 1] units; got shape {tuple(images.shape)}")
-    if not jnp.issubdtype(images.dtype, jnp.floating):
-        raise TypeError(f"expected a float init image in [0, 1] units, got dtype {images.dtype}")
+    if images.ndim != 4 or images.shape[-1] not in (1, 3) or images.shape[0] != n:
+        raise InputError(f"expected init as an image (H, W, 3) or (H, W, 1), or a batch "
+                         f"({n}, H, W, 3), in [0, 1] units; got shape {tuple(images.shape)}")
+    checks.finite(images, "init")
+    if images.shape[-1] == 1:  # grey: the parameterizations make RGB
+        images = jnp.repeat(images, 3, axis=-1)
     return images
 
 
@@ -305,11 +342,12 @@ class Synthesis(NamedTuple):
     objective: jax.Array
 
 
+@checks.boundary
 def visualize(model: nn.Module, variables: Any, objective: Any, *, key: jax.Array,
               batch: int = 1, size: int | Sequence[int] = 128, steps: int = 512,
               param: Any = None, transforms: Any = "standard", regularizers: Any = None,
               optimizer: optax.GradientTransformation | None = None,
-              preprocess: Any = "imagenet", init: Any = None, octaves: int = 1,
+              preprocess: Any = "auto", init: Any = None, octaves: int = 1,
               octave_scale: float = 1.4, output_scale: float = 1.0,
               loop: str = "auto") -> Synthesis:
     """Images that maximize ``objective``, optimized as one batch.
@@ -335,8 +373,11 @@ def visualize(model: nn.Module, variables: Any, objective: Any, *, key: jax.Arra
       optimizer: any optax transform (default ``optax.adam(0.05)``);
         :func:`normalize_by_max_abs` chained with ``optax.sgd`` gives a normalized
         gradient step.
-      preprocess: "imagenet" (the models' normalization, default), None (the image is
-        the model input) or a callable.
+      preprocess: from the optimized [0, 1] RGB images to the model's input: "auto"
+        (default: the model's own, from its ``input_spec()``: ImageNet normalization for
+        the ported models, grey for the digits model; "imagenet" for a model that does
+        not say), "imagenet", "grey" (the mean of the channels), None (the image is the
+        model input) or a callable.
       init: start from this image (H, W, 3) or batch (N, H, W, 3) in [0, 1] units
         instead of noise; ``size`` is then the image's.
       octaves: number of scales; after each octave the images are resized by
@@ -347,6 +388,15 @@ def visualize(model: nn.Module, variables: Any, objective: Any, *, key: jax.Arra
 
     Returns:
       A :class:`Synthesis` ``(images, objective)``.
+
+    Raises:
+      InputError: a non-positive ``batch``, ``steps``, ``size`` or scale; an objective
+        index out of range for its layer, or a layer the input size never reaches; an
+        ``init`` of the wrong shape or with NaN/inf.
+      InputTypeError: a missing ``key``, an unknown kind of parameterization, optimizer
+        or preprocess.
+      ModelError: the model takes vectors, not images.
+      LayerError: the objective names a layer the model does not have.
     """
     key = _key(key)
     batch = _positive_int(batch, "batch")
@@ -359,6 +409,9 @@ def visualize(model: nn.Module, variables: Any, objective: Any, *, key: jax.Arra
     init_images = _init_images(init, batch)
     hw = tuple(init_images.shape[1:3]) if init_images is not None else param_lib.image_size(size)
     obj = _as_objective(objective)
+    # every octave's input must reach the objective's layers, with indices in range
+    for octave_hw in _octave_sizes(hw, octaves, octave_scale):
+        obj.check(model, _model_input_shape(config, batch, octave_hw))
     keys = jax.vmap(lambda n: jax.random.fold_in(key, n))(jnp.arange(batch))
     images, values = _optimize(_compiled(config), variables, obj, keys, hw, steps, init_images,
                                octaves, octave_scale, loop)
@@ -366,6 +419,21 @@ def visualize(model: nn.Module, variables: Any, objective: Any, *, key: jax.Arra
         out_hw = tuple(max(1, int(round(s * output_scale))) for s in images.shape[1:3])
         images = _resize(images, out_hw)
     return Synthesis(images, values)
+
+
+def _model_input_shape(config: Config, n: int, hw: tuple[int, int]) -> tuple[int, ...]:
+    """The shape of the model's input for ``n`` images of ``hw``: after the transforms
+    and the preprocessing (traced, nothing computed); checked against the model."""
+    seen = _seen_size(config.transform, hw)
+    out = jax.eval_shape(config.preprocess, jax.ShapeDtypeStruct((n, *seen, 3), jnp.float32))
+    shape = tuple(getattr(out, "shape", ()))
+    spec = input_spec(config.model)
+    if len(shape) != 4 or (spec is not None and shape[-1] != spec.channels):
+        expected = spec.describe() if spec is not None else "(N, H, W, C) images"
+        raise InputError(f"the preprocessing turns ({n}, {seen[0]}, {seen[1]}, 3) images into "
+                         f"shape {shape}, but {type(config.model).__name__} takes {expected}: "
+                         f"preprocess='auto' picks the model's own")
+    return shape
 
 
 def _as_objective(objective: Any) -> Any:
@@ -384,24 +452,24 @@ def _seen_size(transform: Any, hw: tuple[int, int]) -> tuple[int, int]:
     return tuple(out.shape[:2])
 
 
-def _channels(model: nn.Module, layer: str, channels: Any, size: tuple[int, int]) -> np.ndarray:
-    table = capture.layer_names(model, (1, *size, 3), partial=True)
+def _channels(model: nn.Module, layer: str, channels: Any, shape: tuple[int, ...]) -> np.ndarray:
+    table = capture.layer_names(model, shape, partial=True)
     path = capture.resolve(model, [layer], table)[0]
     count = next(info.shape[-1] for info in table if info.path == path)
     if isinstance(channels, str):
         if channels != "all":
-            raise ValueError(f"expected channels='all' or an iterable of ints, got {channels!r}")
+            raise InputError(f"expected channels='all' or an iterable of ints, got {channels!r}")
         return np.arange(count)
     try:
         out = np.asarray(list(channels) if isinstance(channels, Iterable) else channels)
     except TypeError:
-        raise TypeError(f"expected channels as 'all' or an iterable of ints, got "
+        raise InputTypeError(f"expected channels as 'all' or an iterable of ints, got "
                         f"{type(channels).__name__}") from None
     if out.ndim != 1 or out.size == 0 or not np.issubdtype(out.dtype, np.integer):
-        raise ValueError(f"expected channels as a non-empty 1-D sequence of ints, got {out!r}")
+        raise InputError(f"expected channels as a non-empty 1-D sequence of ints, got {out!r}")
     bad = out[(out < 0) | (out >= count)]
     if bad.size:
-        raise ValueError(f"channel {int(bad[0])} is out of range for layer {layer!r} with "
+        raise InputError(f"channel {int(bad[0])} is out of range for layer {layer!r} with "
                          f"{count} channels")
     return out.astype(np.int64)
 
@@ -412,7 +480,7 @@ def images_per_chunk(model: nn.Module, layer: str, size: int | Sequence[int],
     float32 copies (forward, backward, transform and optimizer state) of every layer
     output up to ``layer``, per image."""
     hw = param_lib.image_size(size)
-    table = capture.layer_names(model, (1, *hw, 3), partial=True)
+    table = capture.layer_names(model, hw, partial=True)
     path = capture.resolve(model, [layer], table)[0]
     per_image = 3 * hw[0] * hw[1]
     for info in table:
@@ -440,31 +508,47 @@ def _load_checkpoint(path: Path, fingerprint: str) -> dict[int, np.ndarray]:
         return {}
     with np.load(path, allow_pickle=False) as f:
         if str(f["fingerprint"]) != fingerprint:
-            raise ValueError(f"checkpoint {path} was written by a sweep with other settings; "
+            raise InputError(f"checkpoint {path} was written by a sweep with other settings; "
                              f"remove it or pass another checkpoint path")
         return {int(c): img for c, img in zip(f["channels"], f["images"])}
 
 
+def _temporary_prefix(path: Path) -> str:
+    return f".{path.name}."
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Removes what an interrupted write left (one sweep per checkpoint path at a time)."""
+    for stale in path.parent.glob(_temporary_prefix(path) + "*.tmp"):
+        stale.unlink(missing_ok=True)
+
+
 def _save_checkpoint(path: Path, fingerprint: str, done: dict[int, np.ndarray]) -> None:
+    """Writes ``done`` to a temporary file beside ``path``, flushes it to disk and renames
+    it over ``path``: a reader (or a resumed sweep) sees the old file or the new one,
+    never a part of one, whenever the process is killed."""
     chans = np.asarray(sorted(done), np.int64)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
-    os.close(fd)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temporary_prefix(path), suffix=".tmp")
     try:
-        np.savez(tmp, fingerprint=np.asarray(fingerprint), channels=chans,
-                 images=np.stack([done[c] for c in chans]))
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, fingerprint=np.asarray(fingerprint), channels=chans,
+                     images=np.stack([done[c] for c in chans]))
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
+@checks.boundary
 def sweep(model: nn.Module, variables: Any, layer: str, channels: Any = "all", *,
           key: jax.Array, steps: int = 512, size: int | Sequence[int] = 128,
           objective: Callable[[str, Any], objectives_lib.Objective] | None = None,
           batch_size: int | None = None, memory_bytes: int = 2 << 30,
           param: Any = None, transforms: Any = "standard", regularizers: Any = None,
           optimizer: optax.GradientTransformation | None = None,
-          preprocess: Any = "imagenet", loop: str = "auto", progress: bool | Callable = True,
+          preprocess: Any = "auto", loop: str = "auto", progress: bool | Callable = True,
           checkpoint: str | os.PathLike | None = None) -> jax.Array:
     """One image per channel of ``layer``, made as batches of one compiled program.
 
@@ -501,10 +585,9 @@ def sweep(model: nn.Module, variables: Any, layer: str, channels: Any = "all", *
     hw = param_lib.image_size(size)
     loop = _loop(loop)
     config = _config(model, param, transforms, regularizers, optimizer, preprocess)
-    if isinstance(config.param, param_lib.Fourier) and hw[1] % 2:
-        raise ValueError(f"the Fourier parameterization needs an even width, got size {hw}")
-    seen = _seen_size(config.transform, hw)
-    chans = _channels(model, layer, channels, seen)
+    shape = _model_input_shape(config, 1, hw)
+    seen = shape[1:3]
+    chans = _channels(model, layer, channels, shape)
     make = objective if objective is not None else objectives_lib.channel
     if batch_size is None:
         chunk = images_per_chunk(model, layer, seen, memory_bytes)
@@ -514,14 +597,16 @@ def sweep(model: nn.Module, variables: Any, layer: str, channels: Any = "all", *
     ndev = jax.device_count()
     if ndev > 1:
         chunk = ndev * math.ceil(chunk / ndev)
-    make(layer, jnp.asarray(chans[:1])).check(model, (1, *seen, 3))
+    make(layer, jnp.asarray(chans[:1])).check(model, shape)
 
     done: dict[int, np.ndarray] = {}
     path = fingerprint = None
     if checkpoint is not None:
         path = Path(checkpoint)
         fingerprint = _fingerprint(layer=layer, key=jax.random.key_data(key).tolist(),
-                                   steps=steps, size=hw, config=config[1:4], loop=loop)
+                                   steps=steps, size=hw, config=config[1:4],
+                                   preprocess=config.preprocess, loop=loop)
+        _remove_stale_temporaries(path)
         done = _load_checkpoint(path, fingerprint)
     todo = np.asarray([c for c in dict.fromkeys(chans.tolist()) if c not in done], np.int64)
 

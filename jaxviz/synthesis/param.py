@@ -26,6 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxviz.errors import InputError
+
 # Square root of the colour correlation of ImageNet pixels (in its SVD form), as used by
 # Olah et al. 2017: multiplying decorrelated values by it gives correlated RGB.
 COLOR_CORRELATION_SQRT = np.array(
@@ -38,15 +40,15 @@ ACTIVATIONS = ("sigmoid", "clip", "none")
 
 
 def image_size(shape: Any) -> tuple[int, int]:
-    """``(H, W)`` from an int or a pair of ints, checked (ValueError otherwise)."""
+    """``(H, W)`` from an int or a pair of ints, checked (InputError, a ValueError, otherwise)."""
     if isinstance(shape, numbers.Integral) and not isinstance(shape, bool):
         shape = (int(shape), int(shape))
     try:
         h, w = (int(s) for s in shape)
     except (TypeError, ValueError):
-        raise ValueError(f"expected an image size as an int or (H, W), got {shape!r}") from None
+        raise InputError(f"expected an image size as an int or (H, W), got {shape!r}") from None
     if h < 1 or w < 1:
-        raise ValueError(f"expected a positive image size, got {(h, w)}")
+        raise InputError(f"expected a positive image size, got {(h, w)}")
     return h, w
 
 
@@ -145,12 +147,17 @@ def spectrum_scale(h: int, w: int, decay_power: float = 1.0) -> np.ndarray:
     return np.sqrt(h * w) / f ** decay_power
 
 
-def _even_width(shape: tuple[int, int]) -> tuple[int, int]:
-    h, w = shape
-    if w % 2:
-        raise ValueError(f"the Fourier parameterization needs an even image width (its "
-                         f"spectrum has W // 2 + 1 columns); got {h}x{w}")
-    return h, w
+def _even(width: int) -> int:
+    return width + width % 2
+
+
+def crop(images: jax.Array, shape: Any) -> jax.Array:
+    """``images (..., H', W', 3)`` cut to ``shape = (H, W)`` at the top left (a no-op when
+    they are that size): :class:`Fourier` makes an odd width ``W`` at ``W + 1``."""
+    h, w = image_size(shape)
+    if tuple(images.shape[-3:-1]) == (h, w):
+        return images
+    return images[..., :h, :w, :]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,7 +167,10 @@ class Fourier:
     ``image = sigmoid(C (irfft2(S * spectrum) / 4))`` where ``S`` is
     :func:`spectrum_scale` and ``C`` the normalized square root of ImageNet's colour
     correlation (identity when ``decorrelate`` is False). Parameters are the real and
-    imaginary parts, shape (2, 3, H, W // 2 + 1), drawn from N(0, std^2); W must be even.
+    imaginary parts, shape (2, 3, H, W' // 2 + 1) with W' = W rounded up to even, drawn
+    from N(0, std^2). An odd width is made one column wider and cut (as lucid does):
+    :meth:`image` returns width W', and :func:`crop` (which the synthesis loop applies)
+    cuts it to W.
 
     Attributes:
       std: standard deviation of the initial spectrum (lucid: 0.01).
@@ -183,7 +193,8 @@ class Fourier:
         return jnp.asarray(_COLOR_NORMALIZED if self.decorrelate else np.eye(3), dtype)
 
     def init(self, key: jax.Array, shape: Any) -> jax.Array:
-        h, w = _even_width(image_size(shape))
+        h, w = image_size(shape)
+        w = _even(w)
         return self.std * jax.random.normal(key, (2, 3, h, w // 2 + 1), self.dtype)
 
     def image(self, params: jax.Array) -> jax.Array:
@@ -196,7 +207,10 @@ class Fourier:
 
     def from_image(self, image: Any) -> jax.Array:
         image = _check_image(image).astype(self.dtype)
-        h, w = _even_width(image.shape[-3:-1])
+        h, w = image.shape[-3:-1]
+        if w % 2:  # one more column, repeating the last: crop() gives the image back
+            image = jnp.concatenate([image, image[..., -1:, :]], axis=-2)
+            w += 1
         t = _unsquash(image, self.activation) @ jnp.linalg.inv(self._color(image.dtype)).T
         t = jnp.moveaxis(t, -1, -3) * 4.0
         scale = jnp.asarray(spectrum_scale(h, w, self.decay_power), image.dtype)
@@ -219,4 +233,4 @@ def fourier(std: float = 0.01, decay_power: float = 1.0, decorrelate: bool = Tru
 
 
 __all__ = ["ACTIVATIONS", "COLOR_CORRELATION_SQRT", "Fourier", "Parameterization", "Pixels",
-           "fourier", "image_size", "pixels", "spectrum_scale"]
+           "crop", "fourier", "image_size", "pixels", "spectrum_scale"]

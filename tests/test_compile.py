@@ -1,0 +1,213 @@
+"""No silent recompilation (docs/architecture.md, "Compile once").
+
+Every public function that takes ``(model, variables, ...)`` is called twice with the
+same shapes; the second call must compile nothing. XLA compilations are counted with
+``jax.monitoring`` (the backend-compile event fires once per compiled program, eager
+operations included). Run for one of our models and for two user models whose list
+fields make them unhashable (a ``Sequential`` built from a list, and a Linen module with
+a list of widths): those are keyed by structure (jaxviz/static.py).
+
+The list of functions is generated from the modules' ``__all__``: a new public function
+that takes a model fails ``test_every_public_function_is_covered`` until it is added.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxviz as jv
+from jaxviz.analysis import adversarial
+from jaxviz.models.modules import AdaptiveAvgPool2d, Conv2d, Linear, MaxPool2d, ReLU, Sequential
+from jaxviz.models.modules import flatten as torch_flatten
+
+BACKEND_COMPILE = "/jax/core/compile/backend_compile_duration"
+
+
+class Compilations:
+    """Counts XLA compilations while active."""
+
+    def __init__(self):
+        self.count = 0
+
+    def __call__(self, event: str, duration: float, **kwargs) -> None:
+        if event == BACKEND_COMPILE:
+            self.count += 1
+
+    def __enter__(self):
+        jax.monitoring.register_event_duration_secs_listener(self)
+        return self
+
+    def __exit__(self, *exc):
+        jax.monitoring.unregister_event_duration_listener(self)
+
+
+class WidthsNet(nn.Module):
+    """A user's model: a list field (unhashable), jaxviz's rule-following ReLU and pool."""
+
+    widths: list
+    rules: str = "gradient"
+
+    @nn.compact
+    def __call__(self, x, *, train: bool = False):
+        for width in self.widths:
+            x = nn.Conv(width, (3, 3))(x)
+            x = ReLU(self.rules)(x)
+            x = MaxPool2d(2, 2, rule=self.rules)(x)
+        return nn.Dense(5)(x.mean(axis=(1, 2)))
+
+
+def sequential_net(rules: str = "gradient") -> Sequential:
+    """A ``Sequential`` built from a list: unhashable (it has no ``rules`` field)."""
+    return Sequential([Conv2d(8, 3, padding=1), ReLU(rules), MaxPool2d(2, 2, rule=rules),
+                       Conv2d(8, 3, padding=1), ReLU(rules), AdaptiveAvgPool2d(1),
+                       torch_flatten, Linear(5)],
+                      names=["0", "1", "2", "3", "4", "5", None, "7"])
+
+
+def user_widths():
+    model = WidthsNet([6, 8])
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 16, 16, 3)), jnp.float32)
+    return model, model.init(jax.random.key(0), x), x, "Conv_1"
+
+
+def user_sequential():
+    model = sequential_net()
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 16, 16, 3)), jnp.float32)
+    return model, model.init(jax.random.key(0), x), x, "3"
+
+
+def ours():
+    model, variables = jv.load("lenet_digits")
+    x = jnp.asarray(np.random.default_rng(0).random((2, 28, 28, 1)), jnp.float32)
+    return model, variables, x, "conv2"
+
+
+MODELS = {"lenet_digits": ours, "list-field model": user_widths,
+          "Sequential of a list": user_sequential}
+
+A = jv.attribution
+KEY = jax.random.key(0)
+TARGET = np.array([1, 2])
+
+# name -> call(model, variables, x, layer); every public function that takes a model.
+CALLS: dict[str, Callable] = {
+    "jaxviz.layer_names": lambda m, v, x, layer: jv.layer_names(m, x.shape),
+    "jaxviz.activations": lambda m, v, x, layer: jv.activations(m, v, x, [layer]),
+    "jaxviz.objectives.Objective.__call__":
+        lambda m, v, x, layer: jv.objectives.channel(layer, 1)(m, v, x),
+    "jaxviz.attribution.gradient": lambda m, v, x, layer: A.gradient(m, v, x, TARGET),
+    "jaxviz.attribution.gradient_x_input":
+        lambda m, v, x, layer: A.gradient_x_input(m, v, x, TARGET),
+    "jaxviz.attribution.deconvnet": lambda m, v, x, layer: A.deconvnet(m, v, x, TARGET),
+    "jaxviz.attribution.guided_backprop": lambda m, v, x, layer: A.guided_backprop(m, v, x, TARGET),
+    "jaxviz.attribution.smoothgrad":
+        lambda m, v, x, layer: A.smoothgrad(m, v, x, TARGET, key=KEY, samples=3),
+    "jaxviz.attribution.integrated_gradients":
+        lambda m, v, x, layer: A.integrated_gradients(m, v, x, TARGET, steps=3),
+    "jaxviz.attribution.occlusion":
+        lambda m, v, x, layer: A.occlusion(m, v, x, TARGET, window=8, stride=8),
+    "jaxviz.attribution.deconvnet_reconstruction":
+        lambda m, v, x, layer: A.deconvnet_reconstruction(m, v, x, layer, channel=1),
+    "jaxviz.attribution.layer_gradient":
+        lambda m, v, x, layer: A.layer_gradient(m, v, x, TARGET, layer=layer),
+    "jaxviz.attribution.grad_cam": lambda m, v, x, layer: A.grad_cam(m, v, x, TARGET, layer=layer),
+    "jaxviz.attribution.guided_grad_cam":
+        lambda m, v, x, layer: A.guided_grad_cam(m, v, x, TARGET, layer=layer),
+    "jaxviz.synthesis.visualize":
+        lambda m, v, x, layer: jv.synthesis.visualize(
+            m, v, jv.objectives.channel(layer, 1), key=KEY, steps=2, size=x.shape[1]),
+    "jaxviz.synthesis.images_per_chunk":
+        lambda m, v, x, layer: jv.synthesis.images_per_chunk(m, layer, x.shape[1], 1 << 24),
+    "jaxviz.synthesis.sweep":
+        lambda m, v, x, layer: jv.synthesis.sweep(m, v, layer, [0, 1], key=KEY, steps=2,
+                                                  size=x.shape[1], progress=False),
+    "jaxviz.analysis.adversarial.gradient_ascent":
+        lambda m, v, x, layer: adversarial.gradient_ascent(m, v, x, TARGET, steps=2),
+    "jaxviz.analysis.adversarial.fgsm":
+        lambda m, v, x, layer: adversarial.fgsm(m, v, x, TARGET, eps=0.1),
+    "jaxviz.analysis.adversarial.pgd":
+        lambda m, v, x, layer: adversarial.pgd(m, v, x, TARGET, eps=0.1, steps=2),
+    "jaxviz.analysis.adversarial.sphere_check":
+        lambda m, v, x, layer: adversarial.sphere_check(m, v, x, 0.5, key=KEY, n=4,
+                                                        batch_size=2),
+}
+
+
+def _takes_a_model(fn) -> bool:
+    params = list(inspect.signature(fn).parameters)
+    return bool(params) and params[0] == "model"
+
+
+def test_every_public_function_is_covered():
+    public = {f"jaxviz.{name}" for name in ("layer_names", "activations")}
+    for module in (jv.attribution, jv.synthesis, adversarial):
+        for name in module.__all__:
+            fn = getattr(module, name)
+            if inspect.isfunction(fn) and _takes_a_model(fn):
+                public.add(f"{module.__name__}.{name}")
+    covered = {name for name in CALLS if not name.endswith(".__call__")}
+    missing = public - covered
+    assert not missing, f"add these public functions to CALLS: {sorted(missing)}"
+
+
+# methods that switch the backward rule: they need a model with a ``rules`` field
+NEEDS_RULES = {"jaxviz.attribution.deconvnet", "jaxviz.attribution.guided_backprop",
+               "jaxviz.attribution.deconvnet_reconstruction",
+               "jaxviz.attribution.guided_grad_cam"}
+CASES = [(which, name) for which in MODELS for name in CALLS
+         if not (which == "Sequential of a list" and name in NEEDS_RULES)]
+
+
+@pytest.fixture(scope="module")
+def subjects():
+    return {which: make() for which, make in MODELS.items()}
+
+
+@pytest.mark.parametrize("which,name", CASES)
+def test_second_call_compiles_nothing(subjects, which, name):
+    model, variables, x, layer = subjects[which]
+    call = CALLS[name]
+    jax.block_until_ready(call(model, variables, x, layer))
+    with Compilations() as second:
+        jax.block_until_ready(call(model, variables, x, layer))
+    assert second.count == 0, f"{name} on {which}: {second.count} compilations on the second call"
+
+
+def test_the_counter_sees_compilations(subjects):
+    model, variables, x, _ = subjects["list-field model"]
+    with Compilations() as fresh:  # a shape not seen before compiles
+        jax.block_until_ready(A.gradient(model, variables, x[:1] * 1.0, 1))
+    assert fresh.count > 0
+
+
+def test_rule_methods_on_a_model_without_rules_say_how_to_add_them(subjects):
+    model, variables, x, layer = subjects["Sequential of a list"]
+    with pytest.raises(jv.ModelError, match="no 'rules' field"):
+        A.guided_backprop(model, variables, x, TARGET)
+
+
+def test_an_equal_user_model_built_again_shares_the_program():
+    """Two ``WidthsNet([6, 8])`` are equal by structure: the second compiles nothing."""
+    model, variables, x, _ = user_widths()
+    A.gradient(model, variables, x, TARGET)
+    with Compilations() as again:
+        jax.block_until_ready(A.gradient(WidthsNet([6, 8]), variables, x, TARGET))
+    assert again.count == 0
+    with Compilations() as other:  # a different structure is a different program
+        jax.block_until_ready(A.gradient(WidthsNet([6, 9]), WidthsNet([6, 9]).init(KEY, x),
+                                         x, TARGET))
+    assert other.count > 0
+
+
+def test_load_twice_compiles_nothing():
+    jv.load("lenet")
+    with Compilations() as again:
+        jv.load("lenet", seed=1)
+    assert again.count == 0

@@ -1,0 +1,155 @@
+"""Every name ``jv.load`` accepts, through every public path (docs/architecture.md,
+"Public contract").
+
+Generated from the registry (``jaxviz.models.ARCHITECTURES`` and ``BUNDLED``): a model
+added there is walked through ``load`` -> ``layer_names`` -> ``activations`` of every
+listed layer in one call -> a gradient attribution -> Grad-CAM at its last spatial
+layer -> a short ``visualize`` -> the ``jaxviz layers`` command, with no test written
+for it. What a model takes comes from its ``input_spec()``; ImageNet models run at
+64 px (every architecture accepts it; 224 would only make the suite slower).
+
+These are contract checks (shapes, dtypes, finiteness, that each path runs and agrees
+with the others); the numbers are checked against PyTorch in test_models.py,
+test_attribution.py and test_synthesis_torch.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxviz as jv
+from jaxviz.cli import main
+from jaxviz.models.modules import input_spec
+
+NAMES = [*jv.models.ARCHITECTURES, *jv.models.BUNDLED]
+IMAGENET_SIZE = 64
+BATCH = 2
+
+
+def contract_input(model) -> np.ndarray:
+    """A (2, ...) batch the model takes: noise at 64 px (ImageNet models), at the
+    model's own size ([0, 1] image models), or vectors."""
+    spec = input_spec(model)
+    rng = np.random.default_rng(0)
+    if spec.kind == "vector":
+        return rng.standard_normal((BATCH, spec.channels)).astype(np.float32)
+    if spec.scale == "imagenet":
+        return rng.standard_normal((BATCH, IMAGENET_SIZE, IMAGENET_SIZE, spec.channels),
+                                   dtype=np.float32)
+    return rng.random((BATCH, spec.size, spec.size, spec.channels), dtype=np.float32)
+
+
+@pytest.fixture(scope="module", params=NAMES)
+def loaded(request):
+    name = request.param
+    model, variables = jv.load(name)
+    x = contract_input(model)
+    table = jv.layer_names(model, x.shape[1:] if x.ndim == 4 else x.shape)
+    return name, model, variables, x, table
+
+
+def test_registry_names_all_declare_their_input():
+    for name in NAMES:
+        architecture = jv.models.BUNDLED[name]()[0] if name in jv.models.BUNDLED else name
+        spec = input_spec(jv.models.create(architecture))
+        assert spec is not None and spec.kind in ("image", "vector"), name
+
+
+def test_layer_table_lists_the_inference_layers_in_order(loaded):
+    name, model, variables, x, table = loaded
+    paths = [info.path for info in table]
+    assert len(paths) == len(set(paths)) > 0, name
+    # nothing that runs only in training (GoogLeNet's auxiliary heads)
+    assert not [p for p in paths if p.startswith("aux")], name
+    # the table is the order in which the layers return: a container after its children
+    for i, path in enumerate(paths):
+        for child in paths[i + 1:]:
+            assert not child.startswith(path + "."), (name, path, child)
+    # every alias names a listed layer
+    for alias, path in jv.capture.aliases(model).items():
+        assert path in paths, (name, alias, path)
+
+
+def test_activations_of_every_layer_in_one_call(loaded):
+    name, model, variables, x, table = loaded
+    acts = jv.activations(model, variables, x, [info.path for info in table])
+    assert list(acts) == [info.path for info in table]
+    for info in table:
+        a = acts[info.path]
+        assert a.shape == (BATCH, *info.shape[1:]), (name, info.path, a.shape, info.shape)
+        assert a.dtype == jnp.float32 and np.isfinite(np.asarray(a)).all(), (name, info.path)
+    # the last layer is the classifier: its activation is the model's output
+    np.testing.assert_allclose(acts[table[-1].path], model.apply(variables, x), rtol=1e-5,
+                               atol=1e-6)
+    # an alias gives the same array as its path
+    for alias, path in list(jv.capture.aliases(model).items())[:2]:
+        np.testing.assert_array_equal(jv.activations(model, variables, x, alias)[alias],
+                                      acts[path])
+
+
+def test_gradient_attribution(loaded):
+    name, model, variables, x, table = loaded
+    target = np.array([0, 1])
+    g = jv.attribution.gradient(model, variables, x, target)
+    assert g.shape == x.shape and g.dtype == x.dtype, name
+    g = np.asarray(g)
+    assert np.isfinite(g).all(), name
+    assert (np.abs(g).reshape(BATCH, -1).max(1) > 0).all(), name  # every example has one
+
+
+def test_grad_cam_at_the_last_spatial_layer(loaded):
+    name, model, variables, x, table = loaded
+    spatial = [info for info in table if len(info.shape) == 4]
+    if x.ndim != 4:
+        assert not spatial
+        with pytest.raises(jv.ModelError, match="works on images"):
+            jv.attribution.grad_cam(model, variables, x, 0, layer=table[0].path)
+        return
+    layer = spatial[-1].path
+    cam, raw = jv.attribution.grad_cam(model, variables, x, np.array([0, 1]), layer=layer,
+                                       return_raw=True)
+    assert cam.shape == (BATCH, *x.shape[1:3]) and raw.shape == (BATCH, *spatial[-1].shape[1:3])
+    assert np.isfinite(np.asarray(cam)).all() and float(cam.min()) >= 0, name
+
+
+def test_short_visualize(loaded):
+    name, model, variables, x, table = loaded
+    if x.ndim != 4:
+        with pytest.raises(jv.ModelError, match="synthesis makes images"):
+            jv.synthesis.visualize(model, variables, 0, key=jax.random.key(0), steps=1)
+        return
+    first = next(info for info in table if len(info.shape) == 4)  # cheap: stops there
+    size = x.shape[1]
+    r = jv.synthesis.visualize(model, variables, jv.objectives.channel(first.path, 1),
+                               key=jax.random.key(0), steps=2, size=size, transforms=None)
+    assert r.images.shape == (1, size, size, 3) and r.objective.shape == (2, 1), name
+    images = np.asarray(r.images)
+    assert np.isfinite(images).all() and images.min() >= 0 and images.max() <= 1
+    # an out-of-range channel of the same layer is refused before anything runs
+    with pytest.raises(jv.InputError, match="out of range"):
+        jv.synthesis.visualize(model, variables, jv.objectives.channel(first.path, 10_000),
+                               key=jax.random.key(0), steps=1, size=size, transforms=None)
+
+
+def test_layers_command(loaded):
+    name, model, variables, x, table = loaded
+    argv = ["layers", name]
+    spec = input_spec(model)
+    if spec.kind == "image" and spec.scale == "imagenet":
+        argv += ["--size", str(IMAGENET_SIZE)]
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(argv)
+    assert code == 0, err.getvalue()
+    lines = out.getvalue().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("layer "))
+    end = next(i for i, line in enumerate(lines) if line.startswith("top-"))
+    listed = [line.split()[0] for line in lines[start + 1:end]]
+    assert listed == [info.path for info in jv.layer_names(
+        model, x.shape[1:] if x.ndim == 4 else x.shape)], name

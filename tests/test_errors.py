@@ -1,0 +1,353 @@
+"""Every documented mistake gets its documented error (docs/errors.md).
+
+``CASES`` is the table of docs/errors.md, row by row: each bad input, the error type it
+must raise and words its message must hold (what was expected, what came, the fix).
+``test_docs_table_is_this_table`` keeps the two in step. A generated check then sends
+the same family of bad batches through every public function (the list from
+test_compile.py, itself checked against the modules' ``__all__``), so that no public
+function lets a framework error (a Flax scope error, ``ZeroDivisionError``, a bare
+``KeyError``) reach the user.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import pickle
+import re
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+import jaxviz as jv
+from conftest import numpy_random_alexnet
+from jaxviz.analysis import adversarial
+from jaxviz.cli import main
+from jaxviz.errors import InputError, InputTypeError, LayerError, ModelError, WeightsError
+from jaxviz.models.modules import Conv2d, Linear, MaxPool2d, ReLU, Sequential
+from test_compile import CALLS, NEEDS_RULES
+
+ROOT = Path(__file__).resolve().parents[1]
+A = jv.attribution
+KEY = jax.random.key(0)
+
+
+class Subjects:
+    """The models the cases run on, made once: AlexNet (10 classes, numpy-random, 64 px
+    inputs), the bundled digits model, the 2-D MLP and a user's Sequential without a
+    ``rules`` field."""
+
+    def __init__(self, tmp: Path):
+        self.tmp = tmp
+        self.alexnet, self.av, self.x = numpy_random_alexnet()
+        self.lenet, self.lv = jv.load("lenet_digits")
+        self.digits = np.random.default_rng(0).random((2, 28, 28, 1), dtype=np.float32)
+        self.mlp, self.mv = jv.load("mlp2d")
+        self.user = Sequential([Conv2d(4, 3), ReLU(), MaxPool2d(2, 2), Conv2d(4, 3)])
+        self.uv = self.user.init(KEY, self.x)
+        lenet_file = tmp / "lenet.safetensors"
+        jv.models.weights.save_weights(self.lv, lenet_file, model=self.lenet)
+        self.lenet_file = lenet_file
+        truncated = tmp / "truncated.safetensors"
+        truncated.write_bytes(lenet_file.read_bytes()[:300])
+        self.truncated = truncated
+        evil = tmp / "evil.pth"
+        evil.write_bytes(pickle.dumps({"features.0.weight": _Payload(tmp / "ran")}))
+        self.evil = evil
+
+    def nan(self):
+        x = np.array(self.x)
+        x[1, 5, 6, 2] = np.nan
+        return x
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def command(argv):
+    """``jaxviz ...`` in-process: raises SystemExit(code) with stderr as its message."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(argv)
+    return code, err.getvalue()
+
+
+class CommandError(Exception):
+    """What a failed ``jaxviz`` command amounts to: exit status 2, one error line."""
+
+
+def cli(argv):
+    def run(s):
+        code, err = command(argv)
+        # one "jaxviz: error: ..." line, or argparse's usage and "jaxviz layers: error: ..."
+        last = err.strip().splitlines()[-1] if err.strip() else ""
+        if code == 2 and re.match(r"jaxviz( \w+)?: error: ", last) and "Traceback" not in err:
+            raise CommandError(last)
+        raise AssertionError(f"jaxviz {' '.join(argv)}: exit {code}, stderr {err!r}")
+    return run
+
+
+O = jv.objectives
+S = jv.synthesis
+
+# id -> (where, bad input, call(subjects), error type, words the message must hold)
+CASES = {
+    # --- loading
+    "load-unknown-name": ("loading", "a model name with a typo", lambda s: jv.load("alexnt"),
+                          InputError, ["unknown model 'alexnt'", "Did you mean alexnet"]),
+    "load-weights-type": ("loading", "weights= of the wrong type",
+                          lambda s: jv.load("alexnet", weights=3),
+                          InputTypeError, ["expected weights as None", "got int 3"]),
+    "load-config-field": ("loading", "a configuration field the architecture lacks",
+                          lambda s: jv.load("lenet", depth=3),
+                          InputTypeError, ["no configuration field depth", "num_classes"]),
+    "load-missing-file": ("loading", "a weight file that does not exist",
+                          lambda s: jv.load("alexnet", weights=s.tmp / "none.safetensors"),
+                          FileNotFoundError, ["no weight file"]),
+    "load-other-architecture": ("loading", "a weight file of another architecture",
+                                lambda s: jv.load("alexnet", weights=s.lenet_file),
+                                WeightsError, ["holds lenet weights, not alexnet"]),
+    "load-truncated": ("loading", "a truncated .safetensors file",
+                       lambda s: jv.load("lenet", weights=s.truncated), WeightsError, ["truncated"]),
+    "load-pickle-code": ("loading", "a .pth pickle that would run code",
+                         lambda s: jv.load("alexnet", weights=s.evil),
+                         WeightsError, ["refused", "weights_only=True"]),
+    # --- capture and every function's input batch
+    "layer-unknown": ("capture", "a layer name the model lacks",
+                      lambda s: jv.activations(s.alexnet, s.av, s.x, "conv9"),
+                      LayerError, ["no layer 'conv9'", "Closest: conv5"]),
+    "layer-not-str": ("capture", "a layer given as an int",
+                      lambda s: jv.activations(s.alexnet, s.av, s.x, 3),
+                      InputTypeError, ["layer names are strings", "got 3"]),
+    "layer-too-small": ("capture", "an input too small for the model",
+                        lambda s: jv.layer_names(s.alexnet, 8),
+                        InputError, ["cannot run on inputs of shape (1, 8, 8, 3)", "partial=True"]),
+    "layer-past-failure": ("capture", "a layer a small input never reaches",
+                           lambda s: jv.activations(s.alexnet, s.av, s.x[:, :8, :8], "fc8"),
+                           LayerError, ["no layer 'fc8' among the 2 layers", "larger input"]),
+    "x-nchw": ("capture", "an NCHW batch",
+               lambda s: jv.activations(s.alexnet, s.av, s.x.transpose(0, 3, 1, 2), "conv1"),
+               InputError, ["NCHW", "x.transpose(0, 2, 3, 1)"]),
+    "x-grey-into-rgb": ("attribution", "a grey batch into an RGB model",
+                        lambda s: A.gradient(s.alexnet, s.av, s.x[..., :1], 1),
+                        InputError, ["takes (N, H, W, 3)", "np.repeat(x, 3, axis=-1)"]),
+    "x-rgb-into-grey": ("attribution", "an RGB batch into the digits model",
+                        lambda s: A.gradient(s.lenet, s.lv, np.repeat(s.digits, 3, -1), 1),
+                        InputError, ["takes (N, H, W, 1) grey images", "mean(axis=-1"]),
+    "x-one-image": ("attribution", "one image without its batch axis",
+                    lambda s: A.gradient(s.alexnet, s.av, s.x[0], 1),
+                    InputError, ["one image of shape (64, 64, 3)", "x[None]"]),
+    "x-empty": ("attribution", "an empty batch",
+                lambda s: A.smoothgrad(s.alexnet, s.av, s.x[:0], 1, key=KEY),
+                InputError, ["empty batch"]),
+    "x-uint8": ("attribution", "uint8 pixels", lambda s: A.gradient(
+        s.alexnet, s.av, (s.x * 50).astype(np.uint8), 1), InputTypeError, ["float array", "uint8"]),
+    "x-not-array": ("attribution", "a dict for x", lambda s: A.gradient(s.alexnet, s.av, {}, 1),
+                    InputTypeError, ["expected x as an array, got dict"]),
+    "x-nan": ("attribution", "NaN in the batch", lambda s: A.gradient(s.alexnet, s.av, s.nan(), 1),
+              InputError, ["not finite", "1 NaN", "(1, 5, 6, 2)"]),
+    "x-images-into-vector-model": ("attribution", "images into the 2-D MLP",
+                                   lambda s: A.gradient(s.mlp, s.mv, s.x, 1),
+                                   InputError, ["takes (N, 2) vectors"]),
+    "variables-other-model": ("attribution", "another model's variables",
+                              lambda s: A.gradient(s.alexnet, s.lv, s.x, 1),
+                              InputError, ["do not fit AlexNet", "(5, 5, 1, 16)"]),
+    "variables-params-only": ("attribution", "variables['params'] instead of variables",
+                              lambda s: A.gradient(s.alexnet, s.av["params"], s.x, 1),
+                              ModelError, ["pass the whole dict"]),
+    "variables-none": ("attribution", "None for variables",
+                       lambda s: A.gradient(s.alexnet, None, s.x, 1),
+                       ModelError, ["got NoneType"]),
+    # --- attribution
+    "class-out-of-range": ("attribution", "a class index past the last class",
+                           lambda s: A.gradient(s.alexnet, s.av, s.x, 10),
+                           InputError, ["class index 10 is out of range for 10 classes"]),
+    "target-float": ("attribution", "a float target", lambda s: A.gradient(s.alexnet, s.av, s.x, 1.5),
+                     InputTypeError, ["expected a target", "got float"]),
+    "smoothgrad-no-key": ("attribution", "SmoothGrad without a key",
+                          lambda s: A.smoothgrad(s.alexnet, s.av, s.x, 1),
+                          InputTypeError, ["key=jax.random.key(seed)"]),
+    "rules-missing": ("attribution", "guided backprop on a model without a rules field",
+                      lambda s: A.guided_backprop(s.user, s.uv, s.x, O.channel("3", 0)),
+                      ModelError, ["no 'rules' field", "model.clone(rules='guided')"]),
+    "gradcam-flat-layer": ("attribution", "Grad-CAM at a flat layer",
+                           lambda s: A.grad_cam(s.alexnet, s.av, s.x, 1, layer="fc8"),
+                           InputError, ["spatial layer", "'fc8' has shape (2, 10)"]),
+    "gradcam-vector-model": ("attribution", "Grad-CAM on the 2-D MLP",
+                             lambda s: A.grad_cam(s.mlp, s.mv, np.zeros((2, 2), np.float32), 1,
+                                                  layer="relu"),
+                             ModelError, ["works on images", "(N, 2) vectors"]),
+    "occlusion-window": ("attribution", "an occlusion window larger than the image",
+                         lambda s: A.occlusion(s.alexnet, s.av, s.x, 1, window=100),
+                         InputError, ["window 100 is larger than the input (64)"]),
+    "ig-method": ("attribution", "an unknown integration rule",
+                  lambda s: A.integrated_gradients(s.alexnet, s.av, s.x, 1, method="simpson"),
+                  InputError, ["unknown integration method 'simpson'", "riemann_trapezoid"]),
+    "baseline-shape": ("attribution", "a baseline that does not broadcast",
+                       lambda s: A.integrated_gradients(s.alexnet, s.av, s.x, 1,
+                                                        baseline=np.zeros((5, 5))),
+                       InputError, ["broadcasts to x's shape", "(5, 5)"]),
+    "channel-out-of-range": ("attribution", "a channel past the layer's last",
+                             lambda s: A.deconvnet_reconstruction(s.alexnet, s.av, s.x, "pool2",
+                                                                  channel=999),
+                             InputError, ["out of range", "192 channels"]),
+    # --- synthesis
+    "visualize-channel-range": ("synthesis", "a channel past the layer's last",
+                                lambda s: S.visualize(s.alexnet, s.av, O.channel("conv5", 999),
+                                                      key=KEY, steps=1, size=64),
+                                InputError, ["channel 999 is out of range", "256 channels"]),
+    "visualize-class-range": ("synthesis", "a class past the last",
+                              lambda s: S.visualize(s.alexnet, s.av, O.class_logit(5000), key=KEY,
+                                                    steps=1, size=64),
+                              InputError, ["class index 5000 is out of range for 10 classes"]),
+    "visualize-vector-model": ("synthesis", "synthesis for the 2-D MLP",
+                               lambda s: S.visualize(s.mlp, s.mv, 1, key=KEY, steps=1),
+                               ModelError, ["synthesis makes images"]),
+    "visualize-size": ("synthesis", "a zero image size",
+                       lambda s: S.visualize(s.lenet, s.lv, 1, key=KEY, steps=1, size=0),
+                       InputError, ["positive image size"]),
+    "visualize-no-key": ("synthesis", "no key", lambda s: S.visualize(s.lenet, s.lv, 1, key=None),
+                         InputTypeError, ["key=jax.random.key(seed)"]),
+    "visualize-preprocess-channels": ("synthesis", "ImageNet preprocessing for the grey digits model",
+                                      lambda s: S.visualize(s.lenet, s.lv, 1, key=KEY, steps=1,
+                                                            size=28, preprocess="imagenet"),
+                                      InputError, ["takes (N, H, W, 1)", "preprocess='auto'"]),
+    "visualize-init-shape": ("synthesis", "an init image of the wrong shape",
+                             lambda s: S.visualize(s.lenet, s.lv, 1, key=KEY, steps=1,
+                                                   init=np.zeros((4, 4), np.float32)),
+                             InputError, ["expected init as an image"]),
+    "sweep-checkpoint-settings": ("synthesis", "a sweep checkpoint written with other settings",
+                                  lambda s: _two_sweeps(s), InputError, ["other settings"]),
+    # --- analysis
+    "attack-label-range": ("analysis", "an attack label past the last class",
+                           lambda s: adversarial.fgsm(s.lenet, s.lv, s.digits, np.array([1, 12]),
+                                                      eps=0.1),
+                           InputError, ["label 12 is out of range for 10 classes"]),
+    "attack-label-shape": ("analysis", "attack labels of the wrong shape",
+                           lambda s: adversarial.gradient_ascent(s.lenet, s.lv, s.digits,
+                                                                 np.array([1, 2, 3])),
+                           InputError, ["int labels of shape (2,)"]),
+    "pgd-norm": ("analysis", "an unknown PGD norm",
+                 lambda s: adversarial.pgd(s.lenet, s.lv, s.digits, np.array([1, 2]), eps=0.1,
+                                           norm="l1"),
+                 InputError, ["unknown norm 'l1'"]),
+    # --- the command
+    "cmd-unknown-model": ("command", "`jaxviz layers alexnt`", cli(["layers", "alexnt"]),
+                          CommandError, ["unknown model 'alexnt'", "Did you mean alexnet"]),
+    "cmd-size": ("command", "`jaxviz layers alexnet --size 0`", cli(["layers", "alexnet", "--size", "0"]),
+                 CommandError, ["--size must be positive"]),
+    "cmd-too-small": ("command", "`jaxviz layers alexnet --size 8`",
+                      cli(["layers", "alexnet", "--size", "8"]),
+                      CommandError, ["cannot run on inputs of shape (1, 8, 8, 3)"]),
+    "cmd-vector-image": ("command", "`jaxviz layers mlp2d --image cat.png`",
+                         cli(["layers", "mlp2d", "--image", "cat.png"]),
+                         CommandError, ["takes (N, 2) vectors, not images"]),
+    "cmd-missing-image": ("command", "`jaxviz layers alexnet --image missing.png`",
+                          cli(["layers", "alexnet", "--image", "missing.png"]),
+                          CommandError, ["missing.png"]),
+    "cmd-seed-bundled": ("command", "`jaxviz layers lenet_digits --seed 1`",
+                         cli(["layers", "lenet_digits", "--seed", "1"]),
+                         CommandError, ["--seed chooses random weights"]),
+}
+
+
+def _two_sweeps(s):
+    path = s.tmp / "sweep.npz"
+    path.unlink(missing_ok=True)
+    S.sweep(s.lenet, s.lv, "conv1", [0], key=KEY, steps=1, size=28, progress=False,
+            checkpoint=path)
+    S.sweep(s.lenet, s.lv, "conv1", [0], key=KEY, steps=2, size=28, progress=False,
+            checkpoint=path)
+
+
+@pytest.fixture(scope="module")
+def subjects(tmp_path_factory):
+    return Subjects(tmp_path_factory.mktemp("errors"))
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_documented_mistake_gets_its_error(subjects, case):
+    _, _, call, error, words = CASES[case]
+    with pytest.raises(error) as info:
+        call(subjects)
+    message = str(info.value)
+    for word in words:
+        assert word in message, (case, message)
+    if error is not CommandError:
+        assert isinstance(info.value, jv.JaxvizError) or error is FileNotFoundError
+
+
+def test_the_pickle_payload_never_ran(subjects):
+    with pytest.raises(WeightsError):
+        jv.load("alexnet", weights=subjects.evil)
+    assert not (subjects.tmp / "ran").exists()
+
+
+def _doc_rows() -> list[list[str]]:
+    text = (ROOT / "docs" / "errors.md").read_text()
+    rows = []
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("|") and len(cells) >= 4 and re.fullmatch(r"`[a-z0-9-]+`", cells[0]):
+            rows.append(cells)
+    return rows
+
+
+def test_docs_table_is_this_table():
+    rows = _doc_rows()
+    assert len(rows) >= 25
+    documented = {cells[0].strip("`"): cells for cells in rows}
+    assert len(documented) == len(rows), "an id appears twice in docs/errors.md"
+    assert set(documented) == set(CASES), (sorted(set(documented) ^ set(CASES)))
+    for case, cells in documented.items():
+        where, _, _, error, _ = CASES[case]
+        assert cells[1] == where, (case, cells)
+        name = "exit status 2" if error is CommandError else error.__name__
+        assert name in cells[3], (case, cells[3], name)
+    areas = {c[0] for c in CASES.values()}
+    assert areas == {"loading", "capture", "attribution", "synthesis", "analysis", "command"}
+
+
+def test_readme_links_the_errors_page():
+    assert "docs/errors.md" in (ROOT / "README.md").read_text()
+
+
+# --- generated: bad batches through every public function --------------------------------
+
+BAD_BATCHES = {
+    "NCHW": lambda x: x.transpose(0, 3, 1, 2),
+    "empty": lambda x: x[:0],
+    "NaN": lambda x: np.where(np.arange(x.size).reshape(x.shape) == 7, np.nan, x),
+    "three channels": lambda x: np.repeat(x, 3, axis=-1),
+    "no batch axis": lambda x: x[0],
+}
+
+
+# every public function that takes a batch x (layer_names takes a shape; synthesis makes
+# its own batch, and its arguments are in CASES)
+TAKES_X = [n for n in CALLS if n not in ("jaxviz.layer_names", "jaxviz.synthesis.visualize",
+                                         "jaxviz.synthesis.sweep",
+                                         "jaxviz.synthesis.images_per_chunk")]
+
+
+@pytest.mark.parametrize("bad", list(BAD_BATCHES))
+@pytest.mark.parametrize("name", TAKES_X)
+def test_every_public_function_refuses_bad_batches_clearly(subjects, name, bad):
+    """On the digits model (it declares (N, H, W, 1) input), each bad batch gets one of
+    our errors, whatever the function."""
+    x = BAD_BATCHES[bad](np.asarray(subjects.digits))
+    with pytest.raises(jv.JaxvizError):
+        CALLS[name](subjects.lenet, subjects.lv, x, "conv2")
+
+
+@pytest.mark.parametrize("name", sorted(NEEDS_RULES))
+def test_rule_methods_on_a_user_model_without_rules(subjects, name):
+    with pytest.raises(ModelError, match="no 'rules' field"):
+        CALLS[name](subjects.user, subjects.uv, subjects.x, "3")
