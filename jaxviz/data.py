@@ -33,6 +33,8 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from jaxviz.errors import InputError, InputTypeError
+
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
 
@@ -96,7 +98,7 @@ def _open_rgb(path: PathLike) -> Image.Image:
     except PermissionError:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
-        raise ValueError(f"expected an image file Pillow can read, got '{p}': {err}") from err
+        raise InputError(f"expected an image file Pillow can read, got '{p}': {err}") from err
 
 
 def load_image(path: PathLike) -> np.ndarray:
@@ -131,19 +133,19 @@ def _to_float(image_u8: np.ndarray) -> np.ndarray:
 
 def _check_size(size: Size, what: str) -> tuple[int, int] | int:
     if isinstance(size, (bool, np.bool_)):
-        raise TypeError(f"{what} must be an int or an (h, w) pair, got {size!r}")
+        raise InputTypeError(f"{what} must be an int or an (h, w) pair, got {size!r}")
     if isinstance(size, (int, np.integer)):
         if size <= 0:
-            raise ValueError(f"{what} must be positive, got {size}")
+            raise InputError(f"{what} must be positive, got {size}")
         return int(size)
     if isinstance(size, Sequence) and len(size) == 2 and all(
         isinstance(s, (int, np.integer)) and not isinstance(s, (bool, np.bool_)) for s in size
     ):
         h, w = int(size[0]), int(size[1])
         if h <= 0 or w <= 0:
-            raise ValueError(f"{what} must be positive, got {(h, w)}")
+            raise InputError(f"{what} must be positive, got {(h, w)}")
         return (h, w)
-    raise TypeError(f"{what} must be an int or an (h, w) pair of ints, got {size!r}")
+    raise InputTypeError(f"{what} must be an int or an (h, w) pair of ints, got {size!r}")
 
 
 def _resized_shape(height: int, width: int, size: Size) -> tuple[int, int]:
@@ -158,11 +160,11 @@ def _resized_shape(height: int, width: int, size: Size) -> tuple[int, int]:
 
 def _check_image(image: np.ndarray, what: str = "image") -> np.ndarray:
     if image.ndim != 3 or image.shape[-1] != 3:
-        raise ValueError(f"expected an {what} of shape (H, W, 3), got shape {image.shape}")
+        raise InputError(f"expected an {what} of shape (H, W, 3), got shape {image.shape}")
     if image.shape[0] == 0 or image.shape[1] == 0:
-        raise ValueError(f"expected a non-empty {what}, got shape {image.shape}")
+        raise InputError(f"expected a non-empty {what}, got shape {image.shape}")
     if image.dtype != np.uint8 and not np.issubdtype(image.dtype, np.floating):
-        raise TypeError(f"expected a uint8 or float {what}, got dtype {image.dtype}")
+        raise InputTypeError(f"expected a uint8 or float {what}, got dtype {image.dtype}")
     return image
 
 
@@ -180,7 +182,7 @@ def _as_exact_uint8(image: np.ndarray) -> np.ndarray | None:
 
 def _quantize(image: np.ndarray) -> np.ndarray:
     if not np.all(np.isfinite(image)) or image.min() < 0 or image.max() > 1:
-        raise ValueError(
+        raise InputError(
             "via='uint8' expects a float image in [0, 1], got values in "
             f"[{np.nanmin(image):.4g}, {np.nanmax(image):.4g}]"
         )
@@ -257,7 +259,7 @@ def resize(
       TypeError: ``size`` is not an int or an (h, w) pair, or the dtype is not uint8/float.
     """
     if via not in ("auto", "uint8", "float"):
-        raise ValueError(f"via must be one of 'auto', 'uint8', 'float', got {via!r}")
+        raise InputError(f"via must be one of 'auto', 'uint8', 'float', got {via!r}")
     image = _check_image(np.asarray(image))
     hw = _resized_shape(image.shape[0], image.shape[1], size)
     if image.dtype == np.uint8:
@@ -299,7 +301,7 @@ def center_crop(image: np.ndarray | jax.Array, size: Size) -> np.ndarray | jax.A
     if not is_jax:
         image = np.asarray(image)
     if image.ndim < 2:
-        raise ValueError(f"expected an image of shape (H, W, ...), got shape {image.shape}")
+        raise InputError(f"expected an image of shape (H, W, ...), got shape {image.shape}")
     size = _check_size(size, "size")
     crop_h, crop_w = (size, size) if isinstance(size, int) else size
     height, width = image.shape[0], image.shape[1]
@@ -321,12 +323,12 @@ def center_crop(image: np.ndarray | jax.Array, size: Size) -> np.ndarray | jax.A
 
 def _stats(x: np.ndarray | jax.Array, name: str):
     if x.ndim < 1 or x.shape[-1] != 3:
-        raise ValueError(
+        raise InputError(
             f"{name} expects RGB on the last axis, (..., 3) such as (N, H, W, 3), "
             f"got shape {x.shape}"
         )
     if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise TypeError(
+        raise InputTypeError(
             f"{name} expects a float array with values in [0, 1] units, got dtype {x.dtype}"
         )
     xp = jnp if isinstance(x, jax.Array) else np
@@ -392,20 +394,20 @@ def _as_array(image: ImageLike, index: int) -> np.ndarray:
     if isinstance(image, (np.ndarray, jax.Array)):
         arr = np.asarray(image)
         if arr.ndim != 3 or arr.shape[-1] != 3:
-            raise ValueError(f"expected {where} of shape (H, W, 3), got shape {arr.shape}")
+            raise InputError(f"expected {where} of shape (H, W, 3), got shape {arr.shape}")
         if arr.dtype == np.uint8:
             return arr
         if not np.issubdtype(arr.dtype, np.floating):
-            raise TypeError(
+            raise InputTypeError(
                 f"expected {where} as uint8 (0..255) or float (0..1), got dtype {arr.dtype}"
             )
         if arr.size and (not np.all(np.isfinite(arr)) or arr.min() < 0 or arr.max() > 1):
-            raise ValueError(
+            raise InputError(
                 f"expected {where} as floats in [0, 1], got values in "
                 f"[{np.nanmin(arr):.4g}, {np.nanmax(arr):.4g}] (pass uint8 for 0..255 data)"
             )
         return arr
-    raise TypeError(
+    raise InputTypeError(
         f"expected a path, a PIL image or an (H, W, 3) array for {where}, "
         f"got {type(image).__name__}"
     )
@@ -484,10 +486,10 @@ def preprocess(
     """
     resize_to = resize
     if scale not in ("imagenet", "unit"):
-        raise ValueError(f"unknown scale {scale!r}; expected 'imagenet' or 'unit'")
+        raise InputError(f"unknown scale {scale!r}; expected 'imagenet' or 'unit'")
     if not (resize_to is None or resize_to == "exact"):
         if isinstance(resize_to, str):
-            raise ValueError(f"resize must be an int, an (h, w) pair, None or 'exact', got {resize_to!r}")
+            raise InputError(f"resize must be an int, an (h, w) pair, None or 'exact', got {resize_to!r}")
         _check_size(resize_to, "resize")
     _check_size(size, "size")
     if isinstance(images, (np.ndarray, jax.Array)) and np.ndim(images) == 4:
@@ -497,7 +499,7 @@ def preprocess(
     else:
         items = [images]
     if not items:
-        raise ValueError("expected at least one image, got an empty sequence")
+        raise InputError("expected at least one image, got an empty sequence")
     batch = [
         _preprocess_one(_as_array(item, i), size, resize_to, via, scale, bool(grey))
         for i, item in enumerate(items)
@@ -543,7 +545,7 @@ def load_folder(
         key=lambda p: p.name,
     )
     if not paths:
-        raise ValueError(
+        raise InputError(
             f"expected image files ({', '.join(sorted(suffixes))}) in '{folder}', found none"
         )
     return preprocess(paths, size, resize=resize), paths
@@ -577,7 +579,7 @@ def sample_image(name: str = "chelsea") -> np.ndarray:
       ValueError: ``name`` is not a bundled sample.
     """
     if name not in _SAMPLES:
-        raise ValueError(
+        raise InputError(
             f"unknown sample image {name!r}; expected one of {', '.join(sample_names())}"
         )
     with importlib.resources.as_file(_asset(_SAMPLES[name])) as file:
@@ -627,14 +629,14 @@ def decode_predictions(
     if z.ndim == 1:
         z = z[None]
     if z.ndim != 2:
-        raise ValueError(f"expected logits of shape (N, C) or (C,), got shape {np.shape(logits)}")
+        raise InputError(f"expected logits of shape (N, C) or (C,), got shape {np.shape(logits)}")
     labels = imagenet_classes() if names is None else tuple(names)
     if z.shape[1] != len(labels):
-        raise ValueError(
+        raise InputError(
             f"expected {len(labels)} logits per example (one per class name), got {z.shape[1]}"
         )
     if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or not 1 <= top <= z.shape[1]:
-        raise ValueError(f"top must be an int in [1, {z.shape[1]}], got {top!r}")
+        raise InputError(f"top must be an int in [1, {z.shape[1]}], got {top!r}")
     z = z - z.max(axis=1, keepdims=True)
     p = np.exp(z)
     p /= p.sum(axis=1, keepdims=True)
@@ -694,9 +696,9 @@ def digits(split: str = "test", size: int = DIGITS_SIZE) -> tuple[np.ndarray, np
       ImportError: scikit-learn is not installed.
     """
     if split not in ("train", "test", "all"):
-        raise ValueError(f"unknown split {split!r}; expected 'train', 'test' or 'all'")
+        raise InputError(f"unknown split {split!r}; expected 'train', 'test' or 'all'")
     if isinstance(size, bool) or not isinstance(size, int) or size < 8:
-        raise ValueError(f"expected size as an int >= 8, got {size!r}")
+        raise InputError(f"expected size as an int >= 8, got {size!r}")
     x, labels = _digits_arrays(size)
     if split == "all":
         return x, labels
@@ -715,9 +717,9 @@ def place_on_canvas(x: np.ndarray, canvas: int, positions: np.ndarray) -> np.nda
     positions = np.asarray(positions, np.int64).reshape(-1, 2)
     n, h, w = x.shape[:3]
     if len(positions) != n:
-        raise ValueError(f"expected one (top, left) position per image, {n}; got {len(positions)}")
+        raise InputError(f"expected one (top, left) position per image, {n}; got {len(positions)}")
     if (positions < 0).any() or (positions[:, 0] + h > canvas).any() or (positions[:, 1] + w > canvas).any():
-        raise ValueError(f"positions must keep each {h}x{w} image inside the {canvas}x{canvas} "
+        raise InputError(f"positions must keep each {h}x{w} image inside the {canvas}x{canvas} "
                          f"canvas (0 <= top <= {canvas - h}, 0 <= left <= {canvas - w})")
     out = np.zeros((n, canvas, canvas, *x.shape[3:]), x.dtype)
     for i, (top, left) in enumerate(positions):

@@ -33,6 +33,8 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from jaxviz.errors import InputError, InputTypeError
+
 __all__ = [
     "CMAPS",
     "REDUCTIONS",
@@ -99,12 +101,12 @@ def _as_numpy(x: Any) -> np.ndarray:
     try:
         a = np.asarray(x)
     except jax.errors.TracerArrayConversionError as err:
-        raise TypeError(
+        raise InputTypeError(
             "summary needs concrete values, got a traced array (inside jax.jit, grad or "
             "vmap); call it outside the transformation or through jax.debug.callback"
         ) from err
     if a.dtype.kind not in "biufc" and not jnp.issubdtype(a.dtype, jnp.floating):
-        raise TypeError(f"summary expects a numeric or boolean array, got dtype {a.dtype}")
+        raise InputTypeError(f"summary expects a numeric or boolean array, got dtype {a.dtype}")
     return a
 
 
@@ -300,7 +302,7 @@ def _concrete(x: Any, fname: str) -> np.ndarray:
     try:
         return np.asarray(x)
     except jax.errors.TracerArrayConversionError as err:
-        raise TypeError(
+        raise InputTypeError(
             f"{fname} needs concrete values, got a traced array (inside jax.jit, grad or "
             "vmap); call it outside the transformation") from err
 
@@ -308,18 +310,18 @@ def _concrete(x: Any, fname: str) -> np.ndarray:
 def _float_array(x: Any, fname: str) -> np.ndarray:
     a = _concrete(x, fname)
     if a.dtype.kind not in "biuf" and not jnp.issubdtype(a.dtype, jnp.floating):
-        raise TypeError(f"{fname} expects a numeric array, got dtype {a.dtype}")
+        raise InputTypeError(f"{fname} expects a numeric array, got dtype {a.dtype}")
     return a.astype(np.float64 if a.dtype == np.float64 else np.float32)
 
 
 def _check_ndim(a: np.ndarray, ndim: int, what: str, fname: str) -> None:
     if a.ndim != ndim:
-        raise ValueError(f"{fname} expects {what}, got shape {a.shape}")
+        raise InputError(f"{fname} expects {what}, got shape {a.shape}")
 
 
 def _no_nan(a: np.ndarray, fname: str) -> None:
     if np.isnan(a).any():
-        raise ValueError(f"{fname} got NaN in its input ({int(np.isnan(a).sum())} entries)")
+        raise InputError(f"{fname} got NaN in its input ({int(np.isnan(a).sum())} entries)")
 
 
 def reduce_channels(maps: Any, how: str = "abs_sum") -> np.ndarray:
@@ -349,7 +351,7 @@ def reduce_channels(maps: Any, how: str = "abs_sum") -> np.ndarray:
         return np.abs(a).max(axis=-1)
     if how == "l2":
         return np.sqrt(np.square(a).sum(axis=-1))
-    raise ValueError(f"unknown reduction {how!r}; expected one of {', '.join(REDUCTIONS)}")
+    raise InputError(f"unknown reduction {how!r}; expected one of {', '.join(REDUCTIONS)}")
 
 
 def clip_percentile(m: Any, low: float = 0.0, high: float = 99.5, *,
@@ -383,7 +385,7 @@ def clip_percentile(m: Any, low: float = 0.0, high: float = 99.5, *,
     a = _float_array(m, "clip_percentile")
     _check_ndim(a, 3, "(N, H, W) maps", "clip_percentile")
     if not 0.0 <= low < high <= 100.0:
-        raise ValueError(f"clip_percentile needs 0 <= low < high <= 100, got low={low}, high={high}")
+        raise InputError(f"clip_percentile needs 0 <= low < high <= 100, got low={low}, high={high}")
     _no_nan(a, "clip_percentile")
     flat = a.reshape(a.shape[0], -1)
     if symmetric:
@@ -417,7 +419,7 @@ def heatmap(m: Any, cmap: str = "inferno") -> np.ndarray:
       ValueError: unknown ``cmap``, or ``m`` contains NaN.
     """
     if cmap not in CMAPS:
-        raise ValueError(f"unknown colour map {cmap!r}; expected one of {', '.join(CMAPS)}")
+        raise InputError(f"unknown colour map {cmap!r}; expected one of {', '.join(CMAPS)}")
     a = _float_array(m, "heatmap").astype(np.float64)
     _no_nan(a, "heatmap")
     lo, hi = _CMAP_DOMAIN[cmap]
@@ -433,7 +435,7 @@ def heatmap(m: Any, cmap: str = "inferno") -> np.ndarray:
 def _uint8(x: Any, fname: str, what: str) -> np.ndarray:
     a = _concrete(x, fname)
     if a.dtype != np.uint8:
-        raise TypeError(f"{fname} expects {what} as uint8, got dtype {a.dtype}")
+        raise InputTypeError(f"{fname} expects {what} as uint8, got dtype {a.dtype}")
     return a
 
 
@@ -457,11 +459,11 @@ def overlay(image_uint8: Any, heat_rgb: Any, alpha: float = 0.5) -> np.ndarray:
     image = _uint8(image_uint8, "overlay", "the image")
     heat = _uint8(heat_rgb, "overlay", "the heat map")
     if image.shape != heat.shape or image.ndim < 3 or image.shape[-1] != 3:
-        raise ValueError(
+        raise InputError(
             f"overlay expects an image and a heat map of the same shape (..., H, W, 3), got "
             f"{image.shape} and {heat.shape}")
     if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"overlay needs alpha in [0, 1], got {alpha}")
+        raise InputError(f"overlay needs alpha in [0, 1], got {alpha}")
     out = (1.0 - alpha) * image.astype(np.float64) + alpha * heat.astype(np.float64)
     return np.rint(out).astype(np.uint8)
 
@@ -493,11 +495,11 @@ def to_uint8_image(
     """
     a = _concrete(x_normalized, "to_uint8_image")
     if not jnp.issubdtype(a.dtype, jnp.floating):
-        raise TypeError(f"to_uint8_image expects a float array, got dtype {a.dtype}")
+        raise InputTypeError(f"to_uint8_image expects a float array, got dtype {a.dtype}")
     mean_a = np.asarray(mean, dtype=a.dtype)
     std_a = np.asarray(std, dtype=a.dtype)
     if a.ndim < 1 or mean_a.shape != (a.shape[-1],) or std_a.shape != (a.shape[-1],) or a.shape[-1] != 3:
-        raise ValueError(
+        raise InputError(
             f"to_uint8_image expects (..., 3) values and 3 means and stds, got shape {a.shape}, "
             f"mean {tuple(mean)}, std {tuple(std)}")
     rgb = (a * std_a + mean_a).astype(np.float64)
@@ -509,11 +511,11 @@ def _tiles_uint8(images: Any) -> np.ndarray:
     if a.ndim == 3:
         a = a[..., None]
     if a.ndim != 4 or a.shape[-1] not in (1, 3) or a.shape[0] == 0:
-        raise ValueError(
+        raise InputError(
             f"grid expects (N, H, W, 3) or (N, H, W) images with N >= 1, got shape {a.shape}")
     if a.dtype != np.uint8:
         if not (a.dtype.kind == "f" or jnp.issubdtype(a.dtype, jnp.floating)):
-            raise TypeError(f"grid expects uint8 or float images in [0, 1], got dtype {a.dtype}")
+            raise InputTypeError(f"grid expects uint8 or float images in [0, 1], got dtype {a.dtype}")
         f = a.astype(np.float64)
         _no_nan(f, "grid")
         a = np.rint(np.clip(f, 0.0, 1.0) * 255.0).astype(np.uint8)
@@ -559,18 +561,18 @@ def grid(
     tiles = _tiles_uint8(images)
     n, h, w, _ = tiles.shape
     if int(ncols) != ncols or ncols < 1:
-        raise ValueError(f"grid needs ncols >= 1, got {ncols}")
+        raise InputError(f"grid needs ncols >= 1, got {ncols}")
     if int(pad) != pad or pad < 0:
-        raise ValueError(f"grid needs pad >= 0, got {pad}")
+        raise InputError(f"grid needs pad >= 0, got {pad}")
     if not 0 <= background <= 255:
-        raise ValueError(f"grid needs background in 0..255, got {background}")
+        raise InputError(f"grid needs background in 0..255, got {background}")
     ncols, pad = int(ncols), int(pad)
     font = None
     band = 0
     if labels is not None:
         labels = [str(s) for s in labels]
         if len(labels) != n:
-            raise ValueError(f"grid got {len(labels)} labels for {n} images")
+            raise InputError(f"grid got {len(labels)} labels for {n} images")
         font = ImageFont.load_default()
         band = int(ImageDraw.Draw(Image.new("RGB", (1, 1))).textbbox((0, 0), "Ag|", font=font)[3]) + 2
     cols = min(ncols, n)
@@ -611,7 +613,7 @@ def save_png(image: Any, path: str | os.PathLike) -> Path:
     """
     a = _uint8(image, "save_png", "the image")
     if not (a.ndim == 2 or (a.ndim == 3 and a.shape[-1] in (3, 4))) or 0 in a.shape:
-        raise ValueError(f"save_png expects (H, W), (H, W, 3) or (H, W, 4), got shape {a.shape}")
+        raise InputError(f"save_png expects (H, W), (H, W, 3) or (H, W, 4), got shape {a.shape}")
     path = Path(path)
     pil = Image.fromarray(np.ascontiguousarray(a))
     mode = path.stat().st_mode & 0o7777 if path.is_file() else 0o644

@@ -38,13 +38,15 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxviz.errors import InputError
+
 RULES: tuple[str, ...] = ("gradient", "deconvnet", "guided", "linear")
 
 
 def check_rule(rule: str) -> str:
     """Returns ``rule`` if it names a backward rule; raises ``ValueError`` otherwise."""
     if rule not in RULES:
-        raise ValueError(f"unknown backward rule {rule!r}; expected one of {', '.join(RULES)}")
+        raise InputError(f"unknown backward rule {rule!r}; expected one of {', '.join(RULES)}")
     return rule
 
 
@@ -101,7 +103,7 @@ def relu(x: jax.Array, rule: str = "gradient") -> jax.Array:
         return guided_relu(x)
     if rule == "linear":
         return linear_relu(x)
-    raise ValueError(f"unknown backward rule {rule!r}; expected one of {', '.join(RULES)}")
+    raise InputError(f"unknown backward rule {rule!r}; expected one of {', '.join(RULES)}")
 
 
 # --- max pooling ----------------------------------------------------------------------

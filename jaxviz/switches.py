@@ -49,13 +49,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxviz.models import layers
+from jaxviz.errors import InputError
 
 __all__ = ["max_pool_with_switches", "unpool_with_switches"]
 
 
 def _check_nhwc(x: jax.Array, name: str) -> None:
     if x.ndim != 4:
-        raise ValueError(f"{name} expects an (N, H, W, C) array, got shape {tuple(x.shape)}")
+        raise InputError(f"{name} expects an (N, H, W, C) array, got shape {tuple(x.shape)}")
 
 
 def max_pool_with_switches(
@@ -100,13 +101,13 @@ def max_pool_with_switches(
     x = jnp.asarray(x)
     _check_nhwc(x, "max_pool_with_switches")
     if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise ValueError(f"max_pool_with_switches expects a float array, got dtype {x.dtype}")
+        raise InputError(f"max_pool_with_switches expects a float array, got dtype {x.dtype}")
     kernel = layers.pair(kernel_size)
     strides = layers.pair(stride if stride is not None else kernel_size)
     pads = layers.pair(padding)
     for k, p in zip(kernel, pads):
         if p > k // 2:
-            raise ValueError(
+            raise InputError(
                 f"padding should be at most half the kernel size (torch's rule), got padding "
                 f"{pads} for kernel {kernel}")
     return _max_pool_with_switches(x, kernel, strides, pads, bool(ceil_mode))
@@ -176,20 +177,20 @@ def unpool_with_switches(
     y, switches = jnp.asarray(y), jnp.asarray(switches)
     _check_nhwc(y, "unpool_with_switches")
     if switches.shape != y.shape:
-        raise ValueError(
+        raise InputError(
             f"unpool_with_switches expects switches of the pooled shape {tuple(y.shape)}, "
             f"got {tuple(switches.shape)}")
     if not jnp.issubdtype(switches.dtype, jnp.integer):
-        raise ValueError(f"switches must be integers, got dtype {switches.dtype}")
+        raise InputError(f"switches must be integers, got dtype {switches.dtype}")
     shape = tuple(int(s) for s in input_shape)
     if len(shape) == 4:
         if shape[0] != y.shape[0] or shape[3] != y.shape[3]:
-            raise ValueError(
+            raise InputError(
                 f"input_shape {shape} does not match the pooled batch and channels "
                 f"{(y.shape[0], y.shape[3])}")
         shape = shape[1:3]
     if len(shape) != 2 or min(shape) < 1:
-        raise ValueError(f"input_shape must be (H, W) or (N, H, W, C), got {tuple(input_shape)}")
+        raise InputError(f"input_shape must be (H, W) or (N, H, W, C), got {tuple(input_shape)}")
     height, width = shape
     plane = height * width
     if switches.size:
@@ -198,7 +199,7 @@ def unpool_with_switches(
         except jax.errors.ConcretizationTypeError:  # traced: out-of-range ones are dropped
             lo, hi = 0, 0
         if lo < 0 or hi >= plane:
-            raise ValueError(
+            raise InputError(
                 f"switches must lie in [0, {plane}) for an input plane of {height}x{width}, "
                 f"got values in [{lo}, {hi}]")
 

@@ -18,7 +18,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 FLOORS = {
-    1: ("jaxviz.errors", "jaxviz.rules", "jaxviz.models.layers", "jaxviz.render", "jaxviz.data",
+    0: ("jaxviz.errors",),
+    1: ("jaxviz.rules", "jaxviz.models.layers", "jaxviz.render", "jaxviz.data",
         "jaxviz.static", "jaxviz.cpu"),
     2: ("jaxviz.models", "jaxviz.switches"),
     3: ("jaxviz.checks",),

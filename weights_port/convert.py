@@ -24,6 +24,7 @@ import numpy as np
 from jaxviz.models.registry import TORCHVISION_ARCHITECTURES, check_name, create
 from jaxviz.models.vgg import CONFIGS, DEPTHS
 from jaxviz.models.weights import WeightsError, expected_shapes, raise_if_mismatched
+from jaxviz.errors import InputTypeError
 
 # Flax variable leaf -> torch state_dict leaf.
 _LEAVES = {("params", "kernel"): "weight", ("params", "bias"): "bias", ("params", "scale"): "weight",
@@ -136,7 +137,7 @@ def _vgg_name(module) -> tuple[str, dict[str, Any]]:
         if tuple(cfg) == known:
             name = f"vgg{DEPTHS[letter]}" + ("_bn" if batch_norm else "")
             return name, {"dropout": float(module.classifier[2].p)}
-    raise TypeError(f"VGG features {cfg} are not one of torchvision's configurations "
+    raise InputTypeError(f"VGG features {cfg} are not one of torchvision's configurations "
                     f"{sorted(CONFIGS)}")
 
 
@@ -160,7 +161,7 @@ def from_torchvision(module) -> tuple[nn.Module, dict[str, Any]]:
         if module.aux1 is not None:
             config["dropout_aux"] = float(module.aux1.dropout.p)
     else:
-        raise TypeError(f"expected a torchvision AlexNet, VGG or GoogLeNet, got {type(module).__name__}")
+        raise InputTypeError(f"expected a torchvision AlexNet, VGG or GoogLeNet, got {type(module).__name__}")
     return convert_state_dict(name, module.state_dict(), **config)
 
 

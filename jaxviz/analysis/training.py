@@ -23,6 +23,7 @@ from PIL import Image, ImageDraw
 
 from jaxviz import render
 from jaxviz.models.small import MLP2d
+from jaxviz.errors import InputError
 
 CLASS_COLOURS = ((31, 119, 180), (214, 39, 40))
 REGION_COLOURS = ((222, 235, 247), (252, 226, 224))
@@ -65,7 +66,7 @@ def train_mlp2d(x: np.ndarray, y: np.ndarray, *, hidden: int = 8, steps: int = 2
 
     wanted = sorted(set(int(r) for r in record))
     if wanted and (wanted[0] < 0 or wanted[-1] > steps):
-        raise ValueError(f"expected record iterations within 0..{steps}, got {wanted}")
+        raise InputError(f"expected record iterations within 0..{steps}, got {wanted}")
     snapshots = []
     for it in range(steps + 1):
         if it in wanted:

@@ -19,6 +19,8 @@ import numpy as np
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
+from jaxviz.errors import InputError
+
 IntPair = int | Sequence[int]
 
 
@@ -28,7 +30,7 @@ def pair(v: IntPair) -> tuple[int, int]:
         return (v, v)
     v = tuple(int(t) for t in v)
     if len(v) != 2:
-        raise ValueError(f"expected an int or a pair of ints, got {v!r}")
+        raise InputError(f"expected an int or a pair of ints, got {v!r}")
     return v
 
 
@@ -153,7 +155,7 @@ def pool_output_size(size: int, kernel: int, stride: int, padding: int, ceil_mod
     """
     span = size + 2 * padding - dilation * (kernel - 1) - 1
     if span < 0:
-        raise ValueError(
+        raise InputError(
             f"pooling window {kernel} (dilation {dilation}, padding {padding}) is larger "
             f"than the padded input of length {size}")
     out = (-(-span // stride) if ceil_mode else span // stride) + 1
@@ -178,7 +180,7 @@ def pool_padding(size: int, kernel: int, stride: int, padding: int, ceil_mode: b
 def adaptive_pool_bins(size: int, out: int) -> list[tuple[int, int]]:
     """torch's bins for adaptive pooling: ``[floor(i*size/out), ceil((i+1)*size/out))``."""
     if size < 1 or out < 1:
-        raise ValueError(f"adaptive pooling needs positive sizes, got input {size}, output {out}")
+        raise InputError(f"adaptive pooling needs positive sizes, got input {size}, output {out}")
     return [((i * size) // out, -(-((i + 1) * size) // out)) for i in range(out)]
 
 

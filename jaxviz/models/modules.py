@@ -26,6 +26,7 @@ import numpy as np
 
 from jaxviz import rules as rules_lib
 from jaxviz.models import layers
+from jaxviz.errors import InputError
 
 Initializer = Callable[..., jax.Array]
 
@@ -269,7 +270,7 @@ def run_layers(parent: nn.Module, named: Sequence[tuple[str | None, Layer]], x: 
 def _names(container) -> tuple[str | None, ...]:
     names = container.names or tuple(str(i) for i in range(len(container.layers)))
     if len(names) != len(container.layers):
-        raise ValueError(f"{type(container).__name__}: {len(container.layers)} layers but "
+        raise InputError(f"{type(container).__name__}: {len(container.layers)} layers but "
                          f"{len(names)} names")
     return tuple(names)
 

@@ -15,6 +15,8 @@ from jaxviz.models.modules import (IMAGENET_INPUT, AdaptiveAvgPool2d, BatchNorm2
                                    InputSpec, Linear, MaxPool2d, ReLU, Sequential, flatten,
                                    run_layers)
 
+from jaxviz.errors import InputError
+
 # Output channels of each 3x3 convolution; "M" is a 2x2 max pool with stride 2.
 CONFIGS: dict[str, tuple[int | str, ...]] = {
     "A": (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
@@ -57,7 +59,7 @@ class VGG(nn.Module):
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
         r = self.rules
         if self.config not in CONFIGS:
-            raise ValueError(f"unknown VGG config {self.config!r}; expected one of {sorted(CONFIGS)}")
+            raise InputError(f"unknown VGG config {self.config!r}; expected one of {sorted(CONFIGS)}")
         features = []
         for v in CONFIGS[self.config]:
             if v == "M":

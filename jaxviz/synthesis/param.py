@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxviz.errors import InputError
+from jaxviz.errors import InputError, InputTypeError
 
 # Square root of the colour correlation of ImageNet pixels (in its SVD form), as used by
 # Olah et al. 2017: multiplying decorrelated values by it gives correlated RGB.
@@ -54,7 +54,7 @@ def image_size(shape: Any) -> tuple[int, int]:
 
 def _check_activation(activation: str) -> str:
     if activation not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {activation!r}; expected one of "
+        raise InputError(f"unknown activation {activation!r}; expected one of "
                          f"{', '.join(ACTIVATIONS)}")
     return activation
 
@@ -78,9 +78,9 @@ def _unsquash(image: jax.Array, activation: str) -> jax.Array:
 def _check_image(image: Any) -> jax.Array:
     image = jnp.asarray(image)
     if image.ndim < 3 or image.shape[-1] != 3:
-        raise ValueError(f"expected an RGB image (..., H, W, 3), got shape {tuple(image.shape)}")
+        raise InputError(f"expected an RGB image (..., H, W, 3), got shape {tuple(image.shape)}")
     if not jnp.issubdtype(image.dtype, jnp.floating):
-        raise TypeError(f"expected a float image in [0, 1] units, got dtype {image.dtype}")
+        raise InputTypeError(f"expected a float image in [0, 1] units, got dtype {image.dtype}")
     return image
 
 
@@ -111,7 +111,7 @@ class Pixels:
     def __post_init__(self):
         _check_activation(self.activation)
         if not self.high >= self.low:
-            raise ValueError(f"expected low <= high, got low={self.low}, high={self.high}")
+            raise InputError(f"expected low <= high, got low={self.low}, high={self.high}")
 
     def init(self, key: jax.Array, shape: Any) -> jax.Array:
         h, w = image_size(shape)

@@ -27,12 +27,14 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from jaxviz.errors import InputError, InputTypeError
+
 Regularizer = Callable[[jax.Array], jax.Array]
 
 
 def _check(x: jax.Array, what: str) -> jax.Array:
     if x.ndim != 4:
-        raise ValueError(f"{what} expects a batch of images (N, H, W, C), got shape "
+        raise InputError(f"{what} expects a batch of images (N, H, W, C), got shape "
                          f"{tuple(x.shape)}")
     return x
 
@@ -118,13 +120,13 @@ def as_regularizers(spec: Any) -> tuple[tuple[float, Regularizer], ...]:
     if spec is None:
         return ()
     if not isinstance(spec, (list, tuple)):
-        raise TypeError(f"expected regularizers as a sequence of (weight, penalty) pairs, got "
+        raise InputTypeError(f"expected regularizers as a sequence of (weight, penalty) pairs, got "
                         f"{type(spec).__name__}")
     out = []
     for item in spec:
         if (not isinstance(item, (list, tuple)) or len(item) != 2 or not callable(item[1])
                 or isinstance(item[0], bool) or not isinstance(item[0], (int, float))):
-            raise TypeError(f"expected each regularizer as a (float weight, penalty(x) -> (N,)) "
+            raise InputTypeError(f"expected each regularizer as a (float weight, penalty(x) -> (N,)) "
                             f"pair, got {item!r}")
         out.append((float(item[0]), item[1]))
     return tuple(out)

@@ -28,12 +28,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxviz.errors import InputError, InputTypeError
+
 Transform = Callable[[jax.Array, jax.Array], jax.Array]
 
 
 def _check_image(image: jax.Array, what: str) -> None:
     if image.ndim != 3:
-        raise ValueError(f"{what} transforms one image (H, W, C) at a time (the loop vmaps "
+        raise InputError(f"{what} transforms one image (H, W, C) at a time (the loop vmaps "
                          f"it over the batch); got shape {tuple(image.shape)}")
 
 
@@ -48,9 +50,9 @@ class Pad:
 
     def __post_init__(self):
         if self.mode not in ("constant", "reflect", "edge"):
-            raise ValueError(f"unknown pad mode {self.mode!r}; expected constant, reflect or edge")
+            raise InputError(f"unknown pad mode {self.mode!r}; expected constant, reflect or edge")
         if int(self.width) < 0:
-            raise ValueError(f"expected a non-negative pad width, got {self.width}")
+            raise InputError(f"expected a non-negative pad width, got {self.width}")
 
     def __call__(self, key: jax.Array, image: jax.Array) -> jax.Array:
         _check_image(image, "pad")
@@ -69,14 +71,14 @@ class Jitter:
 
     def __post_init__(self):
         if int(self.d) < 0:
-            raise ValueError(f"expected a non-negative jitter, got {self.d}")
+            raise InputError(f"expected a non-negative jitter, got {self.d}")
 
     def __call__(self, key: jax.Array, image: jax.Array) -> jax.Array:
         _check_image(image, "jitter")
         d = int(self.d)
         h, w, c = image.shape
         if d >= min(h, w):
-            raise ValueError(f"jitter {d} leaves nothing of a {h}x{w} image")
+            raise InputError(f"jitter {d} leaves nothing of a {h}x{w} image")
         dy, dx = jax.random.randint(key, (2,), 0, d + 1)
         return jax.lax.dynamic_slice(image, (dy, dx, 0), (h - d, w - d, c))
 
@@ -188,7 +190,7 @@ class RandomScale:
 
     def __post_init__(self):
         if not self.scales or any(s <= 0 for s in self.scales):
-            raise ValueError(f"expected a non-empty sequence of positive scales, got {self.scales}")
+            raise InputError(f"expected a non-empty sequence of positive scales, got {self.scales}")
 
     def __call__(self, key: jax.Array, image: jax.Array) -> jax.Array:
         _check_image(image, "scale")
@@ -205,9 +207,9 @@ class RandomRotate:
 
     def __post_init__(self):
         if not self.angles:
-            raise ValueError("expected a non-empty sequence of angles")
+            raise InputError("expected a non-empty sequence of angles")
         if max(abs(a) for a in self.angles) > 90:
-            raise ValueError(f"expected angles within [-90, 90] degrees (three-shear rotation), "
+            raise InputError(f"expected angles within [-90, 90] degrees (three-shear rotation), "
                              f"got {self.angles}")
 
     def __call__(self, key: jax.Array, image: jax.Array) -> jax.Array:
@@ -279,13 +281,13 @@ def as_transform(spec: Any) -> Transform:
     if isinstance(spec, str):
         if spec == "standard":
             return standard()
-        raise ValueError(f"unknown transforms {spec!r}; expected 'standard', 'none', a "
+        raise InputError(f"unknown transforms {spec!r}; expected 'standard', 'none', a "
                          f"transform t(key, image) or a sequence of them")
     if isinstance(spec, (list, tuple)):
         return compose(*spec)
     if callable(spec):
         return spec
-    raise TypeError(f"expected transforms as 'standard', 'none', None, a callable "
+    raise InputTypeError(f"expected transforms as 'standard', 'none', None, a callable "
                     f"t(key, image) or a sequence of them; got {type(spec).__name__}")
 
 
