@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxviz import checks
-from jaxviz.errors import InputError, InputTypeError, LayerError
+from jaxviz.errors import InputError, InputTypeError, LayerError, ModelError
 from jaxviz.models.modules import input_spec
 from jaxviz.static import static, unwrap
 
@@ -111,9 +111,7 @@ def _trace_layer_table(model: nn.Module, shape: tuple[int, ...], dtype: Any) -> 
     try:
         with nn.intercept_methods(_recorder(model, at_init)):
             variables = jax.eval_shape(model.init, jax.random.key(0), x)
-    except (ValueError, TypeError) as e:  # too small for a later layer (a pool, a conv)
-        if not at_init:
-            raise
+    except (ValueError, TypeError) as e:  # too small for a layer (a pool, a conv)
         table = _Table(at_init.values())
         table.error = e
         return table
@@ -149,6 +147,9 @@ def output_struct(model: nn.Module, shape: Sequence[int]) -> Any:
     table = _layer_table(model, tuple(shape), jnp.float32)
     if table.error is not None:
         raise _too_small(model, tuple(shape), table)
+    if table.output is None:
+        raise ModelError(f"{type(model).__name__}.apply(variables, x) cannot be traced with "
+                         f"only variables and x (does it need an rng or mutable state?)")
     return table.output
 
 
@@ -158,7 +159,7 @@ def _too_small(model: nn.Module, shape: tuple[int, ...], table: _Table) -> Input
     spec = input_spec(model)
     if spec is not None and spec.kind == "image":
         smallest = f"; {name} is usually run at {spec.size} px" if spec.size else ""
-    after = f" after {table[-1].path!r}" if len(table) else ""
+    after = f" after {table[-1].path!r}" if len(table) else " at its first layer"
     error = InputError(f"{name} cannot run on inputs of shape {shape}: its forward pass fails"
                        f"{after} ({table.error}). Use a larger input{smallest}, or "
                        f"jaxviz.layer_names(model, size, partial=True) for the layers it reaches")
@@ -245,9 +246,10 @@ def resolve(model: nn.Module, names: Sequence[str], table: Sequence[LayerInfo]) 
             raise InputTypeError(f"layer names are strings; got {type(name).__name__} {name!r}")
         path = alias_map.get(name, name)
         if path not in known and getattr(table, "error", None) is not None:
+            where = f"after {table[-1].path!r}" if len(table) else "at its first layer"
             raise LayerError(
                 f"no layer {name!r} among the {len(known)} layers {type(model).__name__} "
-                f"reaches at this input size: its forward pass fails after {table[-1].path!r} "
+                f"reaches at this input size: its forward pass fails {where} "
                 f"({table.error}); use a larger input") from table.error
         if path not in known:
             choices = sorted(known | alias_map.keys())

@@ -30,22 +30,31 @@ from jaxviz.models.modules import flatten as torch_flatten
 BACKEND_COMPILE = "/jax/core/compile/backend_compile_duration"
 
 
+_ACTIVE: list = []  # the counters now counting
+
+
+def _on_event(event: str, duration: float, **kwargs) -> None:
+    if event == BACKEND_COMPILE:
+        for counter in _ACTIVE:
+            counter.count += 1
+
+
+# one listener for the whole session (jax < 0.10 cannot unregister one)
+jax.monitoring.register_event_duration_secs_listener(_on_event)
+
+
 class Compilations:
     """Counts XLA compilations while active."""
 
     def __init__(self):
         self.count = 0
 
-    def __call__(self, event: str, duration: float, **kwargs) -> None:
-        if event == BACKEND_COMPILE:
-            self.count += 1
-
     def __enter__(self):
-        jax.monitoring.register_event_duration_secs_listener(self)
+        _ACTIVE.append(self)
         return self
 
     def __exit__(self, *exc):
-        jax.monitoring.unregister_event_duration_listener(self)
+        _ACTIVE.remove(self)
 
 
 class WidthsNet(nn.Module):
