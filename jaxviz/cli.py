@@ -86,11 +86,11 @@ def _module(name: str) -> nn.Module:
     return create(BUNDLED[name]()[0] if name in BUNDLED else name)
 
 
-def _default_digit() -> tuple[np.ndarray, str] | None:
-    """The first held-out digit as (1, 28, 28, 1) and its description, or None without
+def _default_digit(side: int) -> tuple[np.ndarray, str] | None:
+    """The first held-out digit as (1, side, side, 1) and its description, or None without
     scikit-learn."""
     try:
-        x, labels = jv.data.digits("test")
+        x, labels = jv.data.digits("test", size=side)
     except ImportError:
         return None
     return x[:1], f"held-out digit 0 of jaxviz.data.digits('test') (a {int(labels[0])})"
@@ -114,17 +114,20 @@ def _input(args: argparse.Namespace, spec: InputSpec, seed: int) -> tuple[np.nda
         return x, f"{what}, shorter side resized to {resize}, centre {hw[0]}x{hw[1]} cropped"
     grey = spec.channels == 1
     if args.image is None and grey and spec.size == 28:
-        digit = _default_digit()
+        side = min(28, *hw)  # digits are made at 28 px, or smaller for a smaller input
+        if side < 8:
+            raise ValueError(f"--size must be at least 8 for the bundled digit; got "
+                             f"{hw[0]} {hw[1]}")
+        digit = _default_digit(side)
         if digit is not None:
             x, what = digit
             if tuple(hw) != x.shape[1:3]:  # the digit centred on a blank canvas of that size
-                if min(hw) < 28:
-                    raise ValueError(f"--size must be at least 28 for the bundled digit; got "
-                                     f"{hw[0]} {hw[1]}")
-                top, left = (hw[0] - 28) // 2, (hw[1] - 28) // 2
+                top, left = (hw[0] - side) // 2, (hw[1] - side) // 2
                 canvas = np.zeros((1, *hw, 1), np.float32)
-                canvas[:, top:top + 28, left:left + 28] = x
+                canvas[:, top:top + side, left:left + side] = x
                 x, what = canvas, f"{what}, centred on a blank {hw[0]}x{hw[1]} canvas"
+            elif side != 28:
+                what = f"{what}, at {side}x{side}"
             return x, what
     source = jv.data.sample_image(SAMPLE) if args.image is None else Path(args.image)
     x = jv.data.preprocess(source, hw, resize="exact", scale="unit", grey=grey)
