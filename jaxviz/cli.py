@@ -132,7 +132,10 @@ def _input(args: argparse.Namespace, spec: InputSpec, seed: int) -> tuple[np.nda
     source = jv.data.sample_image(SAMPLE) if args.image is None else Path(args.image)
     x = jv.data.preprocess(source, hw, resize="exact", scale="unit", grey=grey)
     what = (f"bundled photograph {SAMPLE!r}" if args.image is None else args.image)
-    return x, f"{what}, resized to {hw[0]}x{hw[1]}, {'grey ' if grey else ''}values in [0, 1]"
+    what = f"{what}, resized to {hw[0]}x{hw[1]}, {'grey ' if grey else ''}values in [0, 1]"
+    if args.image is None and grey and spec.size == 28:
+        what += " (for a held-out digit instead: pip install 'jaxviz[digits]')"
+    return x, what
 
 
 def layers(args: argparse.Namespace, out: TextIO) -> int:

@@ -84,9 +84,12 @@ def entry_point():
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             encoding="utf-8", env=env)
     yield proc
-    if proc.poll() is None:  # its test was deselected
+    # its reader was deselected, or ran in another pytest-xdist worker: stop it, close pipes
+    if proc.poll() is None:
         proc.kill()
-        proc.communicate()
+    for stream in (proc.stdout, proc.stderr):
+        stream.close()
+    proc.wait()
 
 
 @pytest.fixture(scope="module")
