@@ -99,12 +99,6 @@ def _check_choice(value: Any, choices: Sequence[str], what: str) -> str:
     return value
 
 
-def _check_positive_int(value: Any, what: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise InputError(f"expected {what} as an int >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def _baseline(baseline: Any, x: jax.Array) -> jax.Array:
     b = jnp.asarray(baseline, x.dtype)
     try:
@@ -425,7 +419,7 @@ def smoothgrad(model: nn.Module, variables: Any, x: jax.Array, target: Target, *
         if key is None:
             raise InputTypeError("smoothgrad draws random noise: pass key=jax.random.key(seed), "
                             "or the draws themselves as noise_samples=(S, N, H, W, C)")
-        samples = _check_positive_int(samples, "samples")
+        samples = checks.positive_int(samples, "samples")
         keys = jax.random.split(key, samples)
     obj = _objective(model, x, target)
     chunk = _check_batch_size(batch_size, samples)
@@ -476,7 +470,7 @@ def path_points(steps: int, method: str = "riemann_right") -> tuple[np.ndarray, 
       ValueError: unknown method; ``steps`` not a positive int (>= 2 for the trapezoid).
     """
     _check_choice(method, IG_METHODS, "integration method")
-    m = _check_positive_int(steps, "steps", 2 if method == "riemann_trapezoid" else 1)
+    m = checks.positive_int(steps, "steps", 2 if method == "riemann_trapezoid" else 1)
     k = np.arange(m, dtype=np.float64)
     if method == "riemann_trapezoid":
         alphas = k / (m - 1)
@@ -547,8 +541,8 @@ def window_positions(length: int, window: int, stride: int) -> list[int]:
     Raises:
       ValueError: ``window`` is larger than ``length``, or either is not positive.
     """
-    window = _check_positive_int(window, "window")
-    stride = _check_positive_int(stride, "stride")
+    window = checks.positive_int(window, "window")
+    stride = checks.positive_int(stride, "stride")
     if window > length:
         raise InputError(f"occlusion window {window} is larger than the input ({length})")
     starts = list(range(0, length - window + 1, stride))
@@ -561,8 +555,8 @@ def _pair(value: Any, what: str) -> tuple[int, int]:
     if isinstance(value, (tuple, list)):
         if len(value) != 2:
             raise InputError(f"expected {what} as an int or an (h, w) pair, got {value!r}")
-        return (_check_positive_int(value[0], what), _check_positive_int(value[1], what))
-    v = _check_positive_int(value, what)
+        return (checks.positive_int(value[0], what), checks.positive_int(value[1], what))
+    v = checks.positive_int(value, what)
     return v, v
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import numbers
 import re
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -48,10 +49,6 @@ def _name(model: Any) -> str:
     return type(model).__name__
 
 
-def _is_abstract(x: Any) -> bool:
-    return isinstance(x, jax.core.Tracer)
-
-
 def as_array(x: Any, what: str = "x") -> Any:
     """``x`` as a numpy or jax array (lists become numpy arrays); anything else fails."""
     if isinstance(x, (np.ndarray, jax.Array)):
@@ -64,11 +61,11 @@ def as_array(x: Any, what: str = "x") -> Any:
     raise InputTypeError(f"expected {what} as an array, got {type(x).__name__}")
 
 
-def _layout_hint(spec: InputSpec | None, x: Any, model: Any) -> str | None:
+def _layout_hint(spec: InputSpec | None, x: Any, model: Any, what: str) -> str | None:
     """Why a 4-D batch does not fit an image model's channels, and what to do; or None."""
     c = x.shape[-1]
-    nchw = (f"x of shape {tuple(x.shape)} looks like an NCHW batch (N, C, H, W); jaxviz "
-            f"takes NHWC (channels last): pass x.transpose(0, 2, 3, 1)")
+    nchw = (f"{what} of shape {tuple(x.shape)} looks like an NCHW batch (N, C, H, W); jaxviz "
+            f"takes NHWC (channels last): pass {what}.transpose(0, 2, 3, 1)")
     if spec is None:  # nothing is known of the channels: only an unmistakable NCHW batch
         return nchw if x.shape[1] in (1, 3) and c > 4 else None
     expected = spec.channels
@@ -76,35 +73,39 @@ def _layout_hint(spec: InputSpec | None, x: Any, model: Any) -> str | None:
         return None
     if x.shape[1] == expected:
         return nchw
-    what = (f"{_name(model)} takes {spec.describe()}; x has {c} channel{'s' * (c != 1)} "
-            f"(shape {tuple(x.shape)})")
+    found = (f"{_name(model)} takes {spec.describe()}; {what} has {c} channel{'s' * (c != 1)} "
+             f"(shape {tuple(x.shape)})")
     if expected == 3 and c == 1:
         normalize = " before normalizing" if spec.scale == "imagenet" else ""
-        return f"{what}: repeat a grey image on 3 channels, np.repeat(x, 3, axis=-1){normalize}"
+        return (f"{found}: repeat a grey image on 3 channels, np.repeat({what}, 3, axis=-1)"
+                f"{normalize}")
     if expected == 3 and c == 4:
-        return f"{what}: drop the alpha channel, x[..., :3]"
+        return f"{found}: drop the alpha channel, {what}[..., :3]"
     if expected == 1 and c in (3, 4):
-        return f"{what}: convert to grey, x[..., :3].mean(axis=-1, keepdims=True)"
-    return what
+        return f"{found}: convert to grey, {what}[..., :3].mean(axis=-1, keepdims=True)"
+    return found
 
 
-def _non_finite(a: np.ndarray, what: str) -> str | None:
-    bad = ~np.isfinite(a)
-    if not bad.any():
-        return None
-    nan, inf = int(np.isnan(a).sum()), int(np.isinf(a).sum())
-    first = tuple(int(i) for i in np.argwhere(bad)[0])
-    return (f"{what} holds values that are not finite ({nan} NaN, {inf} inf; the first at "
-            f"index {first}); gradients and maps of such input are meaningless")
+def positive_int(value: Any, what: str, minimum: int = 1) -> int:
+    """``value`` as an int if it is an integer (not a bool) of at least ``minimum``; else
+    :class:`InputError` naming ``what``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise InputError(f"expected {what} as an int >= {minimum}, got {value!r}")
+    return int(value)
 
 
 def finite(a: Any, what: str) -> None:
     """Raises :class:`InputError` if the concrete array ``a`` holds NaN or inf (tracers pass)."""
-    if _is_abstract(a):
+    if isinstance(a, jax.core.Tracer):
         return
-    message = _non_finite(np.asarray(a), what)
-    if message:
-        raise InputError(message)
+    a = np.asarray(a)
+    bad = ~np.isfinite(a)
+    if bad.any():
+        nan, inf = int(np.isnan(a).sum()), int(np.isinf(a).sum())
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise InputError(f"{what} holds values that are not finite ({nan} NaN, {inf} inf; the "
+                         f"first at index {first}); gradients and maps of such input are "
+                         f"meaningless")
 
 
 def batch(x: Any, model: Any = None, *, what: str = "x", images: bool = False) -> jax.Array:
@@ -158,16 +159,16 @@ def shape(x: Any, model: Any = None, *, what: str = "x", images: bool = False) -
             other = ("" if spec is not None else " (a model that takes other inputs says so "
                      "with an input_spec() method: jaxviz.models.modules.InputSpec)")
             raise InputError(f"expected {what} as {expected}; got shape {tuple(x.shape)}{other}")
-    if len(x.shape) == 0 or x.shape[0] == 0:
+    if x.ndim == 0 or x.shape[0] == 0:
         raise InputError(f"{what} is an empty batch (shape {tuple(x.shape)}): pass at least "
                          f"one example")
-    if len(x.shape) == 4:
+    if x.ndim == 4:
         if 0 in x.shape[1:3]:
             raise InputError(f"{what} has no pixels (shape {tuple(x.shape)}): height and width "
                              f"must be at least 1")
-        hint = _layout_hint(spec, x, model)
+        hint = _layout_hint(spec, x, model, what)
         if hint:
-            raise InputError(hint.replace("x of shape", f"{what} of shape", 1))
+            raise InputError(hint)
 
 
 # --- errors from inside Flax, said in the caller's terms ----------------------------------
@@ -200,7 +201,7 @@ def translate(error: Exception, model: Any = None) -> Exception | None:
     return None
 
 
-def variables(value: Any, model: Any = None) -> None:
+def variables(value: Any) -> None:
     """Raises :class:`ModelError` unless ``value`` is a Linen variables dict (a mapping with
     a ``'params'`` entry, as :func:`jaxviz.load` returns), naming the usual slip of
     passing ``variables['params']`` alone."""
@@ -218,22 +219,17 @@ def boundary(fn: F) -> F:
     """Decorates a public function of ``(model, variables, ...)``: the variables are
     checked (:func:`variables`), and Flax's scope errors raised inside reach the caller as
     :mod:`jaxviz.errors` types, with the fix."""
-    names = list(inspect.signature(fn).parameters)
-    at = names.index("variables") if "variables" in names else None
-    model_at = names.index("model") if "model" in names else None
+    signature = inspect.signature(fn)
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        if at is not None:
-            given = args[at] if len(args) > at else kwargs.get("variables", None)
-            if len(args) > at or "variables" in kwargs:
-                variables(given)
+        given = signature.bind_partial(*args, **kwargs).arguments
+        if "variables" in given:
+            variables(given["variables"])
         try:
             return fn(*args, **kwargs)
         except flax.errors.FlaxError as e:
-            model = (args[model_at] if model_at is not None and len(args) > model_at
-                     else kwargs.get("model"))
-            ours = translate(e, model)
+            ours = translate(e, given.get("model"))
             if ours is None:
                 raise
             raise ours.with_traceback(None) from e
@@ -241,4 +237,5 @@ def boundary(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-__all__ = ["as_array", "batch", "boundary", "finite", "shape", "translate", "variables"]
+__all__ = ["as_array", "batch", "boundary", "finite", "positive_int", "shape", "translate",
+           "variables"]

@@ -113,8 +113,9 @@ def _input(args: argparse.Namespace, spec: InputSpec, seed: int) -> tuple[np.nda
                 else args.image)
         return x, f"{what}, shorter side resized to {resize}, centre {hw[0]}x{hw[1]} cropped"
     grey = spec.channels == 1
-    if args.image is None and grey and spec.size == 28:
-        side = min(28, *hw)  # digits are made at 28 px, or smaller for a smaller input
+    digits = args.image is None and grey and spec.size == jv.data.DIGITS_SIZE  # LeNet
+    if digits:
+        side = min(jv.data.DIGITS_SIZE, *hw)  # the digit at its size, or smaller
         if side < 8:
             raise ValueError(f"--size must be at least 8 for the bundled digit; got "
                              f"{hw[0]} {hw[1]}")
@@ -122,10 +123,9 @@ def _input(args: argparse.Namespace, spec: InputSpec, seed: int) -> tuple[np.nda
         if digit is not None:
             x, what = digit
             if tuple(hw) != x.shape[1:3]:  # the digit centred on a blank canvas of that size
-                top, left = (hw[0] - side) // 2, (hw[1] - side) // 2
-                canvas = np.zeros((1, *hw, 1), np.float32)
-                canvas[:, top:top + side, left:left + side] = x
-                x, what = canvas, f"{what}, centred on a blank {hw[0]}x{hw[1]} canvas"
+                centre = [((hw[0] - side) // 2, (hw[1] - side) // 2)]
+                x = jv.data.place_on_canvas(x, hw, centre)
+                what = f"{what}, centred on a blank {hw[0]}x{hw[1]} canvas"
             elif side != 28:
                 what = f"{what}, at {side}x{side}"
             return x, what
@@ -133,7 +133,7 @@ def _input(args: argparse.Namespace, spec: InputSpec, seed: int) -> tuple[np.nda
     x = jv.data.preprocess(source, hw, resize="exact", scale="unit", grey=grey)
     what = (f"bundled photograph {SAMPLE!r}" if args.image is None else args.image)
     what = f"{what}, resized to {hw[0]}x{hw[1]}, {'grey ' if grey else ''}values in [0, 1]"
-    if args.image is None and grey and spec.size == 28:
+    if digits:
         what += " (for a held-out digit instead: pip install 'jaxviz[digits]')"
     return x, what
 

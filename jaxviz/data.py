@@ -706,22 +706,24 @@ def digits(split: str = "test", size: int = DIGITS_SIZE) -> tuple[np.ndarray, np
     return x[idx], labels[idx]
 
 
-def place_on_canvas(x: np.ndarray, canvas: int, positions: np.ndarray) -> np.ndarray:
+def place_on_canvas(x: np.ndarray, canvas: int | tuple[int, int],
+                    positions: np.ndarray) -> np.ndarray:
     """Each image of ``x (N, h, w, C)`` pasted at ``positions[n] = (top, left)`` on a blank
-    (zero) ``canvas`` x ``canvas`` image: (N, canvas, canvas, C).
+    (zero) canvas of side ``canvas`` (or ``(H, W)``): (N, H, W, C).
 
     Raises:
-      ValueError: a position puts an image outside the canvas.
+      InputError: a position puts an image outside the canvas.
     """
     x = np.asarray(x)
+    ch, cw = (canvas, canvas) if isinstance(canvas, int) else (int(canvas[0]), int(canvas[1]))
     positions = np.asarray(positions, np.int64).reshape(-1, 2)
     n, h, w = x.shape[:3]
     if len(positions) != n:
         raise InputError(f"expected one (top, left) position per image, {n}; got {len(positions)}")
-    if (positions < 0).any() or (positions[:, 0] + h > canvas).any() or (positions[:, 1] + w > canvas).any():
-        raise InputError(f"positions must keep each {h}x{w} image inside the {canvas}x{canvas} "
-                         f"canvas (0 <= top <= {canvas - h}, 0 <= left <= {canvas - w})")
-    out = np.zeros((n, canvas, canvas, *x.shape[3:]), x.dtype)
+    if (positions < 0).any() or (positions[:, 0] + h > ch).any() or (positions[:, 1] + w > cw).any():
+        raise InputError(f"positions must keep each {h}x{w} image inside the {ch}x{cw} "
+                         f"canvas (0 <= top <= {ch - h}, 0 <= left <= {cw - w})")
+    out = np.zeros((n, ch, cw, *x.shape[3:]), x.dtype)
     for i, (top, left) in enumerate(positions):
         out[i, top:top + h, left:left + w] = x[i]
     return out

@@ -238,20 +238,6 @@ def _routed_global_max_jvp(primals, tangents):
     return x.max(axis=(1, 2)), picked
 
 
-def _linear_global_max(x):
-    h, w = x.shape[1:3]
-
-    @jax.custom_vjp
-    def pool(x):
-        return x.max(axis=(1, 2))
-
-    def bwd(_, g):
-        return (jnp.broadcast_to((g / (h * w))[:, None, None, :], x.shape),)
-
-    pool.defvjp(lambda x: (pool(x), None), bwd)
-    return pool(x)
-
-
 def global_max_pool(x: jax.Array, rule: str = "gradient") -> jax.Array:
     """The largest value of each channel of ``x: (N, H, W, C)`` over space: (N, C).
 
@@ -260,6 +246,7 @@ def global_max_pool(x: jax.Array, rule: str = "gradient") -> jax.Array:
     rule), or under ``linear`` the global average pool's, ``g / (H W)`` everywhere.
     """
     check_rule(rule)
-    if rule == "linear":
-        return _linear_global_max(x)
+    if rule == "linear":  # max pooling with one window over the whole map
+        h, w = x.shape[1:3]
+        return _linear_max_pool(x, (h, w), (h, w), ((0, 0), (0, 0))).reshape(x.shape[0], -1)
     return _routed_global_max(x)

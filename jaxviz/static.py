@@ -44,8 +44,8 @@ def _freeze(value: Any, keep: list) -> Any:
         return (type(value), tuple(_freeze(v, keep) for v in value))
     if isinstance(value, dict):
         return (type(value), tuple((_freeze(k, keep), _freeze(v, keep)) for k, v in value.items()))
-    if isinstance(value, (set, frozenset)):
-        return (type(value), frozenset(_freeze(v, keep) for v in value))
+    if isinstance(value, set):  # its elements are hashable
+        return (set, frozenset(value))
     if hasattr(value, "shape") and hasattr(value, "dtype") and np.size(value) <= _SMALL_ARRAY:
         try:
             a = np.asarray(value)

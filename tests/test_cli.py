@@ -173,6 +173,20 @@ def test_layers_image_size_and_seed_options(tmp_path, monkeypatch, alexnet):
     assert {path: output for path, _, _, output in rows} == expected
 
 
+def test_layers_digits_model_takes_a_held_out_digit_at_any_size():
+    # At 12 x 40 the digit is made 12 px and centred on a blank canvas: the table is that
+    # input's, layer by layer.
+    pytest.importorskip("sklearn")
+    code, out, err = run(["layers", "lenet_digits", "--size", "12", "40"])
+    assert (code, err) == (0, "")
+    assert out.splitlines()[1] == ("input:   held-out digit 0 of jaxviz.data.digits('test') "
+                                   "(a 1), centred on a blank 12x40 canvas")
+    model, variables = jv.load("lenet_digits")
+    x = jv.data.place_on_canvas(jv.data.digits("test", size=12)[0][:1], (12, 40), [(0, 14)])
+    assert {path: output for path, _, _, output in table_rows(out)} == expected_summaries(
+        model, variables, x)
+
+
 def test_layers_unknown_model_suggests_close_names():
     err = assert_one_error_line(*run(["layers", "alexnt"]))
     assert "unknown model 'alexnt'" in err and "Did you mean alexnet?" in err

@@ -15,17 +15,14 @@ test_attribution.py and test_synthesis_torch.py.
 
 from __future__ import annotations
 
-import contextlib
-import io
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import jaxviz as jv
-from jaxviz.cli import main
 from jaxviz.models.modules import input_spec
+from test_cli import run, table_rows
 
 NAMES = [*jv.models.ARCHITECTURES, *jv.models.BUNDLED]
 IMAGENET_SIZE = 64
@@ -143,13 +140,8 @@ def test_layers_command(loaded):
     spec = input_spec(model)
     if spec.kind == "image" and spec.scale == "imagenet":
         argv += ["--size", str(IMAGENET_SIZE)]
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(argv)
-    assert code == 0, err.getvalue()
-    lines = out.getvalue().splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("layer "))
-    end = next(i for i, line in enumerate(lines) if line.startswith("top-"))
-    listed = [line.split()[0] for line in lines[start + 1:end]]
+    code, out, err = run(argv)
+    assert code == 0, err
+    listed = [row[0] for row in table_rows(out)]
     assert listed == [info.path for info in jv.layer_names(
         model, x.shape[1:] if x.ndim == 4 else x.shape)], name

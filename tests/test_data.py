@@ -163,6 +163,21 @@ def test_preprocess_batches_and_modes():
     assert data.preprocess(chelsea, (64, 32), resize="exact").shape == (1, 64, 32, 3)
 
 
+def test_preprocess_unit_scale_and_grey():
+    # scale="unit" stops before the normalization; grey averages its three channels.
+    # Exact: the same float32 pixels, one mean.
+    chelsea = data.sample_image("chelsea")
+    unit = data.preprocess(chelsea, 40, resize="exact", scale="unit")
+    np.testing.assert_array_equal(
+        data.normalize(unit), data.preprocess(chelsea, 40, resize="exact"))
+    assert 0 <= unit.min() and unit.max() <= 1
+    grey = data.preprocess(chelsea, 40, resize="exact", grey=True)
+    assert grey.shape == (1, 40, 40, 1)
+    np.testing.assert_array_equal(grey, unit.mean(axis=-1, keepdims=True))
+    with pytest.raises(ValueError, match="unknown scale"):
+        data.preprocess(chelsea, scale="01")
+
+
 def test_normalize_roundtrip_numpy_and_jax():
     x = np.random.default_rng(3).random((2, 4, 5, 3)).astype(np.float32)
     y = data.normalize(x)

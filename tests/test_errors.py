@@ -11,8 +11,6 @@ function lets a framework error (a Flax scope error, ``ZeroDivisionError``, a ba
 
 from __future__ import annotations
 
-import contextlib
-import io
 import pickle
 import re
 from pathlib import Path
@@ -24,9 +22,9 @@ import pytest
 import jaxviz as jv
 from conftest import numpy_random_alexnet
 from jaxviz.analysis import adversarial
-from jaxviz.cli import main
 from jaxviz.errors import InputError, InputTypeError, LayerError, ModelError, WeightsError
-from jaxviz.models.modules import Conv2d, Linear, MaxPool2d, ReLU, Sequential
+from jaxviz.models.modules import Conv2d, MaxPool2d, ReLU, Sequential
+from test_cli import run as run_command
 from test_compile import CALLS, NEEDS_RULES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,21 +69,13 @@ class _Payload:
         return (Path.touch, (self.marker,))
 
 
-def command(argv):
-    """``jaxviz ...`` in-process: raises SystemExit(code) with stderr as its message."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(argv)
-    return code, err.getvalue()
-
-
 class CommandError(Exception):
     """What a failed ``jaxviz`` command amounts to: exit status 2, one error line."""
 
 
 def cli(argv):
     def run(s):
-        code, err = command(argv)
+        code, _, err = run_command(argv)
         # one "jaxviz: error: ..." line, or argparse's usage and "jaxviz layers: error: ..."
         last = err.strip().splitlines()[-1] if err.strip() else ""
         if code == 2 and re.match(r"jaxviz( \w+)?: error: ", last) and "Traceback" not in err:
@@ -282,6 +272,11 @@ def test_documented_mistake_gets_its_error(subjects, case):
         assert word in message, (case, message)
     if error is not CommandError:
         assert isinstance(info.value, jv.JaxvizError) or error is FileNotFoundError
+    # the page shows this message (its start, where it is cut with "…")
+    shown = {cells[0].strip("`"): cells[4] for cells in _doc_rows()}.get(case)
+    assert shown is not None, f"{case} is not in docs/errors.md"
+    said = message.replace(str(subjects.tmp), "DIR").replace("|", "\\|").replace("\n", " ")
+    assert said.startswith(shown.removesuffix(" …")), (case, said, shown)
 
 
 def test_the_pickle_payload_never_ran(subjects):

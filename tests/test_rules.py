@@ -243,20 +243,25 @@ def alexnet():
 ARCHITECTURES = list(jv.models.ARCHITECTURES)
 
 
-@pytest.fixture(scope="module", params=ARCHITECTURES)
-def registry_model(request):
-    """Every registered architecture with its seeded random weights and two inputs it
-    takes (ImageNet models at 64 px)."""
-    model, variables = jv.load(request.param)
+def two_inputs(model) -> jax.Array:
+    """Two inputs ``model`` takes: noise images (ImageNet models at 64 px), or a point and
+    its mirror image (different hidden units fire)."""
     spec = modules.input_spec(model)
     rng = np.random.default_rng(0)
-    if spec.kind == "vector":  # a point and its mirror image: different hidden units fire
+    if spec.kind == "vector":
         point = 3.0 * rng.standard_normal(spec.channels)
         x = np.stack([point, -point])
     else:
         side = 64 if spec.scale == "imagenet" else spec.size
         x = rng.standard_normal((2, side, side, spec.channels))
-    return request.param, model, variables, jnp.asarray(x, jnp.float32)
+    return jnp.asarray(x, jnp.float32)
+
+
+@pytest.fixture(scope="module", params=ARCHITECTURES)
+def registry_model(request):
+    """Every registered architecture with its seeded random weights and two inputs."""
+    model, variables = jv.load(request.param)
+    return request.param, model, variables, two_inputs(model)
 
 
 @functools.partial(jax.jit, static_argnames="model")
@@ -274,13 +279,7 @@ def test_forward_ignores_rules_and_backward_uses_them(name):
     # the two tests below check each rule where its definition decides, and that the
     # linear rule reaches every ReLU and max pool.)
     model, variables = jv.load(name)
-    spec = modules.input_spec(model)
-    rng = np.random.default_rng(0)
-    if spec.kind == "vector":
-        x = jnp.asarray(3.0 * rng.standard_normal((2, spec.channels)), jnp.float32)
-    else:
-        side = 64 if spec.scale == "imagenet" else spec.size
-        x = jnp.asarray(rng.standard_normal((2, side, side, spec.channels)), jnp.float32)
+    x = two_inputs(model)
     assert model.rules == "gradient"
     base = np.asarray(model.apply(variables, x))
     assert np.abs(base).max() > 0
@@ -338,6 +337,27 @@ def test_model_with_unknown_rule_raises(alexnet):
     model, variables, x = alexnet
     with pytest.raises(ValueError, match="expected one of"):
         model.clone(rules="bogus").apply(variables, x)
+
+
+@pytest.mark.parametrize("rule", rules.RULES)
+def test_global_max_pool_is_max_pool_with_one_window(rule):
+    # Reference: rules.max_pool with a single window over the whole map (tested above
+    # against torch). Integer-valued inputs make ties (the first maximum takes the
+    # gradient); a random cotangent per channel tells the channels apart. Exact (0):
+    # both route or share single values.
+    x = jnp.asarray(np.random.default_rng(0).integers(0, 3, (2, 5, 4, 3)), jnp.float32)
+    g = jnp.asarray(np.random.default_rng(1).standard_normal((2, 3)), jnp.float32)
+    got_y, pull = jax.vjp(lambda t: rules.global_max_pool(t, rule), x)
+    want_y, want_pull = jax.vjp(
+        lambda t: rules.max_pool(t, (5, 4), (5, 4), ((0, 0), (0, 0)), rule).reshape(2, 3), x)
+    np.testing.assert_array_equal(got_y, want_y)
+    np.testing.assert_array_equal(pull(g)[0], want_pull(g)[0])
+    if rule != "linear":  # forward mode routes the same way
+        t = jnp.asarray(np.random.default_rng(2).standard_normal(x.shape), jnp.float32)
+        np.testing.assert_array_equal(
+            jax.jvp(lambda u: rules.global_max_pool(u, rule), (x,), (t,))[1],
+            jax.jvp(lambda u: rules.max_pool(u, (5, 4), (5, 4), ((0, 0), (0, 0)), rule),
+                    (x,), (t,))[1].reshape(2, 3))
 
 
 def test_max_pool_derivative_equals_autodiff_of_the_reduction_ties_included():

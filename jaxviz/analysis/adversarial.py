@@ -25,7 +25,6 @@ References:
 from __future__ import annotations
 
 import functools
-import numbers
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -44,12 +43,6 @@ NORMS = ("linf", "l2")
 
 def _identity(x):
     return x
-
-
-def _positive_int(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise InputError(f"expected {what} as a positive int, got {value!r}")
-    return int(value)
 
 
 def _check(model: nn.Module, x: Any, labels: Any,
@@ -160,7 +153,7 @@ def gradient_ascent(model: nn.Module, variables: Any, x: jax.Array, labels: jax.
       An :class:`Attack` with the per-iteration predictions.
     """
     x, labels = _check(model, x, labels, preprocess)
-    steps = _positive_int(steps, "steps")
+    steps = checks.positive_int(steps, "steps")
     pre = preprocess or _identity
     x_adv, preds = _ascent(static_lib.static(model), variables, x, labels,
                            jnp.asarray(lr, x.dtype), steps,
@@ -225,7 +218,7 @@ def pgd(model: nn.Module, variables: Any, x: jax.Array, labels: jax.Array, *, ep
     if not eps > 0:
         raise InputError(f"expected a positive eps, got {eps!r}")
     x, labels = _check(model, x, labels, preprocess)
-    steps = _positive_int(steps, "steps")
+    steps = checks.positive_int(steps, "steps")
     step_size = 2.5 * eps / steps if step_size is None else step_size
     x_adv, preds = _pgd(static_lib.static(model), variables, x, labels,
                         jnp.asarray(eps, x.dtype), jnp.asarray(step_size, x.dtype), steps, norm,
@@ -257,8 +250,8 @@ def sphere_check(model: nn.Module, variables: Any, x: jax.Array, radius: jax.Arr
     perturbations twice as large as an adversarial one rarely change the label.
     """
     x = checks.batch(x, model if preprocess is None else None)
-    n = _positive_int(n, "n")
-    batch_size = _positive_int(batch_size, "batch_size")
+    n = checks.positive_int(n, "n")
+    batch_size = checks.positive_int(batch_size, "batch_size")
     radius = checks.as_array(radius, "radius")
     try:
         radius = jnp.broadcast_to(jnp.asarray(radius, x.dtype), (x.shape[0],))

@@ -88,12 +88,6 @@ def normalize_by_max_abs(eps: float = 1e-8) -> optax.GradientTransformation:
 # --- checks ------------------------------------------------------------------------------
 
 
-def _positive_int(value: Any, what: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise InputError(f"expected {what} as an int >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def _positive_float(value: Any, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
         raise InputError(f"expected {what} as a positive number, got {value!r}")
@@ -107,9 +101,6 @@ def grey(images: jax.Array) -> jax.Array:
 
 def _identity(images: jax.Array) -> jax.Array:
     return images
-
-
-PREPROCESS = ("auto", "imagenet", "grey", None)
 
 
 def _preprocess(spec: Any, model: nn.Module) -> Callable[[jax.Array], jax.Array]:
@@ -399,9 +390,9 @@ def visualize(model: nn.Module, variables: Any, objective: Any, *, key: jax.Arra
       LayerError: the objective names a layer the model does not have.
     """
     key = _key(key)
-    batch = _positive_int(batch, "batch")
-    steps = _positive_int(steps, "steps")
-    octaves = _positive_int(octaves, "octaves")
+    batch = checks.positive_int(batch, "batch")
+    steps = checks.positive_int(steps, "steps")
+    octaves = checks.positive_int(octaves, "octaves")
     octave_scale = _positive_float(octave_scale, "octave_scale")
     output_scale = _positive_float(output_scale, "output_scale")
     loop = _loop(loop)
@@ -426,14 +417,11 @@ def _model_input_shape(config: Config, n: int, hw: tuple[int, int]) -> tuple[int
     and the preprocessing (traced, nothing computed); checked against the model."""
     seen = _seen_size(config.transform, hw)
     out = jax.eval_shape(config.preprocess, jax.ShapeDtypeStruct((n, *seen, 3), jnp.float32))
-    shape = tuple(getattr(out, "shape", ()))
-    spec = input_spec(config.model)
-    if len(shape) != 4 or (spec is not None and shape[-1] != spec.channels):
-        expected = spec.describe() if spec is not None else "(N, H, W, C) images"
-        raise InputError(f"the preprocessing turns ({n}, {seen[0]}, {seen[1]}, 3) images into "
-                         f"shape {shape}, but {type(config.model).__name__} takes {expected}: "
-                         f"preprocess='auto' picks the model's own")
-    return shape
+    try:
+        checks.shape(out, config.model, what="preprocess(images)", images=True)
+    except InputError as e:
+        raise InputError(f"{e} (preprocess='auto' picks the model's own input)") from None
+    return tuple(out.shape)
 
 
 def _as_objective(objective: Any) -> Any:
@@ -581,7 +569,7 @@ def sweep(model: nn.Module, variables: Any, layer: str, channels: Any = "all", *
       (len(channels), H, W, 3) images.
     """
     key = _key(key)
-    steps = _positive_int(steps, "steps")
+    steps = checks.positive_int(steps, "steps")
     hw = param_lib.image_size(size)
     loop = _loop(loop)
     config = _config(model, param, transforms, regularizers, optimizer, preprocess)
@@ -592,7 +580,7 @@ def sweep(model: nn.Module, variables: Any, layer: str, channels: Any = "all", *
     if batch_size is None:
         chunk = images_per_chunk(model, layer, seen, memory_bytes)
     else:
-        chunk = _positive_int(batch_size, "batch_size")
+        chunk = checks.positive_int(batch_size, "batch_size")
     chunk = min(chunk, len(chans))
     ndev = jax.device_count()
     if ndev > 1:
