@@ -41,7 +41,7 @@ References:
 from __future__ import annotations
 
 import numbers
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -50,8 +50,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxviz import capture, checks
+from jaxviz import rules as rules_lib
 from jaxviz import static as static_lib
-from jaxviz.errors import InputError, InputTypeError, ModelError
+from jaxviz.errors import InputError, InputTypeError
 from jaxviz.models.modules import input_spec
 from jaxviz import objectives as objectives_lib
 
@@ -110,16 +111,7 @@ def _baseline(baseline: Any, x: jax.Array) -> jax.Array:
 
 
 def _with_rule(model: nn.Module, rule: str, method: str) -> nn.Module:
-    if "rules" not in getattr(model, "__dataclass_fields__", {}):
-        raise ModelError(
-            f"{method} needs a model whose ReLUs follow a backward rule; "
-            f"{type(model).__name__} has no 'rules' field. Give the model a field "
-            f"`rules: str = \"gradient\"` and build its ReLUs and max pools with "
-            f"jaxviz.models.modules.ReLU(rule=self.rules) and "
-            f"jaxviz.models.modules.MaxPool2d(..., rule=self.rules) (or call "
-            f"jaxviz.rules.relu(x, self.rules)); then model.clone(rules={rule!r}) selects "
-            f"the rule.")
-    return model.clone(rules=rule)
+    return rules_lib.with_rule(model, rule, method)
 
 
 # --- compiled cores -------------------------------------------------------------------------
@@ -161,23 +153,7 @@ def _copies_values(model, variables, xs, objective) -> jax.Array:
     return _values(model, variables, xs.reshape(s * n, *xs.shape[2:]), tiled).reshape(s, n)
 
 
-def _compiled(core: Callable, static: int) -> Callable:
-    """``core(*statics, *arrays)`` jitted with its first ``static`` arguments static.
-
-    A static argument that cannot be hashed (a user's model with list fields) is keyed
-    by its structure (:mod:`jaxviz.static`), so a second call with the same model and
-    shapes compiles nothing, whatever the model.
-    """
-
-    def unwrapped(*args):
-        return core(*(static_lib.unwrap(a) for a in args[:static]), *args[static:])
-
-    jitted = jax.jit(unwrapped, static_argnums=tuple(range(static)))
-
-    def call(*args):
-        return jitted(*(static_lib.static(a) for a in args[:static]), *args[static:])
-
-    return call
+_compiled = static_lib.jit
 
 
 _values_jit = _compiled(_values, 1)

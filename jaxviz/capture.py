@@ -284,6 +284,19 @@ def activations(model: nn.Module, variables: Any, x: jax.Array,
       InputError, InputTypeError: ``x`` does not fit the model (:func:`jaxviz.checks.batch`).
     """
     x = checks.batch(x, model)
+    names = layer_list(layers, unique=False, empty_ok=True)
+    return run(model, variables, x, names, logits=False)[1]
+
+
+def layer_list(layers: str | Sequence[str], *, unique: bool = True,
+               empty_ok: bool = False) -> list[str]:
+    """``layers`` (a name or a sequence of names) as a list of names, each once in the
+    order given (or as given, repeats included, without ``unique``).
+
+    Raises:
+      InputTypeError: not a string or a sequence of strings.
+      InputError: an empty sequence (unless ``empty_ok``).
+    """
     if isinstance(layers, str):
         names = [layers]
     elif isinstance(layers, Sequence) and all(isinstance(name, str) for name in layers):
@@ -291,7 +304,9 @@ def activations(model: nn.Module, variables: Any, x: jax.Array,
     else:
         raise InputTypeError(f"layer names are strings: expected layers as a name or a "
                              f"sequence of names, got {layers!r}")
-    return run(model, variables, x, names, logits=False)[1]
+    if not names and not empty_ok:
+        raise InputError("expected at least one layer name, got an empty sequence")
+    return list(dict.fromkeys(names)) if unique else names
 
 
 def run(model: nn.Module, variables: Any, x: jax.Array, layers: Sequence[str], *,

@@ -449,24 +449,28 @@ class LayerMax(Objective):
 
 @_register
 class Direction(Objective):
-    """Dot product of ``layer``'s channel vector with ``vector``, averaged over space.
+    """Dot product of ``layer``'s channel vector with ``vector``, averaged over space or
+    taken at one position.
 
     ``mean_{h, w} sum_c A[n, h, w, c] v[n, c]`` (Olah et al. 2017's "direction"; the
-    vector is used as given, not normalized).
+    vector is used as given, not normalized). With a ``position``, only that position's
+    channel vector: ``sum_c A[n, y, x, c] v[n, c]`` (lucid's ``direction_neuron``).
 
     Attributes:
       layer: layer name.
       vector: (C,) or (N, C) direction.
+      position: None (the spatial mean), "centre" (``(h // 2, w // 2)``) or ``(y, x)``.
     """
 
     layer: str = _static()
     vector: Any = None
+    position: Any = _static(default=None)
 
     def layers(self):
         return (self.layer,)
 
     def tile(self, reps):
-        return Direction(self.layer, _tile_leading(self.vector, reps, 2))
+        return Direction(self.layer, _tile_leading(self.vector, reps, 2), self.position)
 
     def _check(self, shape):
         v = tuple(np.shape(self.vector))
@@ -474,12 +478,28 @@ class Direction(Objective):
             raise InputError(f"expected a direction of shape ({shape[-1]},) or "
                              f"({shape[0]}, {shape[-1]}) for layer {self.layer!r} of shape "
                              f"{tuple(shape)}; got shape {v}")
+        if self.position is not None:
+            if len(shape) != 4:
+                raise InputError(f"a direction at a position needs a spatial (N, h, w, C) "
+                                 f"layer; {self.layer!r} has shape {tuple(shape)}")
+            y, x = self._yx(shape)
+            if not (0 <= y < shape[1] and 0 <= x < shape[2]):
+                raise InputError(f"position (y={y}, x={x}) is outside layer {self.layer!r} "
+                                 f"of size {shape[1]}x{shape[2]}")
+
+    def _yx(self, shape):
+        if self.position == "centre":
+            return shape[1] // 2, shape[2] // 2
+        return self.position
 
     def evaluate(self, found):
         a = found.acts[self.layer]
         self._check(a.shape)
         v = jnp.broadcast_to(jnp.asarray(self.vector, a.dtype), (a.shape[0], a.shape[-1]))
-        return jnp.einsum("nc,nc->n", _spatial_mean(a), v)
+        if self.position is None:
+            return jnp.einsum("nc,nc->n", _spatial_mean(a), v)
+        y, x = self._yx(a.shape)
+        return jnp.einsum("nc,nc->n", a[:, y, x, :], v)
 
     def check(self, model, shape, dtype=jnp.float32):
         self._check(_layer_shapes(model, shape, [self.layer])[self.layer])
@@ -654,13 +674,24 @@ def diversity(layer: str) -> Diversity:
     return Diversity(_layer_name(layer))
 
 
-def direction(layer: str, vector: jax.Array) -> Direction:
-    """Mean over space of ``A[n, h, w, :] . vector`` (vector (C,) or (N, C))."""
+def direction(layer: str, vector: jax.Array, *, position: Any = None) -> Direction:
+    """``A[n, h, w, :] . vector`` (vector (C,) or (N, C)): its mean over space, or at
+    ``position`` ("centre" or ``(y, x)``)."""
     vector = vector if isinstance(vector, jax.Array) else np.asarray(vector)
     if vector.ndim not in (1, 2) or not jnp.issubdtype(vector.dtype, jnp.floating):
         raise InputError(f"expected a float direction of shape (C,) or (N, C), got "
                          f"{vector.dtype} of shape {tuple(vector.shape)}")
-    return Direction(_layer_name(layer), vector)
+    if position is not None and position != "centre":
+        try:
+            y, x = position
+            ok = all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in (y, x))
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise InputTypeError(f"expected position as None, 'centre' or (y, x) ints; got "
+                                 f"{position!r}")
+        position = (int(y), int(x))
+    return Direction(_layer_name(layer), vector, position)
 
 
 def _layer_name(layer: Any) -> str:

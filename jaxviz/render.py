@@ -285,7 +285,9 @@ REDUCTIONS: tuple[str, ...] = ("abs_sum", "sum", "abs_max", "l2")
 # interpolated linearly between. "inferno": ten samples of matplotlib's perceptually
 # uniform inferno (van der Walt & Smith), black-purple-orange-pale yellow, domain
 # [0, 1]. "diverging": blue-white-red (ColorBrewer RdBu endpoints), domain [-1, 1],
-# white exactly at 0.
+# white exactly at 0. "weights": the diverging scale of Olah et al.'s "Visualizing Weights"
+# (Distill 2020), #0571b0 #92c5de #f7f7f7 #f4a582 #ca0020 (ColorBrewer RdBu, 5 classes),
+# domain [-1, 1], light grey at 0.
 CMAPS: dict[str, tuple[tuple[int, int, int], ...]] = {
     "inferno": (
         (0, 0, 4), (27, 12, 65), (74, 12, 107), (120, 28, 109), (165, 44, 96),
@@ -294,8 +296,11 @@ CMAPS: dict[str, tuple[tuple[int, int, int], ...]] = {
     "diverging": (
         (5, 48, 97), (67, 147, 195), (255, 255, 255), (214, 96, 77), (103, 0, 31),
     ),
+    "weights": (
+        (5, 113, 176), (146, 197, 222), (247, 247, 247), (244, 165, 130), (202, 0, 32),
+    ),
 }
-_CMAP_DOMAIN = {"inferno": (0.0, 1.0), "diverging": (-1.0, 1.0)}
+_CMAP_DOMAIN = {"inferno": (0.0, 1.0), "diverging": (-1.0, 1.0), "weights": (-1.0, 1.0)}
 
 
 def _concrete(x: Any, fname: str) -> np.ndarray:
@@ -410,7 +415,8 @@ def heatmap(m: Any, cmap: str = "inferno") -> np.ndarray:
 
     Args:
       m: map of any shape, typically (N, H, W).
-      cmap: ``"inferno"`` or ``"diverging"``.
+      cmap: ``"inferno"``, ``"diverging"`` or ``"weights"`` (domain [-1, 1], the
+        diverging weight colours of Olah et al. 2020, light grey ``(247, 247, 247)`` at 0).
 
     Returns:
       ``m.shape + (3,)`` uint8 RGB, e.g. (N, H, W, 3).

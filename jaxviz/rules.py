@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxviz.errors import InputError
+from jaxviz.errors import InputError, ModelError
 
 RULES: tuple[str, ...] = ("gradient", "deconvnet", "guided", "linear")
 
@@ -48,6 +48,22 @@ def check_rule(rule: str) -> str:
     if rule not in RULES:
         raise InputError(f"unknown backward rule {rule!r}; expected one of {', '.join(RULES)}")
     return rule
+
+
+def with_rule(model, rule: str, method: str):
+    """``model.clone(rules=rule)``, or a :class:`~jaxviz.errors.ModelError` that says how
+    to give a user's model a ``rules`` field; ``method`` names what needs it."""
+    check_rule(rule)
+    if "rules" not in getattr(model, "__dataclass_fields__", {}):
+        raise ModelError(
+            f"{method} needs a model whose ReLUs follow a backward rule; "
+            f"{type(model).__name__} has no 'rules' field. Give the model a field "
+            f"`rules: str = \"gradient\"` and build its ReLUs and max pools with "
+            f"jaxviz.models.modules.ReLU(rule=self.rules) and "
+            f"jaxviz.models.modules.MaxPool2d(..., rule=self.rules) (or call "
+            f"jaxviz.rules.relu(x, self.rules)); then model.clone(rules={rule!r}) selects "
+            f"the rule.")
+    return model.clone(rules=rule)
 
 
 # --- ReLU ---------------------------------------------------------------------------

@@ -17,8 +17,10 @@ taken at that call; Linen modules are meant to be immutable, and so are their fi
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
+import jax
 import numpy as np
 
 _SMALL_ARRAY = 4096  # arrays up to this many elements are keyed by value, larger by identity
@@ -92,4 +94,22 @@ def unwrap(value: Any) -> Any:
     return value.value if isinstance(value, Static) else value
 
 
-__all__ = ["Static", "static", "unwrap"]
+def jit(core: Callable, n_static: int) -> Callable:
+    """``core(*statics, *arrays)`` jitted with its first ``n_static`` arguments static.
+
+    A static argument that cannot be hashed (a user's model with list fields) is keyed
+    by its structure (:func:`static`), so a second call with the same model and shapes
+    compiles nothing, whatever the model.
+    """
+
+    def unwrapped(*args):
+        return core(*(unwrap(a) for a in args[:n_static]), *args[n_static:])
+
+    jitted = jax.jit(unwrapped, static_argnums=tuple(range(n_static)))
+
+    def call(*args):
+        return jitted(*(static(a) for a in args[:n_static]), *args[n_static:])
+
+    return call
+
+__all__ = ["Static", "jit", "static", "unwrap"]

@@ -13,7 +13,9 @@ that takes a model fails ``test_every_public_function_is_covered`` until it is a
 
 from __future__ import annotations
 
+import importlib
 import inspect
+import pkgutil
 from collections.abc import Callable
 
 import flax.linen as nn
@@ -23,7 +25,7 @@ import numpy as np
 import pytest
 
 import jaxviz as jv
-from jaxviz.analysis import adversarial
+from jaxviz.analysis import adversarial, embeddings, maps, weights
 from jaxviz.models.modules import AdaptiveAvgPool2d, Conv2d, Linear, MaxPool2d, ReLU, Sequential
 from jaxviz.models.modules import flatten as torch_flatten
 
@@ -146,7 +148,45 @@ CALLS: dict[str, Callable] = {
     "jaxviz.analysis.adversarial.sphere_check":
         lambda m, v, x, layer: adversarial.sphere_check(m, v, x, 0.5, key=KEY, n=4,
                                                         batch_size=2),
+    "jaxviz.analysis.maps.kernel": lambda m, v, x, layer: maps.kernel(m, v, layer),
+    "jaxviz.analysis.maps.conv_layers": lambda m, v, x, layer: maps.conv_layers(m, v),
+    "jaxviz.analysis.maps.activation_maps":
+        lambda m, v, x, layer: maps.activation_maps(m, v, x[:1], layer),
+    "jaxviz.analysis.maps.histograms":
+        lambda m, v, x, layer: maps.histograms(m, v, x, layer, bins=8, batch_size=1),
+    "jaxviz.analysis.embeddings.features":
+        lambda m, v, x, layer: embeddings.features(m, v, x, [layer], batch_size=1,
+                                                   progress=False),
+    "jaxviz.analysis.embeddings.layer_embeddings":
+        lambda m, v, x, layer: embeddings.layer_embeddings(
+            m, v, np.concatenate([x] * 4), np.arange(4 * len(x)) % 2, [layer], k=1, folds=2,
+            progress=False),
+    "jaxviz.analysis.weights.expanded_weights":
+        lambda m, v, x, layer: weights.expanded_weights(m, v, _first(m, x), layer, width=3),
+    "jaxviz.analysis.weights.top_connections":
+        lambda m, v, x, layer: weights.top_connections(m, v, layer, 1, previous=_first(m, x),
+                                                       next=None, width=3, k=2)["previous"].maps,
+    "jaxviz.analysis.weights.first_layer_order":
+        lambda m, v, x, layer: weights.first_layer_order(m, v),
+    "jaxviz.analysis.weights.spatial_directions":
+        lambda m, v, x, layer: weights.spatial_directions(
+            m, v, layer, np.ones((1, 2, _channels(m, x, layer)), np.float32), key=KEY,
+            size=x.shape[1], steps=2).images,
 }
+
+
+def _first(model, x) -> str:
+    """The model's first layer (expanded weights start there)."""
+    return jv.layer_names(model, x.shape)[0].path
+
+
+def _channels(model, x, layer) -> int:
+    return next(info.shape[-1] for info in jv.layer_names(model, x.shape)
+                if layer in (info.path, info.alias))
+
+
+# public functions made for one model class, not for any model (tested with it)
+ONE_MODEL_ONLY = {"jaxviz.analysis.training.draw_frame"}  # MLP2d's hidden lines
 
 
 def _takes_a_model(fn) -> bool:
@@ -156,20 +196,23 @@ def _takes_a_model(fn) -> bool:
 
 def test_every_public_function_is_covered():
     public = {f"jaxviz.{name}" for name in ("layer_names", "activations")}
-    for module in (jv.attribution, jv.synthesis, adversarial):
+    analyses = [importlib.import_module(f"jaxviz.analysis.{m.name}")
+                for m in pkgutil.iter_modules(jv.analysis.__path__)]
+    for module in (jv.attribution, jv.synthesis, *analyses):
         for name in module.__all__:
             fn = getattr(module, name)
             if inspect.isfunction(fn) and _takes_a_model(fn):
                 public.add(f"{module.__name__}.{name}")
     covered = {name for name in CALLS if not name.endswith(".__call__")}
-    missing = public - covered
+    missing = public - covered - ONE_MODEL_ONLY
     assert not missing, f"add these public functions to CALLS: {sorted(missing)}"
 
 
 # methods that switch the backward rule: they need a model with a ``rules`` field
 NEEDS_RULES = {"jaxviz.attribution.deconvnet", "jaxviz.attribution.guided_backprop",
                "jaxviz.attribution.deconvnet_reconstruction",
-               "jaxviz.attribution.guided_grad_cam"}
+               "jaxviz.attribution.guided_grad_cam", "jaxviz.analysis.weights.expanded_weights",
+               "jaxviz.analysis.weights.top_connections"}
 CASES = [(which, name) for which in MODELS for name in CALLS
          if not (which == "Sequential of a list" and name in NEEDS_RULES)]
 

@@ -145,3 +145,51 @@ def test_layers_command(loaded):
     listed = [row[0] for row in table_rows(out)]
     assert listed == [info.path for info in jv.layer_names(
         model, x.shape[1:] if x.ndim == 4 else x.shape)], name
+
+
+def test_expanded_weights_and_top_connections(loaded):
+    """Expanded weights between the first two layers that have weights (convolutions, or
+    the dense layers of a vector model) at width 3, and a unit's top connections to the
+    previous one; their rankings agree (closed forms: tests/test_weights.py)."""
+    name, model, variables, x, table = loaded
+    from jaxviz.analysis import weights
+
+    kinds = ("Conv2d", "Linear") if x.ndim == 2 else ("Conv2d",)
+    first, second = [info for info in table if info.kind in kinds][:2]
+    e = np.asarray(weights.expanded_weights(model, variables, first.path, second.path, width=3))
+    width = 1 if x.ndim == 2 else 3
+    assert e.shape == (width, width, first.shape[-1], second.shape[-1]), name
+    assert np.isfinite(e).all() and np.abs(e).max() > 0, name
+    found = weights.top_connections(model, variables, second.path, 0, previous=first.path,
+                                    next=None, width=3, k=3)
+    norms = np.sqrt((e[..., 0].astype(np.float64) ** 2).sum(axis=(0, 1)))
+    np.testing.assert_array_equal(found["previous"].channels,
+                                  np.argsort(-norms, kind="stable")[:3])
+
+
+def test_filters_activation_maps_and_features(loaded):
+    """Every model's first convolution as filter tiles and as activation maps (with the
+    stages after it), and pooled features of its last layer, drawn (numbers:
+    tests/test_maps.py, tests/test_embeddings.py)."""
+    name, model, variables, x, table = loaded
+    from jaxviz.analysis import embeddings, maps
+
+    convs = maps.conv_layers(model, variables)
+    if x.ndim == 2:
+        assert not convs, name
+        f = embeddings.features(model, variables, x, [table[-1].path], progress=False)
+        assert f[table[-1].path].shape == (BATCH, table[-1].shape[-1]), name
+        return
+    k = np.asarray(maps.kernel(model, variables, convs[0]))
+    assert k.shape[0] == table[[i.path for i in table].index(convs[0])].shape[-1], name
+    sheet = maps.draw_filters(maps.filter_tiles(k))
+    assert sheet.dtype == np.uint8 and sheet.ndim == 3, name
+    found = maps.activation_maps(model, variables, x[:1], convs[0])
+    assert list(found)[0] == convs[0] and len(found) >= 2, (name, list(found))
+    for path, a in found.items():
+        info = table[[i.path for i in table].index(path)]
+        assert a.shape == (1, *info.shape[1:]), (name, path)
+        assert maps.draw_maps(a).dtype == np.uint8
+    f = embeddings.features(model, variables, x, [convs[-1]], progress=False, batch_size=1)
+    assert f[convs[-1]].shape == (BATCH, k.shape[0] if len(convs) == 1 else
+                                  table[[i.path for i in table].index(convs[-1])].shape[-1])

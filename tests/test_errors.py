@@ -11,6 +11,9 @@ function lets a framework error (a Flax scope error, ``ZeroDivisionError``, a ba
 
 from __future__ import annotations
 
+import importlib
+import inspect
+
 import pickle
 import re
 from pathlib import Path
@@ -21,7 +24,7 @@ import pytest
 
 import jaxviz as jv
 from conftest import numpy_random_alexnet
-from jaxviz.analysis import adversarial
+from jaxviz.analysis import adversarial, embeddings, maps, weights
 from jaxviz.errors import InputError, InputTypeError, LayerError, ModelError, WeightsError
 from jaxviz.models.modules import Conv2d, MaxPool2d, ReLU, Sequential
 from test_cli import run as run_command
@@ -228,6 +231,37 @@ CASES = {
                  lambda s: adversarial.pgd(s.lenet, s.lv, s.digits, np.array([1, 2]), eps=0.1,
                                            norm="l1"),
                  InputError, ["unknown norm 'l1'"]),
+    "expanded-order": ("analysis", "expanded weights from a later layer to an earlier one",
+                       lambda s: weights.expanded_weights(s.lenet, s.lv, "conv2", "conv1"),
+                       LayerError, ["must come after"]),
+    "expanded-dense-width": ("analysis", "a window narrower than a linear layer sees",
+                             lambda s: weights.expanded_weights(s.lenet, s.lv, "conv3",
+                                                                "logits", width=3),
+                             InputError, ["has no map", "width=None"]),
+    "expanded-no-rules": ("analysis", "expanded weights of a model without a 'rules' field",
+                          lambda s: weights.expanded_weights(s.user, s.uv, "0", "3"),
+                          ModelError, ["no 'rules' field"]),
+    "connections-unit": ("analysis", "a unit past a layer's last channel",
+                         lambda s: weights.top_connections(s.lenet, s.lv, "conv2", 40),
+                         InputError, ["unit 40 is out of range"]),
+    "nmf-signed": ("analysis", "NMF of a signed array",
+                   lambda s: weights.nmf(np.array([[1.0, -1.0]]), 1),
+                   InputError, ["non-negative", "posneg"]),
+    "kernel-not-conv": ("analysis", "the kernel of a layer that is not a convolution",
+                        lambda s: maps.kernel(s.lenet, s.lv, "relu1"),
+                        LayerError, ["expected a convolution layer"]),
+    "maps-batch": ("analysis", "activation maps of a batch of two",
+                   lambda s: maps.activation_maps(s.lenet, s.lv, s.digits, "conv1"),
+                   InputError, ["expected x as one image"]),
+    "features-pool": ("analysis", "an unknown pooling for layer features",
+                      lambda s: embeddings.features(s.lenet, s.lv, s.digits, "conv1",
+                                                    pool="median", progress=False),
+                      InputError, ["median"]),
+    "embedding-labels": ("analysis", "labels that do not match the images",
+                         lambda s: embeddings.layer_embeddings(s.lenet, s.lv, s.digits,
+                                                               np.arange(3), ["conv1"],
+                                                               progress=False),
+                         InputError, ["labels"]),
     # --- the command
     "cmd-unknown-model": ("command", "`jaxviz layers alexnt`", cli(["layers", "alexnt"]),
                           CommandError, ["unknown model 'alexnt'", "Did you mean alexnet"]),
@@ -325,11 +359,20 @@ BAD_BATCHES = {
 }
 
 
-# every public function that takes a batch x (layer_names takes a shape; synthesis makes
-# its own batch, and its arguments are in CASES)
-TAKES_X = [n for n in CALLS if n not in ("jaxviz.layer_names", "jaxviz.synthesis.visualize",
-                                         "jaxviz.synthesis.sweep",
-                                         "jaxviz.synthesis.images_per_chunk")]
+def _function(name: str):
+    """The function a CALLS name stands for (``jaxviz.objectives.Objective.__call__`` too)."""
+    module, _, attr = name.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except ModuleNotFoundError:  # a method: module.Class.method
+        module, _, cls = module.rpartition(".")
+        return getattr(getattr(importlib.import_module(module), cls), attr)
+
+
+# every public function that takes a batch: a parameter x, or images (layer_names takes a
+# shape; synthesis makes its own batch, and its arguments are in CASES)
+TAKES_X = [n for n in CALLS
+           if {"x", "images"} & set(inspect.signature(_function(n)).parameters)]
 
 
 @pytest.mark.parametrize("bad", list(BAD_BATCHES))

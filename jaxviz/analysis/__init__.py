@@ -1,7 +1,17 @@
 """Analyses built on the models and the attribution and synthesis methods.
 
+:mod:`~jaxviz.analysis.weights`: expanded weights between any two layers, a unit's top
+connections, the first layer ordered by PCA, NMF of weights, and feature visualization
+of weight directions (Olah et al., "Visualizing Weights", Distill 2020).
+:mod:`~jaxviz.analysis.maps`: convolution filters as images, activation maps of one image
+(before and after ReLU and pooling) with their statistics, and streamed histograms.
+:mod:`~jaxviz.analysis.embeddings`: a population through each layer: pooled features,
+PCA / t-SNE maps, k-NN accuracy per layer, scatter figures.
 :mod:`~jaxviz.analysis.adversarial`: adversarial examples (gradient ascent on the loss,
 FGSM, PGD) and the random-sphere check.
 """
 
 from jaxviz.analysis import adversarial as adversarial
+from jaxviz.analysis import embeddings as embeddings
+from jaxviz.analysis import maps as maps
+from jaxviz.analysis import weights as weights

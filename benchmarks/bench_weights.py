@@ -1,0 +1,117 @@
+"""Expanded weights between two VGG16 layers: jaxviz against the seed's PyTorch way.
+
+    PYTHONPATH=. python benchmarks/bench_weights.py [--width 5] [--repeats 3]
+
+The same seeded torchvision VGG16 on both sides, from ``features.10`` (relu3_1's input
+side: conv3_1's output) to ``features.17`` (conv4_1), through ReLUs and a max pool:
+- torch, one channel at a time (seed 001's reference code): the sub-network from the
+  earlier layer to the later one with ReLU replaced by the identity and max pooling by
+  average pooling, run on a W x W window, and one ``autograd.grad`` per output channel;
+- torch batched: the same sub-network, all channels' gradients in one call
+  (``torch.func.vmap`` over the output channel's cotangent);
+- jaxviz: ``expanded_weights`` (one compiled Jacobian for every channel), first call
+  (tracing and compiling included) and warm calls.
+The results are compared (float32, relative to the largest magnitude).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+
+import numpy as np
+
+from benchmarks.common import add_xla_option, apply_xla_option, time_alternating
+
+FROM, TO = "features.10", "features.17"  # conv3_1 -> relu, conv, relu, conv, relu, pool, conv4_1
+
+
+def torch_side(tmodel, width: int):
+    import torch
+
+    start, stop = int(FROM.split(".")[1]) + 1, int(TO.split(".")[1]) + 1
+    layers = []
+    for m in tmodel.features[start:stop]:
+        if isinstance(m, torch.nn.ReLU):
+            layers.append(torch.nn.Identity())
+        elif isinstance(m, torch.nn.MaxPool2d):
+            layers.append(torch.nn.AvgPool2d(m.kernel_size, m.stride, m.padding))
+        else:
+            layers.append(m)
+    net = torch.nn.Sequential(*layers).eval()
+    c_from = tmodel.features[int(FROM.split(".")[1])].out_channels
+    x = torch.zeros(1, c_from, width, width, requires_grad=True)
+
+    def centre(out):
+        h, w = out.shape[2:]
+        return out[0, :, (h - 1) // 2, (w - 1) // 2]
+
+    def loop():
+        out = centre(net(x))
+        grads = [torch.autograd.grad(out[j], x, retain_graph=True)[0][0]
+                 for j in range(out.shape[0])]
+        return torch.stack(grads, -1).permute(1, 2, 0, 3).numpy()  # (W, W, C_from, C_to)
+
+    def batched():
+        out = centre(net(x))
+        eye = torch.eye(out.shape[0])
+        (g,) = torch.autograd.grad(out, x, eye, is_grads_batched=True)
+        return g[:, 0].permute(2, 3, 1, 0).numpy()
+
+    return loop, batched
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--width", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=3)
+    add_xla_option(p)
+    args = p.parse_args(argv)
+    xla = apply_xla_option(args)
+
+    import jax
+    import torch
+    import torchvision
+
+    import jaxviz
+    from jaxviz.analysis import weights
+    from weights_port import from_torchvision
+
+    torch.manual_seed(0)
+    tmodel = torchvision.models.vgg16(weights=None).eval()
+    for prm in tmodel.parameters():
+        prm.requires_grad_(False)
+    model, variables = from_torchvision(tmodel)
+    loop, batched = torch_side(tmodel, args.width)
+
+    t = time.perf_counter()
+    first = weights.expanded_weights(model, variables, FROM, TO, width=args.width)
+    jax.block_until_ready(first)
+    first_s = time.perf_counter() - t
+
+    def ours():
+        return np.asarray(weights.expanded_weights(model, variables, FROM, TO, width=args.width))
+
+    times, outs = time_alternating([loop, batched, ours], args.repeats)
+    ref = outs[0]
+    err = {name: float(np.abs(o - ref).max() / np.abs(ref).max())
+           for name, o in zip(("torch batched", "jaxviz"), outs[1:])}
+    med = [float(np.median(t)) for t in times]
+    print(f"VGG16 (seeded), expanded weights {FROM} -> {TO}, width {args.width}: "
+          f"output {ref.shape}; CPU {platform.machine()} ({torch.get_num_threads()} torch "
+          f"threads); jax {jax.__version__}, torch {torch.__version__}, jaxviz "
+          f"{jaxviz.__version__}; {xla}; median of {args.repeats}, alternating.\n")
+    print("| contender | s | vs torch loop | max rel. difference to the torch loop |")
+    print("|---|---|---|---|")
+    print(f"| torch, one channel at a time (seed 001) | {med[0]:.3f} | 1.00x | - |")
+    print(f"| torch, batched (is_grads_batched) | {med[1]:.3f} | {med[0] / med[1]:.2f}x | "
+          f"{err['torch batched']:.1e} |")
+    print(f"| jaxviz, warm | {med[2]:.3f} | {med[0] / med[2]:.2f}x | {err['jaxviz']:.1e} |")
+    print(f"| jaxviz, first call (trace + compile) | {first_s:.3f} | {med[0] / first_s:.2f}x "
+          f"| |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
