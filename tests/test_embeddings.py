@@ -224,7 +224,7 @@ def test_bad_input_gets_our_errors(lenet, subset, monkeypatch):
         emb.features(model, variables, x, "conv1", batch_size=0, progress=False)
     with pytest.raises(InputError, match="at least one layer"):
         emb.features(model, variables, x, [], progress=False)
-    with pytest.raises(InputTypeError, match="layer name or a sequence of names"):
+    with pytest.raises(InputTypeError, match="expected layers as a name or a sequence of names"):
         emb.features(model, variables, x, [1, 2], progress=False)
     with pytest.raises(InputTypeError, match="an array .* or an iterable of such batches, got int"):
         emb.features(model, variables, 3, "conv1", progress=False)
