@@ -104,7 +104,7 @@ def nmf_figure(model, variables, key) -> np.ndarray:
     factors = weights.nmf(weights.posneg(w, axis=0), 2, max_iter=2000)
     n = len(units)
     signed = factors.maps[:n] - factors.maps[n:]  # (units, W, W, 2)
-    size = input_spec(model).size or 64
+    size = min(input_spec(model).size or 64, 96)
     # each factor as the image that most excites its direction at the centre position
     # (lucid's direction_neuron); a grey model sees the mean of the channels, so show that
     shown = jv.synthesis.visualize(
@@ -116,7 +116,7 @@ def nmf_figure(model, variables, key) -> np.ndarray:
         images = np.repeat(images.mean(-1, keepdims=True), 3, -1)
     parts = []
     for f in range(2):
-        image = upscale(images[f], 3)
+        image = upscale(images[f], max(1, 84 // size))
         heat = upscale(weights.weight_heatmap(signed[..., f]), 6)
         labels = [str(u) for u in units]
         row = jv.render.grid(heat, ncols=n, pad=3, labels=labels)

@@ -132,6 +132,13 @@ def test_vgg16_across_a_max_pool_and_two_convolutions(dtype):
         want += np.einsum("abim,mo->abio", _tap(k12, width, p), grad_conv[p])
     got = expanded(model, variables, "features.1", "features.5", width, dtype)
     assert max_rel_err(got, want) <= TOL[dtype]
+    if dtype == "float32":  # the public contract's call (docs/architecture.md), by aliases:
+        # relu4_1 -> conv4_2 -> ReLU -> conv4_3, two 3x3 kernels composed, at a small width
+        got = np.asarray(jv.analysis.expanded_weights(model, variables, "relu4_1", "conv4_3",
+                                                      width=3), np.float64)
+        want = compose(hwio(tmodel.features[19]), hwio(tmodel.features[21]), 3, 1)
+        assert got.shape == (3, 3, 512, 512)
+        assert max_rel_err(got, want) <= F32_TOL
 
 
 def _tap(k: np.ndarray, width: int, p: tuple[int, int]) -> np.ndarray:

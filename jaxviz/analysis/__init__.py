@@ -9,9 +9,14 @@ of weight directions (Olah et al., "Visualizing Weights", Distill 2020).
 PCA / t-SNE maps, k-NN accuracy per layer, scatter figures.
 :mod:`~jaxviz.analysis.adversarial`: adversarial examples (gradient ascent on the loss,
 FGSM, PGD) and the random-sphere check.
+
+``jv.analysis.expanded_weights`` and ``jv.analysis.top_connections`` are the public
+contract's names (docs/architecture.md) for the functions of ``weights``.
 """
 
 from jaxviz.analysis import adversarial as adversarial
 from jaxviz.analysis import embeddings as embeddings
 from jaxviz.analysis import maps as maps
 from jaxviz.analysis import weights as weights
+from jaxviz.analysis.weights import expanded_weights as expanded_weights
+from jaxviz.analysis.weights import top_connections as top_connections
