@@ -141,8 +141,10 @@ def test_tsne_is_the_default_backends():
 
     assert emb.DEFAULT_TSNE_BACKEND == "opentsne"
     f = _two_clusters()
-    got = emb.project(f, "tsne", seed=2, perplexity=20.0)
-    direct = openTSNE.TSNE(n_components=2, perplexity=20.0, random_state=2, n_jobs=-1).fit(f)
+    # one thread: under pytest-xdist both cores are busy, and openTSNE's threads then wait
+    # on each other (15 s instead of 0.3 s)
+    got = emb.project(f, "tsne", seed=2, perplexity=20.0, n_jobs=1)
+    direct = openTSNE.TSNE(n_components=2, perplexity=20.0, random_state=2, n_jobs=1).fit(f)
     assert got.shape == (200, 2)
     np.testing.assert_array_equal(got, np.asarray(direct))
 
@@ -150,9 +152,12 @@ def test_tsne_is_the_default_backends():
 def test_tsne_sklearn_backend_is_sklearns():
     from sklearn.manifold import TSNE
 
-    f = _two_clusters()
-    got = emb.project(f, "tsne", backend="sklearn", seed=2, perplexity=20.0)
-    direct = TSNE(n_components=2, perplexity=20.0, random_state=2, n_jobs=-1).fit_transform(f)
+    f = _two_clusters()[::3]  # scikit-learn's gradient runs on every core, whatever n_jobs:
+    # small, so that it stays quick while pytest-xdist keeps both cores busy
+    got = emb.project(f, "tsne", backend="sklearn", seed=2, perplexity=10.0, n_jobs=1,
+                      max_iter=250)
+    direct = TSNE(n_components=2, perplexity=10.0, random_state=2, n_jobs=1,
+                  max_iter=250).fit_transform(f)
     np.testing.assert_array_equal(got, direct)
 
 
@@ -201,10 +206,10 @@ def test_layer_embeddings_from_an_iterable_and_with_tsne(lenet, subset):
     model, variables = lenet
     x, y = subset
     got = emb.layer_embeddings(model, variables, [x[:20], x[20:]], y, ["gmp"], method="tsne",
-                               perplexity=5.0, k=3, folds=3, progress=False)
+                               perplexity=5.0, k=3, folds=3, progress=False, n_jobs=1)
     (e,) = got
     f = emb.features(model, variables, x, "gmp", progress=False)["gmp"]
-    np.testing.assert_array_equal(e.points, emb.project(f, "tsne", perplexity=5.0))
+    np.testing.assert_array_equal(e.points, emb.project(f, "tsne", perplexity=5.0, n_jobs=1))
     assert e.knn == emb.knn_accuracy(f, y, k=3, folds=3)
 
 

@@ -65,8 +65,9 @@ def our_imports(module: str, path: Path) -> set[str]:
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             found |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            for a in node.names:
+        elif isinstance(node, ast.ImportFrom) and node.module and (
+                node.module == "jaxviz" or node.module.startswith("jaxviz.")):
+            for a in node.names:  # (other packages are not resolved: they may be optional)
                 child = f"{node.module}.{a.name}"
                 found.add(child if importlib.util.find_spec(node.module) and
                           _is_module(child) else node.module)
