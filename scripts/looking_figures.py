@@ -4,7 +4,7 @@ weights with a unit's top connections, NMF factors of weights, layer embeddings.
     python scripts/looking_figures.py --out DIR [--model lenet_digits] [--weights W]
                                       [--unit 3] [--method pca|tsne]
 
-By default on the bundled trained digits model (offline, about a minute on 2 cores):
+By default on the bundled trained digits model (offline, about 30 s on 2 cores):
 the README's pictures are ``--out docs/looking``. An ImageNet model (``--model alexnet
 --weights DEFAULT``) shows the same views on the bundled photograph; the embeddings
 need labelled images and are made for the digits model only.
