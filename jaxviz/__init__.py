@@ -22,8 +22,10 @@ from jaxviz import data as data
 from jaxviz import errors as errors
 from jaxviz import models as models
 from jaxviz import objectives as objectives
+from jaxviz import parallel as parallel
 from jaxviz import render as render
 from jaxviz import rules as rules
+from jaxviz import stream as stream
 from jaxviz import switches as switches
 from jaxviz import synthesis as synthesis
 from jaxviz.capture import LayerInfo as LayerInfo

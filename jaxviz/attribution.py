@@ -603,7 +603,7 @@ def occlusion(model: nn.Module, variables: Any, x: jax.Array, target: Target, *,
 # --- DeconvNet reconstruction -----------------------------------------------------------------
 
 
-def _reconstruction_core(model, path, strongest, variables, x, channel):
+def _reconstruction_core(model, path, strongest, variables, x, channel, position):
     def layer_output(x):
         return capture.activations(model, variables, x, [path])[path]
 
@@ -611,6 +611,10 @@ def _reconstruction_core(model, path, strongest, variables, x, channel):
     keep = jnp.ones_like(a, dtype=bool)
     if channel is not None:
         keep = jnp.arange(a.shape[-1]) == channel.reshape((-1,) + (1,) * (a.ndim - 1))
+    if position is not None:  # (N, 2) rows and columns of a (N, H, W, C) map
+        rows = jnp.arange(a.shape[1])[None, :, None, None] == position[:, 0, None, None, None]
+        cols = jnp.arange(a.shape[2])[None, None, :, None] == position[:, 1, None, None, None]
+        keep = keep & rows & cols
     if strongest:
         chosen = jnp.where(keep, a, -jnp.inf).reshape(a.shape[0], -1)
         top = jnp.argmax(chosen, axis=1)
@@ -625,7 +629,7 @@ _reconstruction_jit = _compiled(_reconstruction_core, 3)
 @checks.boundary
 def deconvnet_reconstruction(model: nn.Module, variables: Any, x: jax.Array, layer: str, *,
                              channel: int | jax.Array | None = None,
-                             strongest: bool = False) -> jax.Array:
+                             position: Any = None, strongest: bool = False) -> jax.Array:
     """Projects a layer's activation back to pixels through a DeconvNet (Zeiler & Fergus 2014).
 
     The activation ``A`` of ``layer`` is kept where selected and zeroed elsewhere, then
@@ -644,6 +648,9 @@ def deconvnet_reconstruction(model: nn.Module, variables: Any, x: jax.Array, lay
         example, keeps only that channel.
       strongest: keep only the single strongest activation among those selected (per
         example), as in the paper's figures.
+      position: None keeps every position; a (row, column) pair, or an int array (N, 2)
+        with one per example, keeps only that position of the layer's map (with
+        ``channel``: one activation per example, the projection of a dataset example).
 
     Returns:
       (N, H, W, C) reconstruction in input space, in ``x``'s dtype.
@@ -667,7 +674,21 @@ def deconvnet_reconstruction(model: nn.Module, variables: Any, x: jax.Array, lay
             raise InputError(f"channel {channel.tolist()} out of range for {layer!r}, which has "
                              f"{width} channels")
         channel = jnp.broadcast_to(jnp.asarray(channel, jnp.int32), (x.shape[0],))
-    return _reconstruction_jit(deconv, path, bool(strongest), variables, x, channel)
+    if position is not None:
+        position = np.asarray(position)
+        shape = next(info.shape for info in capture.layer_names(model, tuple(x.shape), partial=True)
+                     if info.path == path)
+        if position.dtype.kind not in "iu" or position.shape not in ((2,), (x.shape[0], 2)):
+            raise InputError(f"position must be a (row, column) pair of ints or an int array of "
+                             f"shape ({x.shape[0]}, 2); got {position!r}")
+        if len(shape) != 4:
+            raise InputError(f"position needs a layer with (N, H, W, C) maps; {layer!r} gives "
+                             f"shape {shape}")
+        if (position < 0).any() or (position >= np.asarray(shape[1:3])).any():
+            raise InputError(f"position {position.tolist()} out of range for {layer!r}, whose "
+                             f"maps are {shape[1]} x {shape[2]}")
+        position = jnp.broadcast_to(jnp.asarray(position, jnp.int32), (x.shape[0], 2))
+    return _reconstruction_jit(deconv, path, bool(strongest), variables, x, channel, position)
 
 
 # --- Grad-CAM -----------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 import jaxviz as jv
-from jaxviz.analysis import adversarial, embeddings, maps, weights
+from jaxviz.analysis import adversarial, embeddings, examples, maps, metrics, receptive, weights
 from jaxviz.models.modules import AdaptiveAvgPool2d, Conv2d, Linear, MaxPool2d, ReLU, Sequential
 from jaxviz.models.modules import flatten as torch_flatten
 
@@ -161,6 +161,29 @@ CALLS: dict[str, Callable] = {
         lambda m, v, x, layer: embeddings.layer_embeddings(
             m, v, np.concatenate([x] * 4), np.arange(4 * len(x)) % 2, [layer], k=1, folds=2,
             progress=False),
+    "jaxviz.analysis.examples.top_k":
+        lambda m, v, x, layer: examples.top_k(m, v, x, layer, k=2, batch_size=1).values,
+    "jaxviz.analysis.examples.projections":
+        lambda m, v, x, layer: examples.projections(
+            m, v, x, examples.top_k(m, v, x, layer, k=1, batch_size=2), batch_size=2),
+    "jaxviz.analysis.metrics.deletion":
+        lambda m, v, x, layer: metrics.deletion(m, v, x, x[..., 0], TARGET),
+    "jaxviz.analysis.metrics.insertion":
+        lambda m, v, x, layer: metrics.insertion(m, v, x, x[..., 0], TARGET),
+    "jaxviz.analysis.metrics.parameter_layers":
+        lambda m, v, x, layer: metrics.parameter_layers(m, v, x.shape),
+    "jaxviz.analysis.metrics.cam_layer": lambda m, v, x, layer: metrics.cam_layer(m, v, x.shape),
+    "jaxviz.analysis.metrics.randomization_check":
+        lambda m, v, x, layer: metrics.randomization_check(m, v, x, TARGET, A.gradient,
+                                                           key=KEY).spearman,
+    "jaxviz.analysis.metrics.report":
+        lambda m, v, x, layer: metrics.report(
+            m, v, x, TARGET, key=KEY, methods=["gradient", "occlusion", "grad_cam"],
+            layer=layer, options={"occlusion": {"window": 8, "stride": 8}}),
+    "jaxviz.analysis.receptive.receptive_field":
+        lambda m, v, x, layer: receptive.receptive_field(m, layer, x.shape),
+    "jaxviz.analysis.receptive.receptive_fields":
+        lambda m, v, x, layer: receptive.receptive_fields(m, x.shape),
     "jaxviz.analysis.weights.expanded_weights":
         lambda m, v, x, layer: weights.expanded_weights(m, v, _first(m, x), layer, width=3),
     "jaxviz.analysis.weights.top_connections":
@@ -210,7 +233,7 @@ def test_every_public_function_is_covered():
 
 # methods that switch the backward rule: they need a model with a ``rules`` field
 NEEDS_RULES = {"jaxviz.attribution.deconvnet", "jaxviz.attribution.guided_backprop",
-               "jaxviz.attribution.deconvnet_reconstruction",
+               "jaxviz.attribution.deconvnet_reconstruction", "jaxviz.analysis.examples.projections",
                "jaxviz.attribution.guided_grad_cam", "jaxviz.analysis.weights.expanded_weights",
                "jaxviz.analysis.weights.top_connections"}
 CASES = [(which, name) for which in MODELS for name in CALLS

@@ -20,8 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 FLOORS = {
     0: ("jaxviz.errors",),
     1: ("jaxviz.rules", "jaxviz.models.layers", "jaxviz.render", "jaxviz.data",
-        "jaxviz.static", "jaxviz.cpu"),
-    2: ("jaxviz.models", "jaxviz.switches"),
+        "jaxviz.static", "jaxviz.cpu", "jaxviz.parallel"),
+    2: ("jaxviz.models", "jaxviz.switches", "jaxviz.stream"),
     3: ("jaxviz.checks",),
     4: ("jaxviz.capture",),
     5: ("jaxviz.objectives",),

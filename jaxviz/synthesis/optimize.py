@@ -40,7 +40,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxviz import capture, checks, data
+from jaxviz import capture, checks, data, parallel
 from jaxviz import objectives as objectives_lib
 from jaxviz import static as static_lib
 from jaxviz.errors import InputError, InputTypeError, ModelError
@@ -250,9 +250,23 @@ def _mesh_sharding(n: int) -> NamedSharding | None:
     return NamedSharding(Mesh(np.asarray(devices), ("batch",)), PartitionSpec("batch"))
 
 
+def _place_global(a: jax.Array, sharding: NamedSharding) -> jax.Array:
+    """A process-local array placed on a sharding that spans other processes' devices
+    (every process holds the same value; each places its own shards)."""
+    if jnp.issubdtype(a.dtype, jax.dtypes.prng_key):
+        data = np.asarray(jax.random.key_data(a))
+        spec = PartitionSpec(*sharding.spec, *([None] * (data.ndim - len(sharding.spec))))
+        placed = jax.device_put(data, NamedSharding(sharding.mesh, spec))
+        return jax.random.wrap_key_data(placed, impl=jax.random.key_impl(a))
+    return jax.device_put(np.asarray(a), sharding)
+
+
 def _shard(tree: Any, sharding: NamedSharding | None) -> Any:
     if sharding is None:
         return tree
+    if not sharding.is_fully_addressable:
+        # several processes: each holds the whole (identical) value and places its shards
+        return jax.tree.map(lambda a: _place_global(a, sharding), tree)
     return jax.tree.map(lambda a: jax.device_put(a, sharding), tree)
 
 
@@ -605,16 +619,16 @@ def sweep(model: nn.Module, variables: Any, layer: str, channels: Any = "all", *
         part = todo[i * chunk:(i + 1) * chunk]
         padded = np.concatenate([part, np.repeat(part[-1:], chunk - len(part))])
         keys = jax.vmap(lambda c: jax.random.fold_in(key, c))(jnp.asarray(padded))
-        obj = make(layer, _shard(jnp.asarray(padded, jnp.int32), _mesh_sharding(chunk)))
+        obj = make(layer, np.asarray(padded, np.int32))  # a constant: replicated everywhere
         images, _ = _optimize(compiled, variables, obj, keys, hw, steps, None, 1, 1.0, loop)
-        images = np.asarray(images)[:len(part)]
+        images = parallel.to_host(images)[:len(part)]
         done.update(zip(part.tolist(), images))
-        if path is not None:
+        if path is not None and parallel.is_main():
             _save_checkpoint(path, fingerprint, done)
         seconds = time.perf_counter() - t0
         if callable(progress):
             progress(i + 1, total, seconds)
-        elif progress:
+        elif progress and parallel.is_main():
             print(f"sweep {layer}: chunk {i + 1}/{total} ({len(part)} channels, "
                   f"{chunk * steps} image-steps) {seconds:.1f} s", file=sys.stderr, flush=True)
     return jnp.asarray(np.stack([done[int(c)] for c in chans]))
