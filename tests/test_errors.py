@@ -24,7 +24,7 @@ import pytest
 
 import jaxviz as jv
 from conftest import numpy_random_alexnet
-from jaxviz.analysis import adversarial, embeddings, maps, weights
+from jaxviz.analysis import adversarial, embeddings, maps, metrics, receptive, weights
 from jaxviz.errors import InputError, InputTypeError, LayerError, ModelError, WeightsError
 from jaxviz.models.modules import Conv2d, MaxPool2d, ReLU, Sequential
 from test_cli import run as run_command
@@ -262,6 +262,22 @@ CASES = {
                                                                np.arange(3), ["conv1"],
                                                                progress=False),
                          InputError, ["labels"]),
+    "topk-too-many": ("analysis", "more dataset examples than the layer has positions",
+                      lambda s: jv.analysis.top_k(s.lenet, s.lv, s.digits, "conv3", k=1000),
+                      InputError, ["k=1000 is more than the", "positions"]),
+    "topk-no-map": ("analysis", "dataset examples of a layer without spatial maps",
+                    lambda s: jv.analysis.top_k(s.lenet, s.lv, s.digits, "logits"),
+                    LayerError, ["spatial maps"]),
+    "stream-empty": ("analysis", "an image stream over a folder with no images",
+                     lambda s: jv.stream.images(s.tmp),
+                     InputError, ["expected image files", "found none"]),
+    "receptive-dense": ("analysis", "the receptive field of a layer without a map",
+                        lambda s: receptive.receptive_field(s.lenet, "logits"),
+                        LayerError, ["no receptive field"]),
+    "pointing-empty-box": ("analysis", "a pointing-game box with no pixels",
+                           lambda s: metrics.pointing_game(np.zeros((1, 8, 8)),
+                                                           boxes=[[2, 2, 2, 5]]),
+                           InputError, ["box"]),
     # --- the command
     "cmd-unknown-model": ("command", "`jaxviz layers alexnt`", cli(["layers", "alexnt"]),
                           CommandError, ["unknown model 'alexnt'", "Did you mean alexnet"]),
