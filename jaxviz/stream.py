@@ -157,6 +157,13 @@ class ImageStream:
         self.paths = paths
         self.classes = list(classes)
 
+    def image(self, index: int) -> np.ndarray:
+        """Image ``index`` of the whole set (any process's share), model-ready (H, W, C)."""
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not (
+                0 <= index < self.total):
+            raise InputError(f"expected an image index in [0, {self.total}), got {index!r}")
+        return np.asarray(self._source[int(index)]["images"])
+
     def __len__(self) -> int:
         """Batches left from the current position."""
         left = self.bounds[1] - self.bounds[0] - self.position

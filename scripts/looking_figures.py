@@ -1,5 +1,6 @@
 """The views that need no optimization, one PNG each: filters, activation maps, expanded
-weights with a unit's top connections, NMF factors of weights, layer embeddings.
+weights with a unit's top connections, NMF factors of weights, layer embeddings, and
+dataset examples (the patches that excite a channel most, with their projections).
 
     python scripts/looking_figures.py --out DIR [--model lenet_digits] [--weights W]
                                       [--unit 3] [--method pca|tsne]
@@ -7,7 +8,7 @@ weights with a unit's top connections, NMF factors of weights, layer embeddings.
 By default on the bundled trained digits model (offline, about 30 s on 2 cores):
 the README's pictures are ``--out docs/looking``. An ImageNet model (``--model alexnet
 --weights DEFAULT``) shows the same views on the bundled photograph; the embeddings
-need labelled images and are made for the digits model only.
+and the dataset examples need an image set and are made for the digits model only.
 """
 
 from __future__ import annotations
@@ -141,6 +142,30 @@ def embeddings_figure(model, variables, method: str) -> np.ndarray:
                   f"accuracy in the layer / in 2-D)")
 
 
+def examples_figure(model, variables, layer: str = "relu2", n: int = 6,
+                    k: int = 9) -> np.ndarray:
+    """Zeiler & Fergus's view over the 1,797 digits: for the ``n`` channels of ``layer``
+    with the strongest activations (a ReLU layer has dead channels, all zero), the
+    receptive-field patches of the 9 strongest activations (top row) and the DeconvNet
+    projections of those single activations (bottom row)."""
+    from jaxviz.analysis import examples, receptive
+
+    x, _ = jv.data.digits("all")
+    found = jv.analysis.top_k(model, variables, x, layer, k=k, batch_size=256)
+    crops = examples.patches(x, model, found)
+    proj = examples.projections(model, variables, x, found, batch_size=64)
+    field = receptive.receptive_field(model, layer, x.shape[1:])
+    c = found.ids.shape[0]
+    channels = np.argsort(-found.values[:, 0], kind="stable")[:n]
+    cropped = receptive.crop_patches(proj.reshape(-1, *x.shape[1:]), np.arange(c * k),
+                                     found.positions.reshape(-1, 2), field).reshape(crops.shape)
+    panels = [titled(examples.draw_examples(crops, cropped, channel=ch, scale="unit", zoom=6),
+                     f"{layer} channel {ch}: top {k} of {found.count:,} digits "
+                     f"({field.size[0]} px fields), projections below")
+              for ch in channels]
+    return stack(panels)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, type=Path, help="folder for the PNGs")
@@ -163,6 +188,7 @@ def main(argv=None) -> int:
     }
     if args.model == "lenet_digits":
         figures["embeddings"] = lambda: embeddings_figure(model, variables, args.method)
+        figures["examples"] = lambda: examples_figure(model, variables)
     for name, make in figures.items():
         path = jv.render.save_png(make(), args.out / f"{name}.png")
         print(path)

@@ -253,3 +253,22 @@ def test_streams_refuse_bad_sets_clearly(folder, tmp_path):
     (bad / "broken.png").write_bytes(b"not a png")
     with pytest.raises(jv.InputError, match="broken.png"):
         list(stream.images(bad))
+
+
+def test_patches_from_a_stream_read_the_images_by_index(folder, digits):
+    """A folder stream gives random access by image index: the same patches and
+    projections as the array of the same images."""
+    model, variables, _ = digits
+    s = stream.images(folder, batch_size=3, size=28, resize=28, grey=True)
+    x = np.concatenate([b.images for b in stream.images(folder, batch_size=8, size=28,
+                                                        resize=28, grey=True)])
+    found = jv.analysis.top_k(model, variables, s, "conv2", k=2)
+    # the same batch size both ways: on a GPU, convolution algorithms (and their last bits)
+    # can depend on the batch size
+    assert_same(found, jv.analysis.top_k(model, variables, x, "conv2", k=2, batch_size=3)[:3])
+    np.testing.assert_array_equal(examples.patches(s, model, found),
+                                  examples.patches(x, model, found))
+    np.testing.assert_array_equal(examples.projections(model, variables, s, found),
+                                  examples.projections(model, variables, x, found))
+    with pytest.raises(jv.InputError, match="image index"):
+        s.image(8)

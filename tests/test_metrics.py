@@ -87,7 +87,9 @@ def closed_form(x, moved, rest, kernel, bias, maps, target, step, score):
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("score", ["prob", "logit"])
 def test_deletion_and_insertion_of_a_linear_model_in_closed_form(dtype, score):
-    with jax.enable_x64(dtype == "float64"):
+    # full float32 matmuls: on a GPU, jax's default float32 matmul precision is TF32,
+    # about 1e-3 relative, which the float32 tolerance would (rightly) reject
+    with jax.enable_x64(dtype == "float64"), jax.default_matmul_precision("highest"):
         model, variables, x, maps, kernel, bias = linear_case(dtype)
         target = np.array([2, 0])
         x64 = x.astype(np.float64)

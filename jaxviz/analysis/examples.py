@@ -213,7 +213,11 @@ def top_k(model: nn.Module, variables: Any, images: Any, layer: str, k: int = 9,
                                   for a in (xb, row_ids.astype(np.int32), valid))
         else:
             row_ids = jnp.asarray(row_ids, jnp.int32)
+        previous = state
         state = _merge(model, path, k, variables, xb, row_ids, valid, *state)
+        # at most two batches in flight: dispatch is asynchronous, and a producer faster
+        # than the device would otherwise queue every batch it reads
+        jax.block_until_ready(previous)
         seen += real
     if state is None:
         raise InputError("expected at least one image, got no batches")
@@ -244,7 +248,7 @@ def _image_getter(images: Any):
         x = np.asarray(images)
         return lambda i: x[i]
     if isinstance(images, stream_lib.ImageStream):
-        return lambda i: np.asarray(images._source[int(i)]["images"])
+        return images.image
     raise InputTypeError(f"expected the image set as an (N, H, W, C) array or a jaxviz.stream."
                          f"ImageStream (random access by index), got {type(images).__name__}")
 
