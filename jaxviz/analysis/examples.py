@@ -75,10 +75,7 @@ def _merge_core(model, path, k, variables, x, row_ids, valid, values, ids, flat)
     """One batch merged into the running (C, k) lists; returns the new lists."""
     _, acts = capture.run(model, variables, x, [path], logits=False)
     a = acts[path]
-    if a.ndim != 4:
-        raise LayerError(f"top_k needs a layer with spatial maps (N, H, W, C); {path!r} gives "
-                         f"shape {a.shape[1:]} per image")
-    n, h, w, c = a.shape
+    n, h, w, c = a.shape  # a map: top_k checked the layer's shape
     a = jnp.where(valid[:, None, None, None], a, -jnp.inf).astype(values.dtype)
     cand = jnp.moveaxis(a, -1, 0).reshape(c, n * h * w)      # image-major, then row-major
     cand_ids = jnp.broadcast_to(jnp.repeat(row_ids, h * w), (c, n * h * w))
@@ -150,7 +147,7 @@ def top_k(model: nn.Module, variables: Any, images: Any, layer: str, k: int = 9,
         else count the images in the order they come. Under ``jax.distributed``, each
         process passes its own share (a stream shards itself; an array or a plain
         iterable is this process's share, the shares in process order), and every process
-        returns the result for the whole set.
+        returns the result for the whole set. Every process needs at least one image.
       layer: a layer with spatial maps (module path or alias).
       k: examples per channel (at most the number of positions over all images).
       batch_size: images per batch when ``images`` is an array. Every batch runs the same

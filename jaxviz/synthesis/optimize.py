@@ -577,7 +577,9 @@ def sweep(model: nn.Module, variables: Any, layer: str, channels: Any = "all", *
       checkpoint: an ``.npz`` path; finished channels are saved there after each chunk
         (atomically) and skipped when the sweep is run again with the same settings
         (layer, key, steps, size, parameterization, transforms, regularizers and loop
-        are checked; the optimizer and the weights are not).
+        are checked; the optimizer and the weights are not). With several processes
+        (``jax.distributed``), every process runs the same sweep and returns every image;
+        process 0 writes the checkpoint, which must be on a filesystem all of them read.
 
     Returns:
       (len(channels), H, W, 3) images.
@@ -610,6 +612,11 @@ def sweep(model: nn.Module, variables: Any, layer: str, channels: Any = "all", *
                                    preprocess=config.preprocess, loop=loop)
         _remove_stale_temporaries(path)
         done = _load_checkpoint(path, fingerprint)
+        found = parallel.gather(np.asarray([len(done)], np.int64))
+        if (found != found[0]).any():
+            raise InputError(f"checkpoint {path} holds {found.tolist()} finished channels on "
+                             f"processes 0..{len(found) - 1}: every process must read the same "
+                             f"file (put it on a filesystem they share)")
     todo = np.asarray([c for c in dict.fromkeys(chans.tolist()) if c not in done], np.int64)
 
     compiled = _compiled(config)
