@@ -105,9 +105,12 @@ Maps with channels count `sum_c |m_c|` per pixel (the digits have one channel).
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--images", type=int, default=100)
-    p.add_argument("--canvas", type=int, default=40)
-    p.add_argument("--out", default="docs/metrics.md")
+    p.add_argument("--images", type=int, default=100,
+                   help="held-out digits to score (default 100)")
+    p.add_argument("--canvas", type=int, default=40,
+                   help="side of the blank canvas each 28 px digit is pasted on (default 40)")
+    p.add_argument("--out", default="docs/metrics.md",
+                   help="the markdown page to write (atomically; default docs/metrics.md)")
     args = p.parse_args(argv)
     start, start_cpu = time.perf_counter(), time.process_time()
 
