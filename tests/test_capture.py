@@ -160,7 +160,7 @@ def test_inputs_too_small_for_later_layers():
         with pytest.raises(ValueError, match=f"no layer '{name}' among the 12 layers AlexNet "
                                              r"reaches at this input size.*features\.11.*pooling"):
             jax.eval_shape(lambda v, x: jv.activations(model, v, x, [name]), variables, x)
-    real = jv.models.create("alexnet").init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
+    _, real = jv.load("alexnet")  # seeded random values (numpy draws: no init program)
     images = jv.synthesis.sweep(model, real, "conv2", [0, 5], key=jax.random.key(0), steps=2,
                                 size=44, progress=False)
     assert images.shape == (2, 44, 44, 3) and bool(jnp.all((images >= 0) & (images <= 1)))
@@ -199,8 +199,7 @@ def test_alias_and_path_give_the_same_array():
     x = jnp.ones((1, 6, 5, 3))
     variables = model.init(jax.random.key(0), x)
     assert jv.activations(model, variables, x, "Dense_0")["Dense_0"].shape == (1, 3)
-    alexnet = jv.models.create("alexnet")
-    v = jax.jit(alexnet.init)(jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
+    alexnet, v = jv.load("alexnet")  # seeded random values (numpy draws: no init program)
     xa = jax.random.normal(jax.random.key(2), (1, 64, 64, 3))
     acts = jv.activations(alexnet, v, xa, ["conv2", "features.3", "relu2"])
     assert np.array_equal(acts["conv2"], acts["features.3"])

@@ -52,17 +52,31 @@ def torch_outputs(model, x_nhwc: np.ndarray, dtype) -> tuple[list[str], dict[str
 
 @pytest.fixture(scope="module", params=ARCHS)
 def arch(request):
+    """(name, seeded torch model, its ports by dtype: filled by ``ported``)."""
     name = request.param
-    return name, torchvision_model(name, aux_logits=False) if name == "googlenet" else torchvision_model(name)
+    kwargs = {"aux_logits": False} if name == "googlenet" else {}
+    return name, torchvision_model(name, **kwargs), {}
+
+
+def ported(arch, dtype: str):
+    """``from_torchvision`` of the fixture's torch model converted to ``dtype``, made once
+    per dtype and shared by this module's tests (porting VGG's 138M parameters takes
+    seconds: the 25088 x 4096 classifier weight is transposed)."""
+    name, tmodel, ports = arch
+    if dtype not in ports:
+        tmodel.to(getattr(torch, dtype))
+        with jax.enable_x64(dtype == "float64"):
+            ports[dtype] = from_torchvision(tmodel)
+    return ports[dtype]
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_every_layer_matches_torch(arch, dtype):
-    name, tmodel = arch
+    name, tmodel, _ = arch
     tol = F32_TOL if dtype == "float32" else F64_TOL
     tmodel = tmodel.to(getattr(torch, dtype))
     with jax.enable_x64(dtype == "float64"):
-        model, variables = from_torchvision(tmodel)
+        model, variables = ported(arch, dtype)
         assert jax.tree_util.tree_leaves(variables)[0].dtype == jnp.dtype(dtype)
         for size in (BN_SIZES if name.endswith("_bn") else SIZES):
             x = photo_and_noise(size).astype(dtype)
@@ -113,7 +127,7 @@ def logit_gradient(apply):
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_input_gradient_of_class_logit_matches_torch(arch, dtype):
-    name, tmodel = arch
+    name, tmodel, _ = arch
     tmodel = tmodel.to(getattr(torch, dtype))
     x = photo_and_noise(GRAD_SIZE, seed=1).astype(dtype)
     n = len(x)
@@ -121,7 +135,7 @@ def test_input_gradient_of_class_logit_matches_torch(arch, dtype):
     tmodel(xt)[torch.arange(n), torch.from_numpy(GRAD_TARGETS)].sum().backward()
     want = nhwc(xt.grad)
     with jax.enable_x64(dtype == "float64"):
-        model, variables = from_torchvision(tmodel)
+        model, variables = ported(arch, dtype)
         if dtype == "float64":
             got = np.asarray(logit_gradient(model.apply)(variables, jnp.asarray(x)))
             errors = per_example_errors(got, want)
@@ -147,9 +161,9 @@ def test_input_gradient_of_class_logit_matches_torch(arch, dtype):
 
 
 def test_kinds_and_shapes_match_torch_modules(arch):
-    name, tmodel = arch
+    name, tmodel, ports = arch
     modules = dict(tmodel.named_modules())
-    model, _ = from_torchvision(tmodel)
+    model, _ = ported(arch, next(iter(ports), "float32"))  # the architecture: any dtype
     for info in jv.layer_names(model, (131, 173)):
         assert info.kind == type(modules[info.path]).__name__, info
 

@@ -373,6 +373,8 @@ def test_max_pool_derivative_equals_autodiff_of_the_reduction_ties_included():
     from jaxviz import rules
 
     x = jnp.round(jax.random.normal(jax.random.key(0), (2, 9, 8, 3)) * 2) / 2  # many ties
+    t = jax.random.normal(jax.random.key(2), x.shape)
+    smooth = jax.random.normal(jax.random.key(3), x.shape)
     for window, strides, padding in (((3, 3), (2, 2), ((0, 1), (0, 1))),
                                      ((2, 2), (2, 2), ((0, 0), (0, 0))),
                                      ((3, 3), (1, 1), ((1, 1), (1, 1)))):
@@ -384,15 +386,22 @@ def test_max_pool_derivative_equals_autodiff_of_the_reduction_ties_included():
             return lax.reduce_window(t, -jnp.inf, lax.max, (1, *window, 1), (1, *strides, 1),
                                      pads)
 
-        y, vjp = jax.vjp(ours, x)
-        y_ref, vjp_ref = jax.vjp(reference, x)
-        np.testing.assert_array_equal(y, y_ref)
-        g = jax.random.normal(jax.random.key(1), y.shape)
-        np.testing.assert_array_equal(vjp(g)[0], vjp_ref(g)[0])
-        t = jax.random.normal(jax.random.key(2), x.shape)
-        smooth = jax.random.normal(jax.random.key(3), x.shape)
-        np.testing.assert_array_equal(jax.jvp(ours, (smooth,), (t,))[1],
-                                      jax.jvp(reference, (smooth,), (t,))[1])
+        # every comparison below from one compiled program per configuration (eagerly,
+        # each of the derivatives' operations would be compiled on its own)
+        @jax.jit
+        def compared(x, g, t, smooth):
+            y, vjp = jax.vjp(ours, x)
+            y_ref, vjp_ref = jax.vjp(reference, x)
+            return dict(y=y, y_ref=y_ref, vjp=vjp(g)[0], vjp_ref=vjp_ref(g)[0],
+                        jvp=jax.jvp(ours, (smooth,), (t,))[1],
+                        jvp_ref=jax.jvp(reference, (smooth,), (t,))[1],
+                        forward=jnp.vdot(jax.jvp(ours, (x,), (t,))[1], g),
+                        reverse=jnp.vdot(t, vjp(g)[0]))
+
+        g = jax.random.normal(jax.random.key(1), jax.eval_shape(ours, x).shape)
+        r = compared(x, g, t, smooth)
+        np.testing.assert_array_equal(r["y"], r["y_ref"])
+        np.testing.assert_array_equal(r["vjp"], r["vjp_ref"])
+        np.testing.assert_array_equal(r["jvp"], r["jvp_ref"])
         # forward and reverse mode are transposes: <jvp(t), g> == <t, vjp(g)>
-        np.testing.assert_allclose(jnp.vdot(jax.jvp(ours, (x,), (t,))[1], g),
-                                   jnp.vdot(t, vjp(g)[0]), rtol=1e-5)
+        np.testing.assert_allclose(r["forward"], r["reverse"], rtol=1e-5)

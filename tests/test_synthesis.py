@@ -409,14 +409,20 @@ def test_sweep_resumes_from_a_checkpoint(oriented, tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
+# Pixel parameters rather than the default Fourier ones: each of the three processes
+# compiles the step anew, and the Fourier step takes 2-3x as long to compile (the
+# checkpointing and resuming under test do not depend on the parameterization; the
+# Fourier sweep's own determinism is tested in-process and across processes above).
 SWEEP_WORKER = textwrap.dedent("""
     import sys
     import jax
     import jaxviz as jv
+    from jaxviz.synthesis import param
 
     model, variables = jv.load("lenet_digits")
     jv.synthesis.sweep(model, variables, "conv3", range(24), key=jax.random.key(5), steps=4,
                        size=28, batch_size=4, checkpoint=sys.argv[1],
+                       param=param.Pixels(activation="sigmoid"),
                        progress=lambda done, total, s: print(f"chunk {done}/{total}", flush=True))
 """)
 
@@ -433,11 +439,11 @@ def _checkpoint_images(path):
 
 
 def test_sweep_killed_part_way_resumes_bit_identical(tmp_path):
-    """A sweep (digits model, 24 channels in 6 chunks) is killed with SIGKILL after its
-    second chunk, while a reader polls the checkpoint: every version the reader sees loads
-    whole (the file is replaced by a rename, never written in place). Resumed in a new
-    process, the sweep ends with images bit-identical to an uninterrupted run's (each image
-    depends only on its own key), and no temporary file is left."""
+    """A sweep (digits model, pixel parameters, 24 channels in 6 chunks) is killed with
+    SIGKILL after its second chunk, while a reader polls the checkpoint: every version the
+    reader sees loads whole (the file is replaced by a rename, never written in place).
+    Resumed in a new process, the sweep ends with images bit-identical to an uninterrupted
+    run's (each image depends only on its own key), and no temporary file is left."""
     import signal
     import threading
 
