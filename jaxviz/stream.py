@@ -220,7 +220,8 @@ def images(source: Any, *, batch_size: int = 32, size: data.Size = 224,
         images: about 35 MB more at 4 threads than at 2, about 110 MB more at 8), then stays
         flat however many images follow.
       prefetch: decoded images the readers may hold ahead of the consumer (default
-        ``2 * batch_size``); memory is bounded by ``prefetch + batch_size`` images.
+        ``2 * batch_size``, at least ``threads``; a smaller one also caps the threads);
+        memory is bounded by ``prefetch + batch_size`` images.
       shard: read only this process's share under ``jax.distributed`` (True), or all of
         the set on every process (False).
 
@@ -267,7 +268,11 @@ def images(source: Any, *, batch_size: int = 32, size: data.Size = 224,
         src = _Arrays(x, given)
         default_threads = 1
     threads = default_threads if threads is None else _check_count(threads, "threads", 1)
-    prefetch = 2 * batch_size if prefetch is None else _check_count(prefetch, "prefetch", 1)
+    if prefetch is None:
+        prefetch = max(2 * batch_size, threads)
+    else:  # more readers than prefetched images would idle
+        prefetch = _check_count(prefetch, "prefetch", 1)
+        threads = min(threads, prefetch)
     return ImageStream(src, n, batch_size=batch_size, start=start, threads=threads,
                        prefetch=prefetch, shard=bool(shard), paths=paths,
                        classes=classes)

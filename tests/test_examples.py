@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 
+import jax
 import numpy as np
 import pytest
 from PIL import Image
@@ -47,8 +48,19 @@ def expected(digits):
     return {name: brute_top_k(np.asarray(a), 9) for name, a in acts.items()}
 
 
+EXACT = jax.default_backend() == "cpu"
+"""On CPU two programs computing the same activations agree to the bit, so results are
+compared exactly (ties included). On a GPU, XLA may pick other convolution algorithms for
+another program (or batch size), and the backward convolutions may be nondeterministic:
+values are then compared to float32 rounding (1e-5 relative), and ranks among values
+that close may legitimately swap."""
+
+
 def assert_same(found, want):
     values, ids, positions = want
+    if not EXACT:
+        np.testing.assert_allclose(found.values, values, rtol=1e-5, atol=1e-6)
+        return
     np.testing.assert_array_equal(found.values, values)
     np.testing.assert_array_equal(found.ids, ids)
     np.testing.assert_array_equal(found.positions, positions)
@@ -268,7 +280,8 @@ def test_patches_from_a_stream_read_the_images_by_index(folder, digits):
     assert_same(found, jv.analysis.top_k(model, variables, x, "conv2", k=2, batch_size=3)[:3])
     np.testing.assert_array_equal(examples.patches(s, model, found),
                                   examples.patches(x, model, found))
-    np.testing.assert_array_equal(examples.projections(model, variables, s, found),
-                                  examples.projections(model, variables, x, found))
+    np.testing.assert_allclose(examples.projections(model, variables, s, found),
+                               examples.projections(model, variables, x, found),
+                               rtol=0 if EXACT else 1e-5, atol=0 if EXACT else 1e-6)
     with pytest.raises(jv.InputError, match="image index"):
         s.image(8)
