@@ -47,6 +47,7 @@ __all__ = [
     "digits",
     "digits_split",
     "denormalize",
+    "image_folder",
     "imagenet_classes",
     "load_folder",
     "load_image",
@@ -507,6 +508,17 @@ def preprocess(
     return np.stack(batch).astype(np.float32)
 
 
+def image_folder(path: PathLike) -> Path:
+    """``path`` as a Path, if it is a folder; FileNotFoundError / NotADirectoryError that
+    say what was expected otherwise."""
+    folder = Path(path)
+    if not folder.exists():
+        raise FileNotFoundError(f"expected a folder of images, but nothing exists at '{folder}'")
+    if not folder.is_dir():
+        raise NotADirectoryError(f"expected a folder of images, got the file '{folder}'")
+    return folder
+
+
 def load_folder(
     path: PathLike,
     size: Size = 224,
@@ -534,11 +546,7 @@ def load_folder(
       NotADirectoryError: ``path`` is a file.
       ValueError: the folder holds no image file, or one of them cannot be read.
     """
-    folder = Path(path)
-    if not folder.exists():
-        raise FileNotFoundError(f"expected a folder of images, but nothing exists at '{folder}'")
-    if not folder.is_dir():
-        raise NotADirectoryError(f"expected a folder of images, got the file '{folder}'")
+    folder = image_folder(path)
     suffixes = {e.lower() for e in extensions}
     paths = sorted(
         (p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in suffixes),

@@ -70,11 +70,7 @@ def find_images(folder: str | os.PathLike,
       FileNotFoundError / NotADirectoryError: no folder at ``folder``.
       InputError: no image file found.
     """
-    root = Path(folder)
-    if not root.exists():
-        raise FileNotFoundError(f"expected a folder of images, but nothing exists at '{root}'")
-    if not root.is_dir():
-        raise NotADirectoryError(f"expected a folder of images, got the file '{root}'")
+    root = data.image_folder(folder)
     suffixes = {e.lower() for e in extensions}
 
     def files(d: Path) -> list[Path]:

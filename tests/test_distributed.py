@@ -24,6 +24,7 @@ import distributed_cases as cases
 import jaxviz as jv
 from conftest import F64_TOL, max_rel_err
 from jaxviz.synthesis import param
+from test_examples import brute_top_k
 
 HERE = Path(__file__).parent
 
@@ -63,16 +64,6 @@ def digits():
     return model, variables, x, y
 
 
-def _brute_top_k(a: np.ndarray, k: int):
-    """numpy's top-k of every channel of (N, H, W, C) maps: value descending, then image,
-    then row-major position."""
-    n, h, w, c = a.shape
-    values = np.moveaxis(a, -1, 0).reshape(c, -1)
-    order = np.stack([np.lexsort((np.arange(n * h * w), -values[ch]))[:k] for ch in range(c)])
-    return (np.take_along_axis(values, order, 1), order // (h * w),
-            np.stack(np.divmod(order % (h * w), w), axis=-1))
-
-
 def test_every_process_gets_the_same_answer(two_processes):
     first, second = two_processes
     assert first.keys() == second.keys()
@@ -83,7 +74,7 @@ def test_every_process_gets_the_same_answer(two_processes):
 def test_top_k_of_two_halves_is_numpy_top_k_of_all(two_processes, digits):
     model, variables, x, _ = digits
     a = np.asarray(jv.activations(model, variables, x, [cases.TOPK_LAYER])[cases.TOPK_LAYER])
-    values, ids, positions = _brute_top_k(a, cases.K)
+    values, ids, positions = brute_top_k(a, cases.K)
     assert (values == 0).any(), "the case should hold ties (ReLU zeros)"
     got = two_processes[0]
     for kind in ("topk", "stream"):

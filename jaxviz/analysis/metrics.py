@@ -55,6 +55,7 @@ import numpy as np
 
 from jaxviz import attribution, capture, checks, objectives, parallel, render
 from jaxviz import static as static_lib
+from jaxviz.analysis import maps
 from jaxviz.errors import InputError, InputTypeError, LayerError, ModelError
 
 __all__ = [
@@ -537,15 +538,6 @@ def _direct_leaves(node: Any) -> list[str]:
     return [k for k, v in node.items() if not isinstance(v, Mapping)]
 
 
-def _subtree(params: Any, path: str) -> Any:
-    node = params
-    for part in path.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
 def parameter_layers(model: nn.Module, variables: Any, shape: Sequence[int]) -> list[str]:
     """The layers that hold parameters, in forward order: the module paths of the layer
     table (:func:`jaxviz.layer_names` at ``shape``) under which ``variables['params']``
@@ -562,7 +554,7 @@ def parameter_layers(model: nn.Module, variables: Any, shape: Sequence[int]) -> 
     checks.variables(variables)
     params = variables.get("params", {})
     table = capture.layer_names(model, tuple(shape))
-    paths = [info.path for info in table if _direct_leaves(_subtree(params, info.path))]
+    paths = [info.path for info in table if _direct_leaves(maps._param_subtree(params, info.path))]
     return list(dict.fromkeys(paths))
 
 
@@ -729,7 +721,7 @@ def _uniform_per_key(keys, shape):
 
 
 def _is_conv(params: Any, path: str) -> bool:
-    node = _subtree(params, path)
+    node = maps._param_subtree(params, path)
     return isinstance(node, Mapping) and getattr(node.get("kernel"), "ndim", 0) == 4
 
 
