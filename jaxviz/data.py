@@ -360,6 +360,12 @@ def normalize(x: np.ndarray | jax.Array) -> np.ndarray | jax.Array:
     if not isinstance(x, jax.Array):
         x = np.asarray(x)
     mean, std = _stats(x, "normalize")
+    if isinstance(x, np.ndarray) and x.size >= 3072:
+        # the same operations on (3, H*W) rows: numpy broadcasting over a last axis of 3
+        # runs 4x slower (the bits are the same; image streams decode faster)
+        rows = np.subtract(x.reshape(-1, 3).T, mean[:, None])
+        rows /= std[:, None]
+        return np.ascontiguousarray(rows.T).reshape(x.shape)
     return (x - mean) / std
 
 

@@ -178,6 +178,17 @@ def test_preprocess_unit_scale_and_grey():
         data.preprocess(chelsea, scale="01")
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_normalize_of_large_arrays_is_the_broadcast_formula_to_the_bit(dtype):
+    """Large numpy arrays are normalized as (3, H*W) rows (faster); the result must be
+    (x - mean) / std, elementwise, exactly as the small-array path computes it."""
+    x = np.random.default_rng(5).random((2, 40, 50, 3)).astype(dtype)
+    mean, std = np.asarray(data.IMAGENET_MEAN, dtype), np.asarray(data.IMAGENET_STD, dtype)
+    got = data.normalize(x)
+    assert got.dtype == dtype and got.shape == x.shape and got.flags.c_contiguous
+    np.testing.assert_array_equal(got, (x - mean) / std)
+
+
 def test_normalize_roundtrip_numpy_and_jax():
     x = np.random.default_rng(3).random((2, 4, 5, 3)).astype(np.float32)
     y = data.normalize(x)
