@@ -7,6 +7,12 @@ Subcommands:
   ``lenet_digits``) in forward order, with its alias, its kind and a one-line summary
   of its output for one input, then the model's top-5 predictions.
 
+``jaxviz examples MODEL --layer L --out DIR [--images FOLDER] [--k 9] [--channels I,J,...]``
+  Zeiler & Fergus's dataset examples: for every channel of ``L``, the receptive-field
+  patches of its ``k`` strongest activations over an image folder (the bundled digits
+  for the digits model) and their DeconvNet projections, one PNG per channel, with the
+  values, image indices and positions in ``DIR/top_k.npz``.
+
 Example::
 
     $ jaxviz layers alexnet --size 128
@@ -185,6 +191,83 @@ def mlp2d_lines(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _channel_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated channels, got {text!r}") from None
+    if not values or min(values) < 0:
+        raise argparse.ArgumentTypeError(f"expected non-negative channels, got {text!r}")
+    return values
+
+
+def examples(args: argparse.Namespace, out: TextIO) -> int:
+    """``jaxviz examples``: dataset top-k patches and projections, a PNG per channel."""
+    import tempfile
+
+    from jaxviz.analysis import examples as examples_lib
+    from jaxviz.analysis import receptive
+
+    check_name(args.model, (*jv.models.ARCHITECTURES, *BUNDLED))
+    if args.seed is not None and (args.weights is not None or args.model in BUNDLED):
+        raise ValueError("--seed chooses random weights; it cannot be used with --weights "
+                         "or a bundled trained model")
+    if args.k < 1 or args.batch_size < 1:
+        raise ValueError(f"--k and --batch-size must be at least 1, got {args.k} and "
+                         f"{args.batch_size}")
+    module = _module(args.model)
+    spec = input_spec(module)
+    if spec.kind == "vector":
+        raise ValueError(f"{args.model} takes {spec.describe()}: it has no image patches")
+    hw = args.size or (spec.size, spec.size)
+    grey = spec.channels == 1
+    if args.images is not None:
+        resize = round(max(hw) * RESIZE_RATIO) if spec.scale == "imagenet" else "exact"
+        images = jv.stream.images(args.images, batch_size=args.batch_size, size=hw,
+                                  resize=resize, scale=spec.scale, grey=grey)
+        what = f"{images.total} images of {args.images}"
+    elif grey and spec.size == jv.data.DIGITS_SIZE and tuple(hw) == (spec.size, spec.size):
+        images = jv.stream.images(jv.data.digits("all")[0], batch_size=args.batch_size)
+        what = f"the {images.total:,} bundled digits (jaxviz.data.digits('all'))"
+    else:
+        raise ValueError(f"{args.model} needs an image set: pass --images FOLDER")
+    model, variables = jv.load(args.model, weights=args.weights, seed=args.seed or 0)
+    found = jv.analysis.top_k(model, variables, images, args.layer, k=args.k)
+    c = found.values.shape[0]
+    channels = list(range(c)) if args.channels is None else args.channels
+    if max(channels) >= c:
+        raise ValueError(f"--channels {max(channels)} is out of range: {args.layer!r} has "
+                         f"{c} channels")
+    picked = examples_lib.TopK(found.values[channels], found.ids[channels],
+                               found.positions[channels], found.layer, found.count)
+    crops = examples_lib.patches(images, model, picked)
+    projected = examples_lib.projections(model, variables, images, picked,
+                                         batch_size=args.batch_size)
+    field = receptive.receptive_field(model, args.layer, images.image(0).shape)
+    n, k = picked.ids.shape
+    cropped = receptive.crop_patches(projected.reshape(-1, *projected.shape[2:]),
+                                     np.arange(n * k), picked.positions.reshape(-1, 2),
+                                     field).reshape(crops.shape)
+    folder = Path(args.out)
+    folder.mkdir(parents=True, exist_ok=True)
+    zoom = max(1, 96 // max(field.size))
+    print(f"weights: {_describe_weights(args.model, args.weights, args.seed or 0)}", file=out)
+    print(f"images:  {what}", file=out)
+    print(f"layer:   {args.layer}, {c} channels, receptive field {field.size[0]}x"
+          f"{field.size[1]} px, stride {field.stride[0]}", file=out)
+    safe = args.layer.replace("/", "_").replace(".", "_")
+    for i, ch in enumerate(channels):
+        picture = examples_lib.draw_examples(crops, cropped, channel=i, zoom=zoom,
+                                             scale=spec.scale)
+        jv.render.save_png(picture, folder / f"{safe}_channel{ch:04d}.png")
+    with tempfile.NamedTemporaryFile(dir=folder, suffix=".npz", delete=False) as f:
+        np.savez(f, values=picked.values, ids=picked.ids, positions=picked.positions,
+                 channels=np.asarray(channels))
+    os.replace(f.name, folder / "top_k.npz")
+    print(f"wrote {len(channels)} pictures and top_k.npz to {folder}", file=out)
+    return 0
+
+
 def _iterations(text: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
@@ -231,6 +314,32 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="I,J,...", help="iterations to draw; the last is the training length")
     p.add_argument("--seed", type=int, default=None, help="seed of data and weights (default 0)")
     p.set_defaults(run=mlp2d_lines, parser=p)
+
+    p = commands.add_parser(
+        "examples", help="every channel's strongest image patches and their projections",
+        description="For every channel of LAYER (or --channels), the receptive-field patches "
+                    "of its K strongest activations over an image set, above their DeconvNet "
+                    "projections: OUT/LAYER_channelNNNN.png, and OUT/top_k.npz (values, image "
+                    "indices, positions).")
+    p.add_argument("model", metavar="MODEL",
+                   help=f"architecture ({', '.join(jv.models.ARCHITECTURES)}) or bundled trained "
+                        f"model ({', '.join(BUNDLED)})")
+    p.add_argument("--layer", required=True, help="a layer with spatial maps (path or alias)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
+    p.add_argument("--images", metavar="FOLDER", default=None,
+                   help="image folder (ImageFolder layout or flat); default: the bundled digits "
+                        "for the digits model")
+    p.add_argument("--k", type=int, default=9, help="examples per channel (default 9)")
+    p.add_argument("--channels", type=_channel_list, default=None, metavar="I,J,...",
+                   help="channels to draw (default: all)")
+    p.add_argument("--weights", metavar="W", default=None,
+                   help="DEFAULT, or a .safetensors/.pth file; default: seeded random weights "
+                        "(the bundled ones for a bundled model)")
+    p.add_argument("--size", metavar="N", type=int, nargs="+", default=None,
+                   help="input size: N or H W (default: the model's own)")
+    p.add_argument("--batch-size", type=int, default=64, help="images per batch (default 64)")
+    p.add_argument("--seed", type=int, default=None, help="seed of the random weights (default 0)")
+    p.set_defaults(run=examples, parser=p)
     return parser
 
 

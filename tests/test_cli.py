@@ -327,3 +327,58 @@ def test_weights_port_failed_download_is_readable(monkeypatch, tmp_path):
 def test_weights_port_bad_arguments(argv, message):
     err = assert_one_error_line(*port(argv), prog="weights_port")
     assert message in err
+
+
+# --------------------------------------------------------------------------- examples
+
+
+def test_examples_writes_a_picture_per_channel_and_the_top_k(tmp_path):
+    code, out, err = run(["examples", "lenet_digits", "--layer", "relu2", "--out",
+                          str(tmp_path), "--k", "4", "--channels", "5,9"])
+    assert code == 0, err
+    assert "1,797 bundled digits" in out and "receptive field 14x14 px" in out
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["relu2_channel0005.png", "relu2_channel0009.png", "top_k.npz"]
+    model, variables = jv.load("lenet_digits")
+    want = jv.analysis.top_k(model, variables, jv.data.digits("all")[0], "relu2", k=4)
+    saved = np.load(tmp_path / "top_k.npz")
+    np.testing.assert_array_equal(saved["channels"], [5, 9])
+    np.testing.assert_array_equal(saved["values"], want.values[[5, 9]])
+    np.testing.assert_array_equal(saved["ids"], want.ids[[5, 9]])
+    np.testing.assert_array_equal(saved["positions"], want.positions[[5, 9]])
+    picture = np.asarray(Image.open(tmp_path / "relu2_channel0009.png"))
+    assert picture.ndim == 3 and picture.shape[1] > picture.shape[0]  # a row of 4, two rows
+
+
+def test_examples_over_an_image_folder(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (40, 50, 3), np.uint8)).save(images / f"{i}.png")
+    code, out, err = run(["examples", "alexnet", "--layer", "conv2", "--size", "64", "--out",
+                          str(tmp_path / "out"), "--images", str(images), "--k", "2",
+                          "--channels", "0"])
+    assert code == 0, err
+    assert "3 images of" in out
+    assert (tmp_path / "out" / "conv2_channel0000.png").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["examples", "lenet_digits", "--layer", "relu2", "--out", "OUT", "--channels", "99"],
+     "--channels 99 is out of range"),
+    (["examples", "lenet_digits", "--layer", "logits", "--out", "OUT"], "spatial maps"),
+    (["examples", "alexnet", "--layer", "conv5", "--out", "OUT"], "pass --images FOLDER"),
+    (["examples", "lenet_digits", "--layer", "relu2", "--out", "OUT", "--k", "0"],
+     "--k and --batch-size must be at least 1"),
+    (["examples", "lenet_digits", "--out", "OUT"], "--layer"),
+    (["examples", "lenet_digits", "--layer", "relu2", "--out", "OUT", "--seed", "1"],
+     "--seed chooses random weights"),
+    (["examples", "lenet_digits", "--layer", "relu2", "--out", "OUT", "--channels", "a"],
+     "comma-separated channels"),
+])
+def test_examples_bad_arguments(tmp_path, argv, message):
+    argv = [str(tmp_path / a) if a == "OUT" else a for a in argv]
+    code, out, err = run(argv)
+    assert code == 2 and message in err, err
+    assert err.count("error:") == 1 and "Traceback" not in err
