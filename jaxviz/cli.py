@@ -191,16 +191,6 @@ def mlp2d_lines(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def _channel_list(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated channels, got {text!r}") from None
-    if not values or min(values) < 0:
-        raise argparse.ArgumentTypeError(f"expected non-negative channels, got {text!r}")
-    return values
-
-
 def examples(args: argparse.Namespace, out: TextIO) -> int:
     """``jaxviz examples``: dataset top-k patches and projections, a PNG per channel."""
     import tempfile
@@ -268,14 +258,19 @@ def examples(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def _iterations(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated iterations, got {text!r}") from None
-    if not values or min(values) < 0:
-        raise argparse.ArgumentTypeError(f"expected non-negative iterations, got {text!r}")
-    return values
+def _int_list(what: str):
+    """An argparse type: comma-separated non-negative ints (``what`` names them in errors)."""
+
+    def parse(text: str) -> list[int]:
+        try:
+            values = [int(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got {text!r}") from None
+        if not values or min(values) < 0:
+            raise argparse.ArgumentTypeError(f"expected non-negative {what}, got {text!r}")
+        return values
+
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -310,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "(a grid) and OUT/training.gif.")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
     p.add_argument("--hidden", type=int, default=8, help="hidden units (default 8)")
-    p.add_argument("--frames", type=_iterations, default=[0, 25, 50, 100, 200, 400, 800, 2000],
+    p.add_argument("--frames", type=_int_list("iterations"), default=[0, 25, 50, 100, 200, 400, 800, 2000],
                    metavar="I,J,...", help="iterations to draw; the last is the training length")
     p.add_argument("--seed", type=int, default=None, help="seed of data and weights (default 0)")
     p.set_defaults(run=mlp2d_lines, parser=p)
@@ -330,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="image folder (ImageFolder layout or flat); default: the bundled digits "
                         "for the digits model")
     p.add_argument("--k", type=int, default=9, help="examples per channel (default 9)")
-    p.add_argument("--channels", type=_channel_list, default=None, metavar="I,J,...",
+    p.add_argument("--channels", type=_int_list("channels"), default=None, metavar="I,J,...",
                    help="channels to draw (default: all)")
     p.add_argument("--weights", metavar="W", default=None,
                    help="DEFAULT, or a .safetensors/.pth file; default: seeded random weights "

@@ -76,11 +76,18 @@ def test_top_k_is_numpy_top_k_of_every_activation(digits, expected, layer, batch
     assert_same(found, expected[layer])
 
 
-def test_ties_are_broken_by_image_then_position(expected):
-    """relu2 has channels whose ninth value is a ReLU zero: the case exercises ties."""
-    values, ids, positions = expected["relu2"]
-    tied = values[:, -1] == 0
-    assert tied.any()
+def test_ties_are_broken_by_image_then_position(digits, expected):
+    """relu2 has channels whose ninth value is a ReLU zero: among equal values, top_k lists
+    the lower image first, then the earlier position (row-major), at any batch size."""
+    model, variables, x = digits
+    assert (expected["relu2"][0][:, -1] == 0).any(), "the case should hold ties"
+    found = jv.analysis.top_k(model, variables, x, "relu2", k=9, batch_size=5)
+    width = np.asarray(jv.activations(model, variables, x[:1], ["relu2"])["relu2"]).shape[2]
+    order = found.ids * 10 ** 6 + found.positions[..., 0] * width + found.positions[..., 1]
+    for c in range(found.values.shape[0]):
+        for a, b in zip(range(8), range(1, 9)):
+            if found.values[c, a] == found.values[c, b]:
+                assert order[c, a] < order[c, b], (c, a, found.ids[c], found.positions[c])
 
 
 def test_streams_and_iterables_give_the_same_answer(digits, expected):
