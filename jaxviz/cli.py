@@ -254,7 +254,8 @@ def examples(args: argparse.Namespace, out: TextIO) -> int:
         np.savez(f, values=picked.values, ids=picked.ids, positions=picked.positions,
                  channels=np.asarray(channels))
     os.replace(f.name, folder / "top_k.npz")
-    print(f"wrote {len(channels)} pictures and top_k.npz to {folder}", file=out)
+    print(f"wrote {len(channels)} picture{'' if len(channels) == 1 else 's'} and top_k.npz "
+          f"to {folder}", file=out)
     return 0
 
 
