@@ -28,8 +28,9 @@ FLOORS = {
     6: ("jaxviz.attribution", "jaxviz.synthesis"),
     7: ("jaxviz.analysis",),
     8: ("jaxviz",),  # the package's __init__: re-exports
-    9: ("jaxviz.cli",),
-    10: ("jaxviz.__main__",),
+    9: ("jaxviz.commands",),
+    10: ("jaxviz.cli",),
+    11: ("jaxviz.__main__",),
 }
 
 

@@ -1,0 +1,84 @@
+"""For every channel of LAYER (or --channels), the receptive-field patches of its K
+strongest activations over an image set, above their DeconvNet projections (Zeiler &
+Fergus 2014): OUT/LAYER_channelNNNN.png, and OUT/top_k.npz (values, image indices,
+positions)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TextIO
+
+import numpy as np
+
+import jaxviz as jv
+from jaxviz.commands import _common as c
+
+HELP = "every channel's strongest image patches and their projections"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    c.add_model(p)
+    p.add_argument("--layer", required=True, help="a layer with spatial maps (path or alias)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
+    p.add_argument("--images", metavar="FOLDER", default=None,
+                   help="image folder (ImageFolder layout or flat); default: the bundled digits "
+                        "for the digits model")
+    p.add_argument("--k", type=int, default=9, help="examples per channel (default 9)")
+    p.add_argument("--channels", type=c.int_list("channels"), default=None, metavar="I,J,...",
+                   help="channels to draw (default: all)")
+    c.add_size(p, "input size")
+    p.add_argument("--batch-size", type=int, default=64, help="images per batch (default 64)")
+
+
+def pictures(model, variables, images, found, channels, *, batch_size: int, scale: str):
+    """{channel: picture} for ``channels`` of ``found`` (a ``TopK`` over ``images``):
+    each example's receptive-field patch above its DeconvNet projection, cut to the
+    field. Returns the pictures and the layer's ``Field``."""
+    from jaxviz.analysis import examples as examples_lib
+    from jaxviz.analysis import receptive
+
+    picked = examples_lib.TopK(found.values[channels], found.ids[channels],
+                               found.positions[channels], found.layer, found.count)
+    crops = examples_lib.patches(images, model, picked)
+    projected = examples_lib.projections(model, variables, images, picked,
+                                         batch_size=batch_size)
+    field = receptive.receptive_field(model, found.layer, images.image(0).shape)
+    n, k = picked.ids.shape
+    cropped = receptive.crop_patches(projected.reshape(-1, *projected.shape[2:]),
+                                     np.arange(n * k), picked.positions.reshape(-1, 2),
+                                     field).reshape(crops.shape)
+    zoom = max(1, 96 // max(field.size))
+    drawn = {ch: examples_lib.draw_examples(crops, cropped, channel=i, zoom=zoom, scale=scale)
+             for i, ch in enumerate(channels)}
+    return drawn, field
+
+
+def run(args: argparse.Namespace, out: TextIO) -> int:
+    c.check_model(args)
+    if args.k < 1 or args.batch_size < 1:
+        raise ValueError(f"--k and --batch-size must be at least 1, got {args.k} and "
+                         f"{args.batch_size}")
+    spec = c.spec_of(args.model)
+    images, what = c.image_set(args.model, args.images, args.size, spec, args.batch_size)
+    model, variables = c.load(args)
+    found = jv.analysis.top_k(model, variables, images, args.layer, k=args.k)
+    n = found.values.shape[0]
+    channels = list(range(n)) if args.channels is None else args.channels
+    if max(channels) >= n:
+        raise ValueError(f"--channels {max(channels)} is out of range: {args.layer!r} has "
+                         f"{n} channels")
+    drawn, field = pictures(model, variables, images, found, channels,
+                            batch_size=args.batch_size, scale=spec.scale)
+    folder = c.out_folder(args.out)
+    print(f"weights: {c.describe_weights(args.model, args.weights, args.seed)}", file=out)
+    print(f"images:  {what}", file=out)
+    print(f"layer:   {args.layer}, {n} channels, receptive field {field.size[0]}x"
+          f"{field.size[1]} px, stride {field.stride[0]}", file=out)
+    safe = args.layer.replace("/", "_").replace(".", "_")
+    for ch, picture in drawn.items():
+        jv.render.save_png(picture, folder / f"{safe}_channel{ch:04d}.png")
+    c.save_npz(folder / "top_k.npz", values=found.values[channels], ids=found.ids[channels],
+               positions=found.positions[channels], channels=np.asarray(channels))
+    print(f"wrote {len(channels)} picture{'' if len(channels) == 1 else 's'} and top_k.npz "
+          f"to {folder}", file=out)
+    return 0
