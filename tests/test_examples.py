@@ -169,6 +169,26 @@ def test_projection_of_a_first_layer_unit_is_its_filter(digits):
             assert np.abs(proj[c, j] - want).max() <= 1e-6 * scale
 
 
+def test_selected_channels_keep_their_own_projections(digits):
+    """select() records the layer's channels, so a subset projects each row through its
+    own channel (not the row number), and example_pictures of one channel equals that
+    channel's picture among all (identical: same images, same settings)."""
+    model, variables, x = digits
+    found = jv.analysis.top_k(model, variables, x, "conv2", k=3)
+    every = examples.projections(model, variables, x, found, batch_size=8)
+    picked = examples.select(found, [5, 2])
+    assert picked.channel_ids().tolist() == [5, 2]
+    np.testing.assert_array_equal(picked.ids, found.ids[[5, 2]])
+    some = examples.projections(model, variables, x, picked, batch_size=8)
+    np.testing.assert_allclose(some, every[[5, 2]], rtol=0, atol=1e-6 * np.abs(every).max())
+    assert examples.select(picked, [2]).channel_ids().tolist() == [2]
+    with pytest.raises(jv.InputError, match="channel 7 is not in"):
+        examples.select(picked, [7])
+    one = examples.example_pictures(model, variables, x, found, [5], batch_size=8)
+    both = examples.example_pictures(model, variables, x, found, [2, 5], batch_size=8)
+    np.testing.assert_array_equal(one[5], both[5])
+
+
 def test_draw_examples(digits):
     model, variables, x = digits
     found = jv.analysis.top_k(model, variables, x, "conv2", k=4)

@@ -46,8 +46,9 @@ from jaxviz import static as static_lib
 from jaxviz import stream as stream_lib
 from jaxviz.analysis import receptive
 from jaxviz.errors import InputError, InputTypeError, LayerError
+from jaxviz.models.modules import input_spec
 
-__all__ = ["TopK", "draw_examples", "patches", "projections", "top_k"]
+__all__ = ["TopK", "draw_examples", "example_pictures", "patches", "projections", "top_k"]
 
 
 class TopK(NamedTuple):
@@ -59,6 +60,8 @@ class TopK(NamedTuple):
       positions: (C, k, 2) int64, the (row, column) of each in the layer's map.
       layer: the layer's name as given.
       count: images seen (every process).
+      channels: (C,) the layer's channel of each row, or None for all of them in order
+        (what :func:`top_k` returns; :func:`select` keeps some rows and records which).
     """
 
     values: np.ndarray
@@ -66,6 +69,13 @@ class TopK(NamedTuple):
     positions: np.ndarray
     layer: str = ""
     count: int = 0
+    channels: np.ndarray | None = None
+
+    def channel_ids(self) -> np.ndarray:
+        """(C,) the layer's channel of each row."""
+        if self.channels is None:
+            return np.arange(np.shape(self.values)[0])
+        return np.asarray(self.channels, np.int64)
 
 
 # --------------------------------------------------------------------------- the running top-k
@@ -315,7 +325,7 @@ def projections(model: nn.Module, variables: Any, images: Any, found: TopK,
     layer = layer or found.layer
     c, k = found.ids.shape
     ids = found.ids.reshape(-1)
-    channels = np.repeat(np.arange(c), k)
+    channels = np.repeat(found.channel_ids(), k)
     pos = found.positions.reshape(-1, 2)
     out = []
     for start in range(0, len(ids), batch_size):
@@ -376,3 +386,56 @@ def draw_examples(crops: Any, projected: Any = None, *, channel: int = 0,
     if zoom > 1:
         tiles = tiles.repeat(zoom, axis=1).repeat(zoom, axis=2)
     return render.grid(tiles, ncols=len(row), pad=gutter)
+
+
+def select(found: TopK, channels: Any) -> TopK:
+    """``found`` restricted to the layer's ``channels`` (a list of channel indices, which
+    must be among ``found``'s), in that order; the result records which they are."""
+    found = _check_found(found)
+    channels = np.asarray(channels, np.int64).reshape(-1)
+    have = found.channel_ids()
+    row = {int(c): i for i, c in enumerate(have)}
+    missing = [int(c) for c in channels if int(c) not in row]
+    if missing:
+        raise InputError(f"channel {missing[0]} is not in this top-k of {found.layer!r} "
+                         f"(it has {len(have)} channels)")
+    rows = np.asarray([row[int(c)] for c in channels], np.int64)
+    return TopK(found.values[rows], found.ids[rows], found.positions[rows], found.layer,
+                found.count, channels)
+
+
+def example_pictures(model: nn.Module, variables: Any, images: Any, found: TopK,
+                     channels: Any = None, *, batch_size: int = 32, scale: str | None = None,
+                     size: int = 96) -> dict[int, np.ndarray]:
+    """Each channel's examples as a picture: the receptive-field patches of its strongest
+    activations above their DeconvNet projections, both cut to the field (Zeiler &
+    Fergus 2014, figure 2).
+
+    Args:
+      model, variables, images: as :func:`projections`.
+      found: :func:`top_k`'s result.
+      channels: which channels (default: all of ``found``'s).
+      batch_size: projections per compiled call.
+      scale: how the model's input is normalised, ``"imagenet"`` or ``"unit"``
+        (default: what the model's ``input_spec()`` says).
+      size: tiles are zoomed by a whole factor up to about this many pixels.
+
+    Returns:
+      ``{channel: (H, W, 3) uint8}`` in the order of ``channels``.
+    """
+    found = _check_found(found)
+    channels = list(range(found.values.shape[0])) if channels is None else [int(c) for c in channels]
+    picked = select(found, channels)
+    if scale is None:
+        spec = input_spec(model)
+        scale = spec.scale if spec is not None else "imagenet"
+    crops = patches(images, model, picked)
+    projected = projections(model, variables, images, picked, batch_size=batch_size)
+    field = receptive.receptive_field(model, found.layer, _image_getter(images)(0).shape)
+    n, k = picked.ids.shape
+    cropped = receptive.crop_patches(projected.reshape(-1, *projected.shape[2:]),
+                                     np.arange(n * k), picked.positions.reshape(-1, 2),
+                                     field).reshape(crops.shape)
+    zoom = max(1, size // max(field.size))
+    return {ch: draw_examples(crops, cropped, channel=i, zoom=zoom, scale=scale)
+            for i, ch in enumerate(channels)}

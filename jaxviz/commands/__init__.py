@@ -13,8 +13,17 @@ import importlib
 from types import ModuleType
 
 COMMANDS = {
+    "demo": "demo",
     "layers": "layers",
+    "filters": "filters",
+    "activations": "activations",
+    "explain": "explain",
+    "visualize": "visualize",
+    "sweep": "sweep",
+    "weights": "weights",
     "examples": "examples",
+    "gallery": "gallery",
+    "port": "port",
     "mlp2d-lines": "mlp2d_lines",
 }
 

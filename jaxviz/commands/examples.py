@@ -11,6 +11,8 @@ from typing import TextIO
 import numpy as np
 
 import jaxviz as jv
+from jaxviz.analysis import examples as examples_lib
+from jaxviz.analysis import receptive
 from jaxviz.commands import _common as c
 
 HELP = "every channel's strongest image patches and their projections"
@@ -30,29 +32,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=64, help="images per batch (default 64)")
 
 
-def pictures(model, variables, images, found, channels, *, batch_size: int, scale: str):
-    """{channel: picture} for ``channels`` of ``found`` (a ``TopK`` over ``images``):
-    each example's receptive-field patch above its DeconvNet projection, cut to the
-    field. Returns the pictures and the layer's ``Field``."""
-    from jaxviz.analysis import examples as examples_lib
-    from jaxviz.analysis import receptive
-
-    picked = examples_lib.TopK(found.values[channels], found.ids[channels],
-                               found.positions[channels], found.layer, found.count)
-    crops = examples_lib.patches(images, model, picked)
-    projected = examples_lib.projections(model, variables, images, picked,
-                                         batch_size=batch_size)
-    field = receptive.receptive_field(model, found.layer, images.image(0).shape)
-    n, k = picked.ids.shape
-    cropped = receptive.crop_patches(projected.reshape(-1, *projected.shape[2:]),
-                                     np.arange(n * k), picked.positions.reshape(-1, 2),
-                                     field).reshape(crops.shape)
-    zoom = max(1, 96 // max(field.size))
-    drawn = {ch: examples_lib.draw_examples(crops, cropped, channel=i, zoom=zoom, scale=scale)
-             for i, ch in enumerate(channels)}
-    return drawn, field
-
-
 def run(args: argparse.Namespace, out: TextIO) -> int:
     c.check_model(args)
     if args.k < 1 or args.batch_size < 1:
@@ -67,8 +46,9 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     if max(channels) >= n:
         raise ValueError(f"--channels {max(channels)} is out of range: {args.layer!r} has "
                          f"{n} channels")
-    drawn, field = pictures(model, variables, images, found, channels,
-                            batch_size=args.batch_size, scale=spec.scale)
+    drawn = examples_lib.example_pictures(model, variables, images, found, channels,
+                                          batch_size=args.batch_size, scale=spec.scale)
+    field = receptive.receptive_field(model, args.layer, images.image(0).shape)
     folder = c.out_folder(args.out)
     print(f"weights: {c.describe_weights(args.model, args.weights, args.seed)}", file=out)
     print(f"images:  {what}", file=out)
