@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# The main job: every layer of AlexNet (seeded random weights) on the bundled photograph.
+# The main job: `jaxviz demo`, offline, on the bundled trained digits model (its gallery
+# and attribution sheets under jaxviz-demo/; the last line printed is the page to open).
 # Sets up .venv (jaxviz alone: no torch needed) on first use, and again only when
-# pyproject.toml changes. Extra arguments go to `jaxviz layers`, e.g.
-# `bash scripts/demo.sh vgg16 --size 128` or `bash scripts/demo.sh lenet_digits`.
+# pyproject.toml changes. With arguments, runs that jaxviz command instead, e.g.
+# `bash scripts/demo.sh layers alexnet` or `bash scripts/demo.sh demo --out /tmp/demo`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras=""
 source scripts/_venv.sh
-if [ $# -eq 0 ]; then set -- alexnet; fi
-exec .venv/bin/jaxviz layers "$@"
+if [ $# -eq 0 ]; then set -- demo; fi
+exec .venv/bin/jaxviz "$@"

@@ -312,3 +312,13 @@ def test_patches_from_a_stream_read_the_images_by_index(folder, digits):
                                rtol=0 if EXACT else 1e-5, atol=0 if EXACT else 1e-6)
     with pytest.raises(jv.InputError, match="image index"):
         s.image(8)
+
+
+def test_top_k_unpacks_as_the_contract_triple(digits):
+    """docs/architecture.md's contract: ``values, ids, positions = top_k(...)``."""
+    model, variables, x = digits
+    found = jv.analysis.top_k(model, variables, x[:5], "conv1", k=2)
+    values, ids, positions = found
+    assert values.shape == (16, 2) and ids.shape == (16, 2) and positions.shape == (16, 2, 2)
+    assert (found.layer, found.count) == ("conv1", 5) and found.channels is None
+    assert "conv1" in repr(found)

@@ -406,6 +406,9 @@ def test_sweep_resumes_from_a_checkpoint(oriented, tmp_path):
     np.testing.assert_array_equal(resumed, full)
     with pytest.raises(ValueError, match="other settings"):
         jv.synthesis.sweep(model, variables, "conv", checkpoint=ckpt, **{**kw, "steps": 5})
+    other = jax.tree_util.tree_map(lambda a: a * 1.5, variables)  # other weights
+    with pytest.raises(ValueError, match="other settings"):
+        jv.synthesis.sweep(model, other, "conv", checkpoint=ckpt, **kw)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 

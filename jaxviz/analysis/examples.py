@@ -51,8 +51,17 @@ from jaxviz.models.modules import input_spec
 __all__ = ["TopK", "draw_examples", "example_pictures", "patches", "projections", "top_k"]
 
 
-class TopK(NamedTuple):
+class _Triple(NamedTuple):
+    values: np.ndarray
+    ids: np.ndarray
+    positions: np.ndarray
+
+
+class TopK(_Triple):
     """The strongest activations of every channel of a layer over an image set.
+
+    A tuple ``(values, ids, positions)`` (``values, ids, positions = top_k(...)``), with
+    three more attributes.
 
     Attributes:
       values: (C, k) activations, largest first.
@@ -64,12 +73,15 @@ class TopK(NamedTuple):
         (what :func:`top_k` returns; :func:`select` keeps some rows and records which).
     """
 
-    values: np.ndarray
-    ids: np.ndarray
-    positions: np.ndarray
-    layer: str = ""
-    count: int = 0
-    channels: np.ndarray | None = None
+    def __new__(cls, values: np.ndarray, ids: np.ndarray, positions: np.ndarray,
+                layer: str = "", count: int = 0, channels: np.ndarray | None = None) -> TopK:
+        self = super().__new__(cls, values, ids, positions)
+        self.layer, self.count, self.channels = layer, count, channels
+        return self
+
+    def __repr__(self) -> str:
+        return (f"TopK(layer={self.layer!r}, count={self.count}, values shape "
+                f"{np.shape(self.values)}, channels={'all' if self.channels is None else list(self.channels)})")
 
     def channel_ids(self) -> np.ndarray:
         """(C,) the layer's channel of each row."""
@@ -165,7 +177,7 @@ def top_k(model: nn.Module, variables: Any, images: Any, layer: str, k: int = 9,
 
     Returns:
       :class:`TopK` ``(values (C, k), ids (C, k), positions (C, k, 2))``; it unpacks as
-      ``values, ids, positions, layer, count``.
+      ``values, ids, positions`` (with ``.layer`` and ``.count``).
 
     Raises:
       InputError: ``k`` or ``batch_size`` below 1, more than the positions seen, no images,

@@ -132,7 +132,9 @@ def _progress(items: Iterable[Any], total: int, desc: str, quiet: bool):
         return items
     from tqdm.auto import tqdm
 
-    return tqdm(items, total=total, desc=desc, file=sys.stderr, leave=False, dynamic_ncols=True)
+    # on a terminal only (disable=None): elsewhere bar text would sit before later lines
+    return tqdm(items, total=total, desc=desc, file=sys.stderr, leave=False, dynamic_ncols=True,
+                disable=None)
 
 
 def _unit_uint8(images: np.ndarray) -> np.ndarray:
@@ -349,7 +351,7 @@ def build(model: nn.Module, variables: Any, layers: str | Sequence[str],
                 from tqdm.auto import tqdm
 
                 bar = tqdm(total=1, desc=f"{name}: feature visualizations", file=sys.stderr,
-                           leave=False, dynamic_ncols=True)
+                           leave=False, dynamic_ncols=True, disable=None)
 
                 def progress(done, total, seconds, bar=bar):
                     bar.total, bar.n = total, done

@@ -726,11 +726,14 @@ def _is_conv(params: Any, path: str) -> bool:
 
 
 def cam_layer(model: nn.Module, variables: Any, shape: Sequence[int]) -> str:
-    """Grad-CAM's default layer: the model's last convolution (the last layer in forward
-    order with a 4-D ``kernel`` and a spatial output), or the ReLU that directly follows
-    it. That rectified output is what the Grad-CAM paper reads as "the last
-    convolutional layer" (its Caffe networks apply the ReLU in place, on the
-    convolution's own output).
+    """Grad-CAM's default layer: the rectified output of the model's last convolution.
+
+    That output is what the Grad-CAM paper reads as "the last convolutional layer" (its
+    Caffe networks apply the ReLU in place, on the convolution's own output). From the
+    last layer in forward order with a 4-D ``kernel`` and a spatial output: the ReLU that
+    follows it (after a BatchNorm, if one comes first); failing that, the outermost
+    module around the convolution whose output is spatial and of the same size (a
+    GoogLeNet inception block: its branches' rectified outputs, concatenated).
 
     Raises:
       LayerError: the model has no convolution.
@@ -743,10 +746,23 @@ def cam_layer(model: nn.Module, variables: Any, shape: Sequence[int]) -> str:
         raise LayerError(f"{type(model).__name__} has no convolution layer for Grad-CAM: pass "
                          f"layer= (a spatial layer, see jaxviz.layer_names)")
     last = convs[-1]
-    after = table[last + 1] if last + 1 < len(table) else None
-    if after is not None and after.kind == "ReLU" and after.shape == table[last].shape:
-        return after.path
-    return table[last].path
+    conv = table[last]
+    following = table[last + 1:last + 3]
+    if following and following[0].kind.startswith("BatchNorm"):
+        following = following[1:]
+    if following and following[0].kind == "ReLU" and following[0].shape == conv.shape:
+        return following[0].path
+    by_path = {info.path: info for info in table}
+    best = conv.path
+    parts = conv.path.split(".")
+    for n in range(len(parts) - 1, 0, -1):
+        outer = by_path.get(".".join(parts[:n]))
+        if outer is None:
+            continue
+        if len(outer.shape) != 4 or outer.shape[1:3] != conv.shape[1:3]:
+            break
+        best = outer.path
+    return best
 
 
 def default_settings(shape: Sequence[int]) -> dict[str, dict[str, Any]]:

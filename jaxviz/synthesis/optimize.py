@@ -23,6 +23,7 @@ References:
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
 import numbers
 import os
@@ -505,6 +506,20 @@ def _fingerprint(**kw) -> str:
     return "; ".join(f"{k}={_describe(v)}" for k, v in sorted(kw.items()))
 
 
+def _digest(variables: Any) -> str:
+    """A short fingerprint of ``variables``: each leaf's path, shape, dtype and float64 sum
+    and sum of squares (a checkpoint made with other weights is not resumed)."""
+    leaves = jax.tree_util.tree_flatten_with_path(variables)[0]
+    sums = jax.device_get([(jnp.sum(jnp.asarray(v, jnp.float32)),
+                            jnp.sum(jnp.square(jnp.asarray(v, jnp.float32))))
+                           for _, v in leaves])
+    h = hashlib.sha256()
+    for (path, v), (s, q) in zip(leaves, sums):
+        h.update(f"{jax.tree_util.keystr(path)}|{np.shape(v)}|{getattr(v, 'dtype', type(v))}|"
+                 f"{float(s)!r}|{float(q)!r};".encode())
+    return h.hexdigest()[:16]
+
+
 def _load_checkpoint(path: Path, fingerprint: str) -> dict[int, np.ndarray]:
     if not path.exists():
         return {}
@@ -609,7 +624,8 @@ def sweep(model: nn.Module, variables: Any, layer: str, channels: Any = "all", *
         path = Path(checkpoint)
         fingerprint = _fingerprint(layer=layer, key=jax.random.key_data(key).tolist(),
                                    steps=steps, size=hw, config=config[1:4],
-                                   preprocess=config.preprocess, loop=loop)
+                                   preprocess=config.preprocess, loop=loop,
+                                   model=config.model, weights=_digest(variables))
         _remove_stale_temporaries(path)
         done = _load_checkpoint(path, fingerprint)
         found = parallel.gather(np.asarray([len(done)], np.int64))
