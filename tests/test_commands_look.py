@@ -30,9 +30,17 @@ from jaxviz.cli import main
 SIZE = 64
 
 
-def run(argv: list[str]) -> tuple[int, str, str]:
-    """(exit status, stdout, stderr) of ``jaxviz argv``, run in-process."""
-    out, err = io.StringIO(), io.StringIO()
+class Terminal(io.StringIO):
+    """A stderr that says it is a terminal: progress bars draw only on one."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def run(argv: list[str], tty: bool = False) -> tuple[int, str, str]:
+    """(exit status, stdout, stderr) of ``jaxviz argv``, run in-process; ``tty``: stderr
+    is a terminal."""
+    out, err = io.StringIO(), (Terminal() if tty else io.StringIO())
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = main(argv)
     return code, out.getvalue(), err.getvalue()
@@ -184,7 +192,7 @@ def test_filters_pca_order(tmp_path, lenet, alexnet):
     (["lenet_digits", "conv3", "--order", "pca", "--out", "TMP/a.png"],
      "none does: use --order index"),
     (["lenet_digits", "--seed", "1", "--out", "TMP/a.png"], "--seed chooses random weights"),
-    (["lenet_digits", "--out", "TMP/dir"], "must end in .png"),
+    (["lenet_digits", "--out", "TMP/dir"], "is a folder; expected a .png file name"),
     (["lenet_digits", "--out", "TMP/a.jpg"], "must end in .png"),
     (["lenet_digits", "--out", "TMP/file/a.png"], "is a file, not a folder"),
     (["lenet_digits"], "the following arguments are required: --out"),
@@ -280,8 +288,8 @@ def test_activations_mistakes(tmp_path, no_loading, argv, message):
 def test_weights_top_connections_picture_and_arrays(tmp_path, lenet):
     argv = ["weights", "lenet_digits", "--layer", "conv2", "--unit", "3", "--width", "7",
             "--k", "8", "--out", str(tmp_path / "w.png"), "--npz", str(tmp_path / "w.npz")]
-    code, out, err = run(argv)
-    assert code == 0 and "expanded weights" in err  # the progress bar, on stderr
+    code, out, err = run(argv, tty=True)
+    assert code == 0 and "expanded weights" in err  # the progress bar, on a terminal
     found = weights.top_connections(*lenet, "conv2", 3, width=7, k=8)
     assert_same_picture(tmp_path / "w.png", weights.draw_connections(found))
     lines = out.splitlines()
@@ -300,9 +308,11 @@ def test_weights_top_connections_picture_and_arrays(tmp_path, lenet):
         for field, value in connections._asdict().items():
             np.testing.assert_array_equal(saved[f"{side}_{field}"], value)
 
-    # -q: the same files, nothing on stderr
-    code, quiet, err = run([*argv, "-q"])
+    # -q, or a stderr that is not a terminal: the same files, nothing on stderr
+    code, quiet, err = run([*argv, "-q"], tty=True)
     assert (code, err, quiet) == (0, "", out)
+    code, piped, err = run(argv)
+    assert (code, err, piped) == (0, "", out)
 
 
 def test_weights_one_side_of_alexnet(tmp_path, alexnet):

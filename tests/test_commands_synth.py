@@ -29,9 +29,16 @@ from jaxviz.commands import COMMANDS
 pytest.importorskip("sklearn")  # the digits model's default input is a held-out digit
 
 
-def run(argv: list[str]) -> tuple[int, str, str]:
-    """(exit status, stdout, stderr) of ``main(argv)``."""
-    out, err = io.StringIO(), io.StringIO()
+class Terminal(io.StringIO):
+    """A stderr that says it is a terminal: progress bars draw only on one."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def run(argv: list[str], tty: bool = False) -> tuple[int, str, str]:
+    """(exit status, stdout, stderr) of ``main(argv)``; ``tty``: stderr is a terminal."""
+    out, err = io.StringIO(), (Terminal() if tty else io.StringIO())
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = main(argv)
     return code, out.getvalue(), err.getvalue()
@@ -111,7 +118,7 @@ def test_explain_one_method_sheet_is_the_library_gradient(tmp_path, lenet, digit
 
 def test_explain_every_method_on_the_digits_model_shows_progress(tmp_path, lenet, digit):
     code, out, err = run(["explain", "lenet_digits", "--target", "7", "--samples", "3",
-                          "--steps", "3", "--out", str(tmp_path / "all.png")])
+                          "--steps", "3", "--out", str(tmp_path / "all.png")], tty=True)
     assert code == 0, err
     assert "explain" in err and "Traceback" not in err  # the bar over the methods
     sheet = png(tmp_path / "all.png")
@@ -125,6 +132,28 @@ def test_explain_every_method_on_the_digits_model_shows_progress(tmp_path, lenet
     left = 2 + 7 * (140 + 2)  # column 7: input, then six pixel methods
     np.testing.assert_array_equal(sheet[2:142, left:left + 140], enlarge(tile, 5)[0])
     assert "; target 7 (given)" in out
+
+
+def test_progress_bars_only_on_a_terminal(tmp_path, monkeypatch):
+    """Without -q a bar is drawn on a terminal; on anything else (a pipe, a log file)
+    stderr stays empty, so an error line is never preceded by bar text."""
+    argv = ["explain", "lenet_digits", "--method", "gradient,deconvnet", "--out"]
+    code, out, err = run([*argv, str(tmp_path / "a.png")])
+    assert (code, err) == (0, "")
+    code, out_tty, err = run([*argv, str(tmp_path / "b.png")], tty=True)
+    assert code == 0 and "explain" in err and out_tty == out.replace("a.png", "b.png")
+
+    # a method that fails mid-sheet: the bar is closed (cleared with a carriage return)
+    # before the error line, which starts a line of its own
+    def fails(*args, **kwargs):
+        raise jv.InputError("deconvnet failed")
+
+    monkeypatch.setattr(jv.attribution, "deconvnet", fails)
+    code, out, err = run([*argv, str(tmp_path / "c.png")], tty=True)
+    assert (code, out) == (2, "") and "explain" in err
+    assert err.splitlines()[-1] == "jaxviz: error: deconvnet failed"
+    code, out, err = run([*argv, str(tmp_path / "c.png")])
+    assert (code, out, err) == (2, "", "jaxviz: error: deconvnet failed\n")
 
 
 def test_explain_alexnet_two_images(tmp_path, alexnet):
@@ -184,8 +213,8 @@ def test_explain_bad_arguments(tmp_path, argv, message):
 
 
 @pytest.mark.parametrize("out, message", [
-    ("", "is a folder; expected a .png file path"),
-    ("x.jpg", "expected a file name ending in .png"),
+    ("", "is a folder; expected a .png file name"),
+    ("x.jpg", "must end in .png"),
     ("file/x.png", "is a file, not a folder"),
 ])
 def test_explain_and_visualize_bad_out_paths(tmp_path, out, message):
@@ -330,7 +359,7 @@ def count_batches(monkeypatch):
 
 def test_sweep_writes_pngs_and_grid_and_resumes(tmp_path, lenet, count_batches):
     folder = tmp_path / "out"
-    code, out, err = run([*SWEEP, "--channels", "0,5", "--out", str(folder)])
+    code, out, err = run([*SWEEP, "--channels", "0,5", "--out", str(folder)], tty=True)
     assert code == 0, err
     assert "sweep conv2" in err  # the progress bar
     assert count_batches == [[0], [5]]
@@ -370,9 +399,10 @@ def test_sweep_writes_pngs_and_grid_and_resumes(tmp_path, lenet, count_batches):
     assert "reused:  3 finished channels" in out
     count_batches.clear()
 
-    # other settings, or another model, in the same folder: an error, nothing redone
-    err = assert_one_error_line(*run([*SWEEP[:-2], "--key", "3", "--channels", "0", "-q",
-                                      "--out", str(folder)]))
+    # other settings, or another model, in the same folder: an error, nothing redone; the
+    # sweep fails before its first chunk, so even on a terminal no bar is drawn before it
+    err = assert_one_error_line(*run([*SWEEP[:-2], "--key", "3", "--channels", "0",
+                                      "--out", str(folder)], tty=True))
     assert "holds a sweep with other settings" in err and "--key" in err
     err = assert_one_error_line(*run(["sweep", "alexnet", "--layer", "conv1", "--channels",
                                       "0", "--out", str(folder)]))

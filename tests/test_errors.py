@@ -17,6 +17,7 @@ import inspect
 import pickle
 import re
 from pathlib import Path
+from unittest import mock
 
 import jax
 import numpy as np
@@ -25,6 +26,7 @@ import pytest
 import jaxviz as jv
 from conftest import numpy_random_alexnet
 from jaxviz.analysis import adversarial, embeddings, maps, metrics, receptive, weights
+from jaxviz.commands import COMMANDS
 from jaxviz.errors import InputError, InputTypeError, LayerError, ModelError, WeightsError
 from jaxviz.models.modules import Conv2d, MaxPool2d, ReLU, Sequential
 from test_cli import run as run_command
@@ -57,6 +59,7 @@ class Subjects:
         evil = tmp / "evil.pth"
         evil.write_bytes(pickle.dumps({"features.0.weight": _Payload(tmp / "ran")}))
         self.evil = evil
+        (tmp / "notes.txt").write_text("a file where a command wants a folder\n")
 
     def nan(self):
         x = np.array(self.x)
@@ -76,14 +79,25 @@ class CommandError(Exception):
     """What a failed ``jaxviz`` command amounts to: exit status 2, one error line."""
 
 
+def _never_loaded(*args, **kwargs):
+    raise AssertionError(f"weights loaded before the mistake was found: {args}")
+
+
 def cli(argv):
+    """The case that runs ``jaxviz argv`` (``DIR`` in an argument: the temporary folder,
+    which holds the file ``notes.txt``); its ``argv`` is kept for the checks below. The
+    mistake must be found before any weights load, and nothing may be written."""
     def run(s):
-        code, _, err = run_command(argv)
+        before = sorted(s.tmp.rglob("*"))
+        with mock.patch.object(jv, "load", _never_loaded):
+            code, _, err = run_command([a.replace("DIR", str(s.tmp)) for a in argv])
+        assert sorted(s.tmp.rglob("*")) == before, f"jaxviz {' '.join(argv)} wrote files"
         # one "jaxviz: error: ..." line, or argparse's usage and "jaxviz layers: error: ..."
         last = err.strip().splitlines()[-1] if err.strip() else ""
-        if code == 2 and re.match(r"jaxviz( \w+)?: error: ", last) and "Traceback" not in err:
+        if code == 2 and re.match(r"jaxviz( [\w-]+)?: error: ", last) and "Traceback" not in err:
             raise CommandError(last)
         raise AssertionError(f"jaxviz {' '.join(argv)}: exit {code}, stderr {err!r}")
+    run.argv = argv
     return run
 
 
@@ -295,6 +309,83 @@ CASES = {
     "cmd-seed-bundled": ("command", "`jaxviz layers lenet_digits --seed 1`",
                          cli(["layers", "lenet_digits", "--seed", "1"]),
                          CommandError, ["--seed chooses random weights"]),
+    # --- every other subcommand: its typical mistakes, found before any weights load
+    "cmd-demo-out-file": ("command", "`jaxviz demo --out DIR/notes.txt`",
+                          cli(["demo", "--out", "DIR/notes.txt"]),
+                          CommandError, ["is a file; expected a folder"]),
+    "cmd-demo-steps": ("command", "`jaxviz demo --steps 0`", cli(["demo", "--steps", "0"]),
+                       CommandError, ["argument --steps: expected a positive number"]),
+    "cmd-filters-index": ("command", "`jaxviz filters lenet_digits --filters 16 --out f.png`",
+                          cli(["filters", "lenet_digits", "--filters", "16", "--out", "f.png"]),
+                          CommandError, ["--filters 16 is out of range", "has 16 filters"]),
+    "cmd-filters-suffix": ("command", "`jaxviz filters lenet_digits --out f.jpg`",
+                           cli(["filters", "lenet_digits", "--out", "f.jpg"]),
+                           CommandError, ["must end in .png"]),
+    "cmd-activations-flat": ("command",
+                             "`jaxviz activations lenet_digits --layer logits --out DIR/maps`",
+                             cli(["activations", "lenet_digits", "--layer", "logits", "--out",
+                                  "DIR/maps"]),
+                             CommandError, ["has no spatial maps"]),
+    "cmd-activations-channels": ("command", "`jaxviz activations lenet_digits --layer conv1 "
+                                            "--channels 0,16 --out DIR/maps`",
+                                 cli(["activations", "lenet_digits", "--layer", "conv1",
+                                      "--channels", "0,16", "--out", "DIR/maps"]),
+                                 CommandError, ["--channels 16 is out of range"]),
+    "cmd-explain-method": ("command", "`jaxviz explain lenet_digits --method gradcam --out s.png`",
+                           cli(["explain", "lenet_digits", "--method", "gradcam", "--out",
+                                "s.png"]),
+                           CommandError, ["unknown --method 'gradcam'", "Did you mean grad_cam"]),
+    "cmd-explain-layer": ("command", "`jaxviz explain lenet_digits --method gradient --layer "
+                                     "conv2 --out s.png`",
+                          cli(["explain", "lenet_digits", "--method", "gradient", "--layer",
+                               "conv2", "--out", "s.png"]),
+                          CommandError, ["--layer is Grad-CAM's layer"]),
+    "cmd-visualize-what": ("command", "`jaxviz visualize lenet_digits --layer conv2 --out v.png`",
+                           cli(["visualize", "lenet_digits", "--layer", "conv2", "--out",
+                                "v.png"]),
+                           CommandError, ["say what to maximize"]),
+    "cmd-visualize-channel": ("command", "`jaxviz visualize lenet_digits --layer conv2 --channel "
+                                         "32 --out v.png`",
+                              cli(["visualize", "lenet_digits", "--layer", "conv2", "--channel",
+                                   "32", "--out", "v.png"]),
+                              CommandError, ["--channel 32 is out of range", "32 channels"]),
+    "cmd-sweep-flat": ("command", "`jaxviz sweep lenet_digits --layer logits --out DIR/sweep`",
+                       cli(["sweep", "lenet_digits", "--layer", "logits", "--out", "DIR/sweep"]),
+                       CommandError, ["expected a layer with spatial maps"]),
+    "cmd-sweep-out-file": ("command", "`jaxviz sweep lenet_digits --layer conv2 --out "
+                                      "DIR/notes.txt`",
+                           cli(["sweep", "lenet_digits", "--layer", "conv2", "--out",
+                                "DIR/notes.txt"]),
+                           CommandError, ["is a file; expected a folder"]),
+    "cmd-weights-unit": ("command", "`jaxviz weights lenet_digits --layer conv2 --unit 32 "
+                                    "--out w.png`",
+                         cli(["weights", "lenet_digits", "--layer", "conv2", "--unit", "32",
+                              "--out", "w.png"]),
+                         CommandError, ["--unit 32 is out of range"]),
+    "cmd-weights-order": ("command", "`jaxviz weights lenet_digits --layer conv2 --unit 0 "
+                                     "--next conv1 --out w.png`",
+                          cli(["weights", "lenet_digits", "--layer", "conv2", "--unit", "0",
+                               "--next", "conv1", "--out", "w.png"]),
+                          CommandError, ["must come after --layer 'conv2'"]),
+    "cmd-examples-no-images": ("command", "`jaxviz examples alexnet --layer conv1 --out DIR/ex`",
+                               cli(["examples", "alexnet", "--layer", "conv1", "--out",
+                                    "DIR/ex"]),
+                               CommandError, ["needs an image set: pass --images FOLDER"]),
+    "cmd-gallery-layer": ("command", "`jaxviz gallery lenet_digits --layer conv9`",
+                          cli(["gallery", "lenet_digits", "--layer", "conv9"]),
+                          CommandError, ["no layer 'conv9'", "Closest: conv"]),
+    "cmd-gallery-vector": ("command", "`jaxviz gallery mlp2d --layer relu`",
+                           cli(["gallery", "mlp2d", "--layer", "relu"]),
+                           CommandError, ["it has no channels to show"]),
+    "cmd-port-out-folder": ("command", "`jaxviz port alexnet --weights DEFAULT -o DIR`",
+                            cli(["port", "alexnet", "--weights", "DEFAULT", "-o", "DIR"]),
+                            CommandError, ["is a folder; expected a .safetensors file name"]),
+    "cmd-port-arch": ("command", "`jaxviz port resnet50 --weights DEFAULT -o r.safetensors`",
+                      cli(["port", "resnet50", "--weights", "DEFAULT", "-o", "r.safetensors"]),
+                      CommandError, ["unknown model 'resnet50'"]),
+    "cmd-mlp2d-lines-frames": ("command", "`jaxviz mlp2d-lines --frames 0,ten --out DIR/lines`",
+                               cli(["mlp2d-lines", "--frames", "0,ten", "--out", "DIR/lines"]),
+                               CommandError, ["expected comma-separated iterations"]),
 }
 
 
@@ -358,6 +449,15 @@ def test_docs_table_is_this_table():
         assert name in cells[3], (case, cells[3], name)
     areas = {c[0] for c in CASES.values()}
     assert areas == {"loading", "capture", "attribution", "synthesis", "analysis", "command"}
+
+
+def test_every_subcommand_has_documented_mistakes():
+    """Each ``jaxviz`` subcommand has a row, and a command row's bad input is the command
+    line the case runs."""
+    runs = {case: CASES[case][2].argv for case in CASES if CASES[case][0] == "command"}
+    assert {argv[0] for argv in runs.values()} == set(COMMANDS)
+    for case, argv in runs.items():
+        assert CASES[case][1] == f"`jaxviz {' '.join(argv)}`", case
 
 
 def test_readme_links_the_errors_page():

@@ -31,10 +31,9 @@ from weights_port import save_weights
 USER_ERRORS = (ValueError, KeyError, OSError, jv.WeightsError, ImportError, RuntimeError)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m weights_port",
-        description="Convert torchvision AlexNet/VGG/GoogLeNet weights to a jaxviz .safetensors file.")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds the command's arguments to ``parser``: ARCH, --weights, -o/--output and
+    --transform-input. ``jaxviz port`` takes the same ones through this function."""
     parser.add_argument("arch", metavar="ARCH", help=f"architecture: {', '.join(jv.models.TORCHVISION_ARCHITECTURES)}")
     parser.add_argument("--weights", required=True, metavar="DEFAULT|PATH",
                         help="DEFAULT (torchvision's ImageNet weights, downloaded) or a torch "
@@ -45,6 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="googlenet only: re-normalize the input as torchvision's ImageNet "
                              "GoogLeNet does (default: on for DEFAULT, off for a .pth, which "
                              "cannot record it)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m weights_port",
+        description="Convert torchvision AlexNet/VGG/GoogLeNet weights to a jaxviz .safetensors file.")
+    add_arguments(parser)
     return parser
 
 

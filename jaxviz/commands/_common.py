@@ -1,5 +1,6 @@
-"""What the subcommands share: the model and weights arguments, the default input,
-progress bars, output folders, and the small parsers of argument values.
+"""What the subcommands share: the model and weights arguments, the default input, the
+checks of layers and indices on the model's shapes alone, progress bars, output files and
+folders, and the small parsers of argument values.
 
 Every subcommand module defines ``HELP`` (one line for ``jaxviz --help``), its docstring
 (the subcommand's ``--help`` description), ``add_arguments(parser)`` and
@@ -10,14 +11,17 @@ Every subcommand module defines ``HELP`` (one line for ``jaxviz --help``), its d
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 import flax.linen as nn
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 import jaxviz as jv
@@ -29,6 +33,11 @@ SAMPLE = "chelsea"
 # that ratio, so the crop shows the whole image's centre at any size, never zero padding.
 RESIZE_RATIO = 256 / 224
 MODELS = (*jv.models.ARCHITECTURES, *BUNDLED)
+# what --size defaults to (the end of its help): the model's input for the commands that
+# run the model on an image, 128 px (see default_size) for the ones that synthesize one
+MODEL_SIZE = "the model's own, 224 for ImageNet models, 28 for the digits model"
+SYNTHESIS_SIZE = ("128 for ImageNet models, the model's own size for the others, 28 for the "
+                  "digits model")
 
 
 # --------------------------------------------------------------------------- argument values
@@ -106,10 +115,13 @@ def add_model(p: argparse.ArgumentParser, *, default: str | None = None) -> None
     p.add_argument("--seed", type=int, default=None, help="seed of the random weights (default 0)")
 
 
-def add_size(p: argparse.ArgumentParser, what: str = "input size after preprocessing") -> None:
+def add_size(p: argparse.ArgumentParser, what: str = "input size after preprocessing", *,
+             default: str = MODEL_SIZE) -> None:
+    """--size N or H W (``jaxviz.cli`` checks it and makes it (H, W)); ``what`` it sets
+    and its ``default`` (:data:`MODEL_SIZE`, or :data:`SYNTHESIS_SIZE` for a command that
+    synthesizes images) start and end its help."""
     p.add_argument("--size", metavar="N", type=int, nargs="+", default=None,
-                   help=f"{what}: N (square) or H W (default: the model's own, 224 for "
-                        f"ImageNet models, 28 for the digits model)")
+                   help=f"{what}: N (square) or H W (default: {default})")
 
 
 def add_quiet(p: argparse.ArgumentParser) -> None:
@@ -207,49 +219,123 @@ def spec_of(name: str) -> InputSpec:
     return input_spec(module(name))
 
 
+def default_size(spec: InputSpec) -> tuple[int, int]:
+    """The side synthesized images get without --size: 128 px for an ImageNet model, the
+    model's own size for the others (28 for the digits model); :data:`SYNTHESIS_SIZE`."""
+    side = 128 if spec.scale == "imagenet" or spec.size is None else spec.size
+    return (side, side)
+
+
+# --------------------------------------------------------------------------- checks (no weights)
+
+
+def abstract_variables(module: nn.Module) -> Any:
+    """The shapes and dtypes of ``module``'s variables (nothing computed or read)."""
+    from jaxviz.models.modules import example_shape
+
+    x = jax.ShapeDtypeStruct(example_shape(module, 64), jnp.float32)
+    return jax.eval_shape(module.init, jax.random.key(0), x)
+
+
+def spatial_layer(module: nn.Module, layer: str, shape: tuple[int, ...]) -> jv.LayerInfo:
+    """The table entry of ``layer`` (path or alias) at input ``shape``; a name the model
+    lacks, or a layer without (N, H, W, C) maps, is an error. Nothing is computed."""
+    from jaxviz.capture import resolve
+
+    table = jv.layer_names(module, shape, partial=True)
+    path = resolve(module, [layer], table)[0]
+    info = next(i for i in table if i.path == path)
+    if len(info.shape) != 4:
+        raise ValueError(f"layer {layer!r} has output shape {info.shape}; expected a layer "
+                         f"with spatial maps (N, H, W, C)")
+    return info
+
+
+def check_indices(values: Sequence[int] | None, count: int, option: str, what: str) -> None:
+    """An index of ``values`` (``option``) at or past ``count`` is an error; ``what`` says
+    what has ``count``: ``"'conv1' has 64 filters"``."""
+    if values is not None and max(values) >= count:
+        raise ValueError(f"{option} {max(values)} is out of range: {what}")
+
+
 # --------------------------------------------------------------------------- output
 
 
 def progress(items: Iterable[Any], *, total: int | None = None, desc: str = "",
              quiet: bool = False):
-    """``items`` with a progress bar on stderr (tqdm), or as they are with ``quiet``."""
-    if quiet:
-        return items
+    """``items`` with a progress bar on stderr (tqdm), only where stderr is a terminal
+    (and not with ``quiet``). The result is also a context manager that closes the bar."""
     from tqdm.auto import tqdm
 
     return tqdm(items, total=total, desc=desc, file=sys.stderr, leave=False,
-                dynamic_ncols=True)
+                dynamic_ncols=True, disable=True if quiet else None)
 
 
 def bar(total: int, desc: str, quiet: bool):
-    """A tqdm bar to ``update`` by hand (a no-op object with ``quiet``)."""
+    """A tqdm bar on stderr to ``update`` by hand; it draws only where stderr is a
+    terminal, and not with ``quiet`` (then it is a no-op object)."""
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, file=sys.stderr, leave=False, disable=quiet,
-                dynamic_ncols=True)
+    return tqdm(total=total, desc=desc, file=sys.stderr, leave=False,
+                disable=True if quiet else None, dynamic_ncols=True)
 
 
-def sweep_progress(quiet: bool, desc: str):
-    """A ``progress=`` callable for ``jv.synthesis.sweep`` that draws a bar (or False)."""
+@contextlib.contextmanager
+def sweep_progress(quiet: bool, desc: str) -> Iterator[Callable[[int, int, float], None] | bool]:
+    """A ``progress=`` value for ``jv.synthesis.sweep``: False with ``quiet``, else a
+    callable that draws a bar (as :func:`bar`). The bar is made at the first update, so a
+    sweep that fails before its first chunk draws none; it is closed on leaving."""
     if quiet:
-        return False, None
-    b = bar(0, desc, False)
+        yield False
+        return
+    made = []
 
     def update(done: int, total: int, seconds: float) -> None:
+        if not made:
+            made.append(bar(total, desc, False))
+        b = made[0]
         b.total = total
         b.n = done
         b.refresh()
 
-    return update, b
+    try:
+        yield update
+    finally:
+        for b in made:
+            b.close()
 
 
-def out_folder(path: str | os.PathLike) -> Path:
-    """``path`` as a folder, created; an existing file there is an error."""
+def out_folder(path: str | os.PathLike, *, create: bool = True) -> Path:
+    """``path`` as a folder, created (without ``create``: only checked); an existing file
+    there is an error."""
     folder = Path(path)
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"--out {str(folder)!r} is a file; expected a folder (it is created)")
-    folder.mkdir(parents=True, exist_ok=True)
+    if create:
+        folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def output_file(path: str | os.PathLike, suffix: str, option: str = "--out", *,
+                create: bool = True) -> Path:
+    """``path`` as a file to write with ``suffix``, its folder created (without
+    ``create``: only checked, so that a later mistake leaves nothing behind). A folder at
+    ``path``, another suffix, or a file where one of its folders should be is an error
+    that names ``option``."""
+    file = Path(path)
+    if file.is_dir():
+        raise ValueError(f"{option} {str(file)!r} is a folder; expected a {suffix} file name")
+    if file.suffix.lower() != suffix:
+        raise ValueError(f"{option} {str(file)!r} must end in {suffix}")
+    for parent in file.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"{option} {str(file)!r}: {str(parent)!r} is a file, not a "
+                                 f"folder")
+            break
+    if create:
+        file.parent.mkdir(parents=True, exist_ok=True)
+    return file
 
 
 def write_text(path: Path, text: str) -> Path:
@@ -268,6 +354,16 @@ def save_npz(path: Path, **arrays: Any) -> Path:
         np.savez(f, **arrays)
     os.replace(f.name, path)
     return path
+
+
+def to_uint8(images: Any, grey: bool) -> np.ndarray:
+    """Synthesized (N, H, W, 3) images in [0, 1] as 8-bit pictures: (N, H, W, 3), or
+    (N, H, W) with ``grey`` (the mean of the colour channels, what a one-channel model
+    sees). Values outside [0, 1] are clipped."""
+    a = np.asarray(images, np.float32)
+    if grey:
+        a = a.mean(axis=-1)
+    return np.rint(np.clip(a, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
 def wrote(out: TextIO, paths: Sequence[Path], what: str = "file") -> None:

@@ -18,7 +18,6 @@ Example::
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import TextIO
 
 import numpy as np
@@ -26,7 +25,6 @@ import numpy as np
 import jaxviz as jv
 from jaxviz.analysis import maps
 from jaxviz.commands import _common as c
-from jaxviz.commands.filters import check_indices
 
 HELP = "a layer's maps for one image, before and after its ReLU and pooling"
 SCALES = ("auto", *maps.MAP_SCALES)
@@ -78,11 +76,9 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     if len(shape) != 4:
         raise ValueError(f"--layer {args.layer!r} has no spatial maps (its output is "
                          f"{tuple(shape)}): choose a convolution, ReLU or pooling layer")
-    check_indices(args.channels, shape[-1], "--channels",
-                  f"{args.layer!r} has {shape[-1]} channels")
-    folder = Path(args.out)
-    if folder.exists() and not folder.is_dir():
-        raise ValueError(f"--out {args.out!r} is a file; expected a folder (it is created)")
+    c.check_indices(args.channels, shape[-1], "--channels",
+                    f"{args.layer!r} has {shape[-1]} channels")
+    folder = c.out_folder(args.out, create=False)
 
     model, variables = c.load(args)
     found = maps.activation_maps(model, variables, x, path)

@@ -43,9 +43,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     found = jv.analysis.top_k(model, variables, images, args.layer, k=args.k)
     n = found.values.shape[0]
     channels = list(range(n)) if args.channels is None else args.channels
-    if max(channels) >= n:
-        raise ValueError(f"--channels {max(channels)} is out of range: {args.layer!r} has "
-                         f"{n} channels")
+    c.check_indices(channels, n, "--channels", f"{args.layer!r} has {n} channels")
     drawn = examples_lib.example_pictures(model, variables, images, found, channels,
                                           batch_size=args.batch_size, scale=spec.scale)
     field = receptive.receptive_field(model, args.layer, images.image(0).shape)

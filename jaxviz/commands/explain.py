@@ -28,6 +28,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TextIO
@@ -37,7 +38,6 @@ import numpy as np
 
 import jaxviz as jv
 from jaxviz.commands import _common as c
-from jaxviz.commands.visualize import png_path, spatial_layer
 from jaxviz.models.modules import input_spec
 
 HELP = "every attribution method side by side for one or more images (PNG sheet)"
@@ -54,15 +54,12 @@ TILE_WIDTH = 128  # tiles narrower than this are enlarged by pixel repeat
 
 
 def cam_layer(model, variables: Any, shape: Sequence[int]) -> str:
-    """Grad-CAM's default layer: the output of the last Inception block for a model that
-    has them (GoogLeNet: ``inception5b``), else
-    :func:`jaxviz.analysis.metrics.cam_layer` (the last convolution's ReLU: AlexNet
-    ``features.11``, the digits model ``features.7``)."""
+    """Grad-CAM's default layer: :func:`jaxviz.analysis.metrics.cam_layer`, the rectified
+    output of the last convolution (AlexNet ``features.11``, VGG16 ``features.29``, the
+    digits model ``features.7``, GoogLeNet ``inception5b``)."""
     from jaxviz.analysis import metrics
 
-    blocks = [info.path for info in jv.layer_names(model, tuple(shape), partial=True)
-              if info.kind == "Inception" and len(info.shape) == 4]
-    return blocks[-1] if blocks else metrics.cam_layer(model, variables, tuple(shape))
+    return metrics.cam_layer(model, variables, tuple(shape))
 
 
 def occlusion_settings(hw: Sequence[int], window: int | None = None,
@@ -296,19 +293,20 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         raise ValueError(f"--target {args.target} is out of range: {args.model} has "
                          f"{classes} classes")
     if args.layer is not None:
-        spatial_layer(module, args.layer, x.shape)
+        c.spatial_layer(module, args.layer, x.shape)
     window, stride = occlusion_settings(x.shape[1:3], args.window, args.stride)
     if "occlusion" in methods and window > min(x.shape[1:3]):
         raise ValueError(f"--window {window} is larger than the input ({x.shape[1]}x{x.shape[2]})")
-    path = png_path(args.out)
+    path = c.output_file(args.out, ".png")
 
     model, variables = c.load(args)
     targets = (top_classes(model, variables, x) if args.target is None
                else np.full(x.shape[0], args.target))
-    figure = sheet(model, variables, x, targets, methods, layer=args.layer,
-                   samples=args.samples, steps=args.steps, window=window, stride=stride,
-                   progress=lambda names: c.progress(names, total=len(methods), desc="explain",
-                                                     quiet=args.quiet))
+    with contextlib.ExitStack() as bars:  # an error closes the bar before it is printed
+        figure = sheet(model, variables, x, targets, methods, layer=args.layer,
+                       samples=args.samples, steps=args.steps, window=window, stride=stride,
+                       progress=lambda names: bars.enter_context(c.progress(
+                           names, total=len(methods), desc="explain", quiet=args.quiet)))
     jv.render.save_png(figure, path)
     print(f"weights: {c.describe_weights(args.model, args.weights, args.seed)}", file=out)
     chosen = "given" if args.target is not None else "top class"

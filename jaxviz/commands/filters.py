@@ -22,12 +22,9 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import os
-from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 import jaxviz as jv
@@ -68,31 +65,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 # --------------------------------------------------------------------------- checks
 
 
-def abstract_variables(module) -> Any:
-    """The shapes and dtypes of ``module``'s variables (nothing computed or read)."""
-    from jaxviz.models.modules import example_shape
-
-    x = jax.ShapeDtypeStruct(example_shape(module, 64), jnp.float32)
-    return jax.eval_shape(module.init, jax.random.key(0), x)
-
-
-def output_file(path: str | os.PathLike, suffix: str, option: str = "--out") -> Path:
-    """``path`` as a file to write with ``suffix``: its folder is created; a folder at
-    ``path``, a file where the folder should be, or another suffix is an error."""
-    file = Path(path)
-    if file.suffix.lower() != suffix:
-        raise ValueError(f"{option} {str(file)!r} must end in {suffix}")
-    if file.is_dir():
-        raise ValueError(f"{option} {str(file)!r} is a folder; expected a {suffix} file name")
-    for parent in file.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise ValueError(f"{option} {str(file)!r}: {str(parent)!r} is a file, not a "
-                                 f"folder")
-            break
-    return file
-
-
 def _next_reader(module, variables, names: list[str], i: int, filters: int) -> str | None:
     """The first convolution after ``names[i]`` that reads its ``filters`` channels."""
     for name in names[i + 1:]:
@@ -101,19 +73,12 @@ def _next_reader(module, variables, names: list[str], i: int, filters: int) -> s
     return None
 
 
-def check_indices(values: list[int] | None, count: int, option: str, what: str) -> None:
-    """An index of ``values`` (``option``) at or past ``count`` is an error; ``what`` says
-    what has ``count``: ``"'conv1' has 64 filters"``."""
-    if values is not None and max(values) >= count:
-        raise ValueError(f"{option} {max(values)} is out of range: {what}")
-
-
 def plan(args: argparse.Namespace) -> tuple[str, bool]:
     """Checks the arguments on the model's shapes alone (nothing loaded or computed):
     (the layer's path, whether its tiles are RGB)."""
     c.check_model(args)
     module = c.module(args.model)
-    variables = abstract_variables(module)
+    variables = c.abstract_variables(module)
     names = maps.conv_layers(module, variables)
     if not names:
         raise ValueError(f"{args.model} has no convolution layers")
@@ -122,12 +87,12 @@ def plan(args: argparse.Namespace) -> tuple[str, bool]:
     f, _, _, channels = shape
     rgb = channels == 3 and args.channels is None
     path = jv.capture.aliases(module).get(layer, layer)
-    check_indices(args.filters, f, "--filters", f"{layer!r} has {f} filters")
+    c.check_indices(args.filters, f, "--filters", f"{layer!r} has {f} filters")
     if args.channels is not None and channels == 1:
         raise ValueError(f"--channels chooses the input channels of a filter by input channel "
                          f"grid; {layer!r} has one input channel")
-    check_indices(args.channels, channels, "--channels",
-                  f"{layer!r} reads {channels} input channels")
+    c.check_indices(args.channels, channels, "--channels",
+                    f"{layer!r} reads {channels} input channels")
     if args.n is not None and args.scale != "sigmas":
         raise ValueError(f"--n applies to --scale sigmas, not {args.scale}")
     if args.order == "pca":
@@ -137,7 +102,7 @@ def plan(args: argparse.Namespace) -> tuple[str, bool]:
                                              f) is None:
             raise ValueError(f"--order pca orders {layer!r}'s filters by the next convolution "
                              f"that reads them, and none does: use --order index")
-    output_file(args.out, ".png")
+    c.output_file(args.out, ".png", create=False)
     return path, rgb
 
 
@@ -186,7 +151,6 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     print(f"layer:   {named}, kernel {f} x {kh} x {kw} x {channels} (filters, height, width, "
           f"input channels)", file=out)
     print(f"tiles:   {what}, {scaling}{ordered}", file=out)
-    file = output_file(args.out, ".png")
-    file.parent.mkdir(parents=True, exist_ok=True)
+    file = c.output_file(args.out, ".png")
     print(f"wrote {jv.render.save_png(picture, file)}", file=out)
     return 0

@@ -28,13 +28,11 @@ HELP = "torchvision weights (DEFAULT or a .pth) to a .safetensors file"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    # The arguments of `python -m weights_port`, taken from its parser so that the two
-    # stay the same. weights_port imports torch only when it converts.
-    from weights_port.__main__ import build_parser
+    # The arguments of `python -m weights_port`, added by the function its own parser uses,
+    # so that the two stay the same. weights_port imports torch only when it converts.
+    from weights_port.__main__ import add_arguments as add_weights_port_arguments
 
-    for action in build_parser()._actions:
-        if not isinstance(action, argparse._HelpAction):
-            p._add_action(action)
+    add_weights_port_arguments(p)
 
 
 def _needs_torch(weights: str) -> bool:

@@ -34,7 +34,6 @@ import numpy as np
 
 import jaxviz as jv
 from jaxviz.commands import _common as c
-from jaxviz.commands.visualize import add_size, default_size, spatial_layer, to_uint8
 
 HELP = "one synthesized image per channel of a layer, resumable (PNGs + grid)"
 CHECKPOINT = "sweep.npz"
@@ -56,7 +55,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="channels to synthesize (default: all)")
     p.add_argument("--steps", type=c.positive(), default=512,
                    help="optimization steps (default 512)")
-    add_size(p, "image size")
+    c.add_size(p, "image size", default=c.SYNTHESIS_SIZE)
     p.add_argument("--batch-size", type=c.positive(), default=None, metavar="B",
                    help="images per compiled batch (default: as many as fit in 2 GiB)")
     p.add_argument("--key", type=int, default=0, metavar="N", help="random seed (default 0)")
@@ -109,16 +108,12 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     if spec.kind != "image":
         raise ValueError(f"{args.model} takes {spec.describe()}: there is no image to synthesize")
     module = c.module(args.model)
-    hw = args.size or default_size(spec)
-    info = spatial_layer(module, args.layer, (1, *hw, spec.channels))
+    hw = args.size or c.default_size(spec)
+    info = c.spatial_layer(module, args.layer, (1, *hw, spec.channels))
     count = info.shape[-1]
     channels = list(range(count)) if args.channels is None else list(dict.fromkeys(args.channels))
-    if max(channels) >= count:
-        raise ValueError(f"--channels {max(channels)} is out of range: {args.layer!r} has "
-                         f"{count} channels")
-    folder = Path(args.out)
-    if folder.exists() and not folder.is_dir():
-        raise ValueError(f"--out {str(folder)!r} is a file; expected a folder (it is created)")
+    c.check_indices(channels, count, "--channels", f"{args.layer!r} has {count} channels")
+    folder = c.out_folder(args.out, create=False)
     record = {"model": args.model, "weights": args.weights,
               "seed": (args.seed or 0) if c.random_weights(args) else None}
     _check_record(folder, record)
@@ -128,21 +123,18 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     model, variables = c.load(args)
     folder = c.out_folder(folder)
     c.write_text(folder / RECORD, json.dumps(record) + "\n")
-    update, bar = c.sweep_progress(args.quiet, f"sweep {args.layer}")
     try:
-        images = jv.synthesis.sweep(model, variables, info.path, channels,
-                                    key=jax.random.key(args.key), steps=args.steps, size=hw,
-                                    batch_size=args.batch_size, progress=update,
-                                    checkpoint=checkpoint)
+        with c.sweep_progress(args.quiet, f"sweep {args.layer}") as update:
+            images = jv.synthesis.sweep(model, variables, info.path, channels,
+                                        key=jax.random.key(args.key), steps=args.steps,
+                                        size=hw, batch_size=args.batch_size, progress=update,
+                                        checkpoint=checkpoint)
     except jv.InputError as e:
         if "other settings" not in str(e):
             raise
         raise ValueError(f"{checkpoint} holds a sweep with other settings (layer, --steps, "
                          f"--size or --key): remove it or choose another --out") from None
-    finally:
-        if bar is not None:
-            bar.close()
-    pictures = to_uint8(images, spec.channels == 1)
+    pictures = c.to_uint8(images, spec.channels == 1)
     for ch, picture in zip(channels, pictures):
         jv.render.save_png(picture, folder / f"channel_{ch:04d}.png")
     sheet = grid(pictures, channels)

@@ -27,8 +27,6 @@ Example::
 from __future__ import annotations
 
 import argparse
-import os
-from pathlib import Path
 from typing import Any, TextIO
 
 import jax
@@ -48,24 +46,7 @@ EDGE_WEIGHT = 1e-3
 LR = 0.02
 
 
-# --------------------------------------------------------------------------- shared helpers
-
-
-def default_size(spec: InputSpec) -> tuple[int, int]:
-    """The side synthesized images get without --size: 128 px for an ImageNet model, the
-    model's own size for the others (28 for the digits model)."""
-    side = 128 if spec.scale == "imagenet" or spec.size is None else spec.size
-    return (side, side)
-
-
-def to_uint8(images: Any, grey: bool) -> np.ndarray:
-    """Synthesized (N, H, W, 3) images in [0, 1] as 8-bit pictures: (N, H, W, 3), or
-    (N, H, W) with ``grey`` (the mean of the colour channels, what a one-channel model
-    sees). Values outside [0, 1] are clipped."""
-    a = np.asarray(images, np.float32)
-    if grey:
-        a = a.mean(axis=-1)
-    return np.rint(np.clip(a, 0.0, 1.0) * 255.0).astype(np.uint8)
+# --------------------------------------------------------------------------- the method
 
 
 def model_input(images: Any, spec: InputSpec) -> jax.Array:
@@ -75,47 +56,6 @@ def model_input(images: Any, spec: InputSpec) -> jax.Array:
     if spec.scale == "imagenet":
         return jv.data.normalize(images)
     return images.mean(axis=-1, keepdims=True) if spec.channels == 1 else images
-
-
-def png_path(path: str | os.PathLike) -> Path:
-    """--out as a PNG file path: a folder or another suffix is an error; the parent
-    folder is created."""
-    p = Path(path)
-    if p.is_dir():
-        raise ValueError(f"--out {str(p)!r} is a folder; expected a .png file path")
-    if p.suffix.lower() != ".png":
-        raise ValueError(f"--out {str(p)!r}: expected a file name ending in .png")
-    for parent in [p.parent, *p.parent.parents]:
-        if parent.exists():
-            if not parent.is_dir():
-                raise ValueError(f"--out {str(p)!r}: {str(parent)!r} is a file, not a folder")
-            break
-    p.parent.mkdir(parents=True, exist_ok=True)
-    return p
-
-
-def add_size(p, what: str) -> None:
-    """--size N or H W for synthesized images (``jaxviz.cli`` checks it)."""
-    p.add_argument("--size", metavar="N", type=int, nargs="+", default=None,
-                   help=f"{what}: N (square) or H W (default: 128 for ImageNet models, the "
-                        f"model's own size for the others, 28 for the digits model)")
-
-
-def spatial_layer(module, layer: str, shape: tuple[int, ...]) -> jv.LayerInfo:
-    """The table entry of ``layer`` (path or alias) at input ``shape``; a name the model
-    lacks, or a layer without (N, H, W, C) maps, is an error. Nothing is computed."""
-    from jaxviz.capture import resolve
-
-    table = jv.layer_names(module, shape, partial=True)
-    path = resolve(module, [layer], table)[0]
-    info = next(i for i in table if i.path == path)
-    if len(info.shape) != 4:
-        raise ValueError(f"layer {layer!r} has output shape {info.shape}; expected a layer "
-                         f"with spatial maps (N, H, W, C)")
-    return info
-
-
-# --------------------------------------------------------------------------- the method
 
 
 def synthesize(model, variables, objective: Any, *, key: jax.Array,
@@ -150,8 +90,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     what.add_argument("--class", dest="klass", type=c.positive(int, zero=True), default=None,
                       metavar="N", help="maximize the logit of class N instead")
     p.add_argument("--out", required=True, metavar="FILE.png", help="output PNG")
-    add_size(p, "the first octave's image size (with --init-image: N is the picture's shorter "
-                "side)")
+    c.add_size(p, "the first octave's image size (with --init-image: N is the picture's shorter "
+                  "side)", default=c.SYNTHESIS_SIZE)
     p.add_argument("--steps", type=c.positive(), default=512, help="steps per octave (default 512)")
     p.add_argument("--lr", type=c.positive(float), default=LR,
                    help=f"step size in [0, 1] pixel units (default {LR})")
@@ -199,32 +139,29 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     if spec.kind != "image":
         raise ValueError(f"{args.model} takes {spec.describe()}: there is no image to synthesize")
     init = None
-    hw = args.size or default_size(spec)
+    hw = args.size or c.default_size(spec)
     if args.init_image is not None:
-        init = _init_image(args.init_image, args.size, default_size(spec))
+        init = _init_image(args.init_image, args.size, c.default_size(spec))
         hw = init.shape[:2]
     shape = (1, *hw, spec.channels)
     if args.klass is not None:
         classes = jv.layer_names(module, shape)[-1].shape[-1]
-        if args.klass >= classes:
-            raise ValueError(f"--class {args.klass} is out of range: {args.model} has "
-                             f"{classes} classes")
+        c.check_indices([args.klass], classes, "--class", f"{args.model} has {classes} classes")
         objective = jv.objectives.class_logit(args.klass)
         what = f"logit of class {args.klass}{_class_name(args.klass, classes)}"
     else:
-        info = spatial_layer(module, args.layer, shape)
-        if args.channel >= info.shape[-1]:
-            raise ValueError(f"--channel {args.channel} is out of range: {args.layer!r} has "
-                             f"{info.shape[-1]} channels")
+        info = c.spatial_layer(module, args.layer, shape)
+        c.check_indices([args.channel], info.shape[-1], "--channel",
+                        f"{args.layer!r} has {info.shape[-1]} channels")
         objective = jv.objectives.channel(info.path, args.channel)
         name = args.layer if args.layer == info.path else f"{args.layer} ({info.path})"
         what = f"mean of channel {args.channel} of {name}"
-    path = png_path(args.out)
+    path = c.output_file(args.out, ".png")
     model, variables = c.load(args)
     result = synthesize(model, variables, objective, key=jax.random.key(args.key), size=hw,
                         steps=args.steps, lr=args.lr, octaves=args.octaves,
                         octave_scale=scale, sharpness=args.sharpness, init=init)
-    picture = to_uint8(result.images, spec.channels == 1)[0]
+    picture = c.to_uint8(result.images, spec.channels == 1)[0]
     jv.render.save_png(picture, path)
     values = np.asarray(result.objective)[:, 0]
     final = float(np.asarray(objective(model, variables, model_input(result.images, spec)))[0])
@@ -249,4 +186,4 @@ def _class_name(index: int, classes: int) -> str:
     return ""
 
 
-__all__ = ["add_size", "default_size", "model_input", "png_path", "spatial_layer", "synthesize", "to_uint8"]
+__all__ = ["model_input", "synthesize"]

@@ -26,7 +26,6 @@ import numpy as np
 
 import jaxviz as jv
 from jaxviz.commands import _common as c
-from jaxviz.commands.filters import output_file
 
 HELP = "one unit's strongest connections to the layers before and after it"
 SIDES = ("previous", "next")
@@ -72,9 +71,7 @@ def check(args: argparse.Namespace) -> str:
     order = {info.path: i for i, info in enumerate(table)}
     (path,) = jv.capture.resolve(module, [args.layer], table)
     channels = table[order[path]].shape[-1]
-    if args.unit >= channels:
-        raise ValueError(f"--unit {args.unit} is out of range: {args.layer!r} has {channels} "
-                         f"channels")
+    c.check_indices([args.unit], channels, "--unit", f"{args.layer!r} has {channels} channels")
     for side, step in (("previous", -1), ("next", 1)):
         other = getattr(args, side)
         if other in ("auto", "none"):
@@ -85,9 +82,9 @@ def check(args: argparse.Namespace) -> str:
                              f"--layer {args.layer!r} in the forward pass")
     if args.previous == "none" and args.next == "none":
         raise ValueError("--previous none and --next none leave nothing to draw")
-    output_file(args.out, ".png")
+    c.output_file(args.out, ".png", create=False)
     if args.npz is not None:
-        output_file(args.npz, ".npz", "--npz")
+        c.output_file(args.npz, ".npz", "--npz", create=False)
     return path
 
 
@@ -127,11 +124,9 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         rows = [(f"  {ch}", f"{norm:.4g}", f"{total:+.4g}")
                 for ch, norm, total in zip(con.channels, con.norm, con.total)]
         print("\n".join(c.table(rows)), file=out)
-    file = output_file(args.out, ".png")
-    file.parent.mkdir(parents=True, exist_ok=True)
+    file = c.output_file(args.out, ".png")
     print(f"wrote {jv.render.save_png(picture, file)}", file=out)
     if args.npz is not None:
-        npz = output_file(args.npz, ".npz", "--npz")
-        npz.parent.mkdir(parents=True, exist_ok=True)
+        npz = c.output_file(args.npz, ".npz", "--npz")
         print(f"wrote {c.save_npz(npz, **arrays(found))}", file=out)
     return 0
