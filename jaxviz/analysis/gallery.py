@@ -378,7 +378,10 @@ def build(model: nn.Module, variables: Any, layers: str | Sequence[str],
             else:
                 if start is not None:
                     images.position = start
-                found = examples_lib.top_k(model, variables, images, layer.path, k=k,
+                batches = images
+                if start is not None:  # a stream: a bar over its batches
+                    batches = _progress(images, len(images), f"{name}: top-{k}", quiet)
+                found = examples_lib.top_k(model, variables, batches, layer.path, k=k,
                                            batch_size=batch_size)
                 _save_npz(saved, values=found.values, ids=found.ids, positions=found.positions,
                           count=np.asarray(found.count))

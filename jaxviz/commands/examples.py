@@ -38,12 +38,18 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         raise ValueError(f"--k and --batch-size must be at least 1, got {args.k} and "
                          f"{args.batch_size}")
     spec = c.spec_of(args.model)
-    images, what = c.image_set(args.model, args.images, args.size, spec, args.batch_size)
-    model, variables = c.load(args)
-    found = jv.analysis.top_k(model, variables, images, args.layer, k=args.k)
-    n = found.values.shape[0]
+    if spec.kind == "vector":
+        raise ValueError(f"{args.model} takes {spec.describe()}: it has no image patches")
+    hw = args.size or (spec.size, spec.size)
+    info = c.spatial_layer(c.module(args.model), args.layer, (1, *hw, spec.channels))
+    n = info.shape[-1]
     channels = list(range(n)) if args.channels is None else args.channels
     c.check_indices(channels, n, "--channels", f"{args.layer!r} has {n} channels")
+    images, what = c.image_set(args.model, args.images, args.size, spec, args.batch_size)
+    model, variables = c.load(args)
+    with c.progress(images, total=len(images), desc=f"top-{args.k} {args.layer}",
+                    quiet=args.quiet) as batches:
+        found = jv.analysis.top_k(model, variables, batches, args.layer, k=args.k)
     drawn = examples_lib.example_pictures(model, variables, images, found, channels,
                                           batch_size=args.batch_size, scale=spec.scale)
     field = receptive.receptive_field(model, args.layer, images.image(0).shape)
