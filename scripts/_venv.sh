@@ -1,5 +1,5 @@
 # Sourced by demo.sh and test.sh: makes .venv if it is missing and installs jaxviz into it
-# with the extras in $extras ("" or "[torch,test]"), only when pyproject.toml or the extras
+# with the extras in $extras ("[digits]" or "[torch,test]"), only when pyproject.toml or the extras
 # changed since the last install (a stamp file in .venv records what was installed).
 python="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$python" -m venv .venv

@@ -90,13 +90,13 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     samples, steps = (8, 8) if args.quick else (SAMPLES, args.steps)
     figures = _sheets(folder, args.quiet, samples)
     model, variables = jv.load("lenet_digits")
-    images = jv.stream.images(jv.data.digits("all")[0], batch_size=256)
+    images = jv.data.digits("all")[0]
     index = gallery.build(
-        model, variables, LAYERS, folder, images=images, key=jax.random.key(0),
+        model, variables, LAYERS, folder, images=images, batch_size=256, key=jax.random.key(0),
         steps=steps, channels=4 if args.quick else None, title="jaxviz demo: the bundled digits model",
         about=["A LeNet-style network trained on scikit-learn's handwritten digits, bundled "
                "with jaxviz. Each layer below links to a page per channel.",
-               f"Image set: the {images.total:,} bundled digits. Feature visualizations: "
+               f"Image set: the {len(images):,} bundled digits. Feature visualizations: "
                f"{steps} Adam steps from noise, shown in grey as the model sees them."],
         figures=figures, settings={"demo": True}, quiet=args.quiet)
     print(f"wrote the gallery of {', '.join(LAYERS)} and {len(figures)} attribution sheets "

@@ -47,12 +47,16 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     c.check_indices(channels, n, "--channels", f"{args.layer!r} has {n} channels")
     images, what = c.image_set(args.model, args.images, args.size, spec, args.batch_size)
     model, variables = c.load(args)
-    with c.progress(images, total=len(images), desc=f"top-{args.k} {args.layer}",
-                    quiet=args.quiet) as batches:
-        found = jv.analysis.top_k(model, variables, batches, args.layer, k=args.k)
+    if isinstance(images, np.ndarray):
+        found = jv.analysis.top_k(model, variables, images, args.layer, k=args.k,
+                                  batch_size=args.batch_size)
+    else:  # a stream: a bar over its batches
+        with c.progress(images, total=len(images), desc=f"top-{args.k} {args.layer}",
+                        quiet=args.quiet) as batches:
+            found = jv.analysis.top_k(model, variables, batches, args.layer, k=args.k)
     drawn = examples_lib.example_pictures(model, variables, images, found, channels,
                                           batch_size=args.batch_size, scale=spec.scale)
-    field = receptive.receptive_field(model, args.layer, images.image(0).shape)
+    field = receptive.receptive_field(model, args.layer, (*hw, spec.channels))
     folder = c.out_folder(args.out)
     print(f"weights: {c.describe_weights(args.model, args.weights, args.seed)}", file=out)
     print(f"images:  {what}", file=out)
