@@ -4,7 +4,7 @@
 
 The same seeded torchvision VGG16 on both sides, from ``features.10`` (relu3_1's input
 side: conv3_1's output) to ``features.17`` (conv4_1), through ReLUs and a max pool:
-- torch, one channel at a time (seed 001's reference code): the sub-network from the
+- torch, one channel at a time (the Lucid weights notebook's way): the sub-network from the
   earlier layer to the later one with ReLU replaced by the identity and max pooling by
   average pooling, run on a W x W window, and one ``autograd.grad`` per output channel;
 - torch batched: the same sub-network, all channels' gradients in one call
@@ -104,7 +104,7 @@ def main(argv=None) -> int:
           f"{jaxviz.__version__}; {xla}; median of {args.repeats}, alternating.\n")
     print("| contender | s | vs torch loop | max rel. difference to the torch loop |")
     print("|---|---|---|---|")
-    print(f"| torch, one channel at a time (seed 001) | {med[0]:.3f} | 1.00x | - |")
+    print(f"| torch, one channel at a time (the Lucid notebook's way) | {med[0]:.3f} | 1.00x | - |")
     print(f"| torch, batched (is_grads_batched) | {med[1]:.3f} | {med[0] / med[1]:.2f}x | "
           f"{err['torch batched']:.1e} |")
     print(f"| jaxviz, warm | {med[2]:.3f} | {med[0] / med[2]:.2f}x | {err['jaxviz']:.1e} |")

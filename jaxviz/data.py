@@ -464,7 +464,7 @@ def preprocess(
       skips the resize and only crops.
     * ``resize="exact"``: the whole image is resized to ``size`` (``(size, size)`` for
       an int, else ``(h, w)``), aspect ratio not kept, no crop. This is
-      ``T.Resize((224, 224))`` as used in seed document 000.
+      ``T.Resize((224, 224))`` as used in notebook 000.
 
     Resizing uses :func:`resize` (Pillow bilinear with antialias, 8-bit path for
     photos). Files and 8-bit images match torchvision's PIL pipeline exactly until

@@ -130,7 +130,7 @@ def summary(x: Any, *, name: str | None = None) -> str:
       least two. The standard deviation is the unbiased one (``ddof=1``), as
       ``torch.std`` gives and lovely-tensors prints. Statistics are over the finite
       entries only and accumulated in float64; integer and boolean arrays are
-      summarised as floats (``2.000``, not ``2``), as in seed document 000.
+      summarised as floats (``2.000``, not ``2``), as in notebook 000.
     * ``all_zeros`` instead of the statistics when every finite entry is zero (and
       there is more than one); ``empty`` for an array without elements;
     * ``+Inf!×k``, ``-Inf!×k``, ``NaN!×k``: lovely-tensors' warnings, with the count
@@ -215,7 +215,7 @@ def sigmas(x: jax.typing.ArrayLike, n: float = 3) -> jax.Array:
 
     Computes ``(x - mean(x)) / (2 * n * std(x)) + 0.5``, so the mean maps to 0.5,
     ``mean ± n·std`` to 0 and 1; clip the result to [0, 1] to show it as an image
-    (values beyond n sigmas fall outside). This is ``sigmas`` of seed document 000,
+    (values beyond n sigmas fall outside). This is ``sigmas`` of notebook 000,
     used there to show AlexNet's first-layer filters, which were zero-centred by
     contrast normalisation in the tradition of Zeiler & Fergus (2014). ``std`` is
     the unbiased one (``ddof=1``), as ``torch.Tensor.std`` in the seed; statistics
@@ -244,7 +244,7 @@ def pos_sigmas(x: jax.typing.ArrayLike, n: float = 2) -> jax.Array:
     Computes ``x / (n * std(x[x > 0]))``: zero stays 0 and a value n standard
     deviations of the positive entries maps to 1. Meant for ReLU and max-pool
     outputs, whose many zeros would shrink a plain standard deviation. This is
-    ``pos_sigmas`` of seed document 000, which adds 0.5 at the call site,
+    ``pos_sigmas`` of notebook 000, which adds 0.5 at the call site,
     ``pos_sigmas(a, n=2) + 0.5``, to show zero as mid-grey.
 
     ``std`` is the unbiased one (``ddof=1``) over the positive entries, as

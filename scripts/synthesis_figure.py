@@ -4,7 +4,7 @@
 
 One image per class maximizing its logit (sigmoid pixels, Adam 0.1), captioned with the
 probability the model gives that class: first row without a regularizer (the model is
-certain, the images are noise to us), second row minus seed 003's multi-scale edge energy
+certain, the images are noise to us), second row minus the course slides' multi-scale edge energy
 (the digits appear, at lower certainty). Last rows: a sweep over the first channels of
 conv3 (the spatial mean of the channel, no regularizer), one compiled program
 for all of them. Each image is shown as the model sees it (the mean of its colour

@@ -23,7 +23,7 @@ def test_summary_arange():
 
 
 def test_summary_seed_line():
-    # An array built to have the statistics of seed document 000's AlexNet conv1 output.
+    # An array built to have the statistics of the AlexNet notebook's conv1 output (notebooks/000).
     n, lo, hi, mean, std = 193600, -34.649, 32.174, -0.398, 3.305
     rest = n - 2
     m = (mean * n - lo - hi) / rest

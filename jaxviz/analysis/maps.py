@@ -24,7 +24,7 @@ The array functions return numpy or jax arrays and compute nothing for display; 
 Scaling decisions (stated once here, repeated in the docstrings):
 
 - **Filters** are scaled with statistics of the **whole kernel** (every filter and
-  every input channel), as seed document 000 applies ``sigmas`` to the whole first
+  every input channel), as notebook 000 applies ``sigmas`` to the whole first
   conv weight, whichever filters and channels are then shown: a filter's tile does
   not change with the selection, and tiles of one drawing are comparable.
   ``per_filter`` uses each filter's own largest ``|w|`` over all its input channels.
@@ -270,7 +270,7 @@ def filter_tiles(k: Any, *, scale: str = "sigmas", n: float = 3, filters: Any = 
     channel, not only those shown), clipped to [0, 1]:
 
     - ``"sigmas"``: :func:`jaxviz.render.sigmas` of the kernel, ``n`` standard
-      deviations (unbiased) either side of its mean span [0, 1] (seed document 000,
+      deviations (unbiased) either side of its mean span [0, 1] (notebook 000,
       with ``n=3``);
     - ``"per_filter"``: ``0.5 + 0.5 * w / max|w_f|``, each filter ``f`` by the
       largest magnitude among its own weights (all its input channels), so zero is
@@ -378,8 +378,8 @@ def draw_filters(tiles: Any, *, labels: Any = None, channel_labels: Any = None,
     each with its filter index underneath. Grey tiles ``(F, C, kh, kw)`` are a table:
     one row per filter, labelled on the left with its index, one column per input
     channel, labelled on top. Every tile is enlarged ``zoom`` times with
-    nearest-neighbour sampling (an 11x11 kernel is 55 px by default, as seed document
-    000 shows AlexNet's first layer), with ``gutter`` pixels of ``background`` between
+    nearest-neighbour sampling (an 11x11 kernel is 55 px by default, as the AlexNet
+    notebook (notebooks/000) shows AlexNet's first layer), with ``gutter`` pixels of ``background`` between
     tiles. Floats are rounded to 8 bits as ``rint(255 * clip(t, 0, 1))``.
 
     Args:
@@ -529,7 +529,7 @@ def activation_maps(model: nn.Module, variables: Any, x: Any, layer: str, *,
 def statistics(maps: Mapping[str, Any]) -> dict[str, str]:
     """One line of statistics per map (:func:`jaxviz.render.summary`, named by its
     layer), e.g. ``features.0 (1, 55, 55, 64) n=193600 x∈[-34.649, 32.174] μ=-0.398
-    σ=3.305``, as seed document 000 prints for every layer of AlexNet.
+    σ=3.305``, as notebook 000 prints for every layer of AlexNet.
 
     Args:
       maps: ``{name: array}``, e.g. :func:`activation_maps`' result.
@@ -554,9 +554,9 @@ def draw_maps(a: Any, *, scale: str = "pos_sigmas", n: float | None = None, ncol
     - ``"pos_sigmas"`` (for maps after a ReLU or a pool):
       ``pos_sigmas(a, n) + 0.5`` (:func:`jaxviz.render.pos_sigmas`, ``n=2``): zero is
       mid-grey and ``n`` standard deviations of the positive values are white, as
-      seed document 000 shows post-ReLU and post-pool maps;
+      notebook 000 shows post-ReLU and post-pool maps;
     - ``"sigmas"`` (for signed maps, before the ReLU): :func:`jaxviz.render.sigmas`
-      (``n=1``, as seed document 000 shows a convolution's output);
+      (``n=1``, as notebook 000 shows a convolution's output);
     - ``"per_channel"``: each channel stretched from its own minimum (black) to its
       maximum (white); a constant channel is black.
 
