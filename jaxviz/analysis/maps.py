@@ -378,8 +378,8 @@ def draw_filters(tiles: Any, *, labels: Any = None, channel_labels: Any = None,
     each with its filter index underneath. Grey tiles ``(F, C, kh, kw)`` are a table:
     one row per filter, labelled on the left with its index, one column per input
     channel, labelled on top. Every tile is enlarged ``zoom`` times with
-    nearest-neighbour sampling (an 11x11 kernel is 55 px by default, as the AlexNet
-    notebook (notebooks/000) shows AlexNet's first layer), with ``gutter`` pixels of ``background`` between
+    nearest-neighbour sampling (an 11x11 kernel is 55 px by default, as notebook 000
+    shows AlexNet's first layer), with ``gutter`` pixels of ``background`` between
     tiles. Floats are rounded to 8 bits as ``rint(255 * clip(t, 0, 1))``.
 
     Args:
