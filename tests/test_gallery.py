@@ -87,7 +87,9 @@ def test_channel_pictures_equal_the_library(demo, digits):
     np.testing.assert_array_equal(png(folder / "conv2" / "img" / f"{c:04d}_examples.png"),
                                   drawn[c])
     # the expanded weights: top_connections to the previous convolution, 8 channels
-    top = weights.top_connections(model, variables, "conv2", c, next=None, k=8)
+    width = gallery.connection_width(model, "features.0", "features.3", (28, 28, 1))
+    assert width == 10  # conv2's 5x5 kernel over a 2x2 pool of conv1: 10 positions
+    top = weights.top_connections(model, variables, "conv2", c, next=None, k=8, width=width)
     np.testing.assert_array_equal(png(folder / "conv2" / "img" / f"{c:04d}_weights.png"),
                                   weights.draw_connections(top))
     page = (folder / "conv2" / f"{c:04d}.html").read_text()

@@ -51,7 +51,7 @@ from jaxviz.analysis import weights as weights_lib
 from jaxviz.errors import InputError
 from jaxviz.models.modules import input_spec
 
-__all__ = ["Figure", "build", "layer_folder"]
+__all__ = ["Figure", "build", "connection_width", "layer_folder"]
 
 THUMB = 96          # CSS pixels of a thumbnail
 PICTURE = 256       # CSS pixels of a channel's feature visualization
@@ -263,13 +263,26 @@ def _index(title: str, about: Sequence[str], layers: list[_Layer],
     return "\n".join(parts)
 
 
+def connection_width(model: nn.Module, previous: str, layer: str,
+                     shape: Sequence[int]) -> int:
+    """How many positions of ``previous`` one unit of ``layer`` reads along a side: the
+    two layers' receptive fields in input pixels, ``(size(layer) - size(previous)) /
+    stride(previous) + 1`` (LeNet conv1 -> conv2 across a 2x2 pool: 10; AlexNet conv1 ->
+    conv2: 11)."""
+    from jaxviz.analysis import receptive
+
+    outer = receptive.receptive_field(model, layer, tuple(shape))
+    inner = receptive.receptive_field(model, previous, tuple(shape))
+    return max(1, (max(outer.size) - max(inner.size)) // max(inner.stride) + 1)
+
+
 # --------------------------------------------------------------------------- build
 
 
 def build(model: nn.Module, variables: Any, layers: str | Sequence[str],
           out: str | os.PathLike, *, images: Any = None, channels: Any = None,
           key: jax.Array | None = None, steps: int = 256, size: int | None = None,
-          k: int = 9, width: int = 5, connections: int = 8, batch_size: int = 64,
+          k: int = 9, width: int | None = None, connections: int = 8, batch_size: int = 64,
           title: str | None = None, about: Sequence[str] = (), figures: Sequence[Figure] = (),
           settings: dict | None = None, quiet: bool = False) -> Path:
     """Writes a gallery of ``layers`` to the folder ``out`` and returns its ``index.html``.
@@ -287,7 +300,8 @@ def build(model: nn.Module, variables: Any, layers: str | Sequence[str],
       steps, size: the sweep's steps and image size (default size: the model's own up to
         64 px, else 128).
       k: dataset examples per channel.
-      width: the expanded weights' window.
+      width: the expanded weights' window, in the previous layer's positions (default:
+        :func:`connection_width`, all the positions one unit reads there).
       connections: channels of the previous layer shown per channel.
       batch_size: images per batch for the dataset examples.
       title, about: the index page's title and lines under it.
@@ -390,8 +404,9 @@ def build(model: nn.Module, variables: Any, layers: str | Sequence[str],
         previous = _previous(model, layer, shape) if todo else None
         expanded = None
         if previous is not None:
+            w = width or connection_width(model, previous, layer.path, shape[1:])
             expanded = np.asarray(weights_lib.expanded_weights(model, variables, previous,
-                                                               layer.path, width=width))
+                                                               layer.path, width=w))
         kernel = None
         if previous is None and todo:
             try:

@@ -71,8 +71,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="image patches per channel (default 9)")
     p.add_argument("--connections", type=c.positive(), default=8,
                    help="most connected channels of the previous layer shown (default 8)")
-    p.add_argument("--width", type=c.positive(), default=5,
-                   help="window of the expanded weights (default 5)")
+    p.add_argument("--width", type=c.positive(), default=None,
+                   help="window of the expanded weights, in the previous layer's positions "
+                        "(default: all that one unit reads, e.g. 10 for the digits model's "
+                        "conv1 -> conv2)")
     p.add_argument("--batch-size", type=c.positive(), default=64,
                    help="images per batch (default 64)")
     p.add_argument("--key", type=int, default=0, help="seed of the feature visualizations (default 0)")
