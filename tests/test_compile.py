@@ -175,6 +175,9 @@ CALLS: dict[str, Callable] = {
             batch_size=2, scale="unit").values())),
     "jaxviz.analysis.gallery.build":
         lambda m, v, x, layer: _gallery(m, v, x, layer),
+    "jaxviz.analysis.gallery.connection_width":
+        lambda m, v, x, layer: np.asarray(gallery.connection_width(m, _first(m, x), layer,
+                                                                   x.shape[1:])),
     "jaxviz.analysis.metrics.deletion":
         lambda m, v, x, layer: metrics.deletion(m, v, x, x[..., 0], TARGET),
     "jaxviz.analysis.metrics.insertion":
