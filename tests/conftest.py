@@ -110,3 +110,13 @@ def numpy_random_alexnet():
         return jnp.asarray(u / np.float32(np.sqrt(fan_in)))
 
     return model, jax.tree_util.tree_map_with_path(draw, shapes), x
+
+
+@pytest.fixture(scope="module")  # test_cli (weights_port) and test_commands_look (jaxviz port)
+def alexnet_pth(tmp_path_factory):
+    """A seeded random torchvision AlexNet (eval mode) and its state_dict saved as a .pth."""
+    torch = pytest.importorskip("torch")
+    tmodel = torchvision_model("alexnet")
+    path = tmp_path_factory.mktemp("weights") / "a.pth"
+    torch.save(tmodel.state_dict(), path)
+    return tmodel, path

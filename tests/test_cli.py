@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 
 import jaxviz as jv
-from conftest import F32_TOL, max_rel_err, photo_and_noise, torchvision_model
+from conftest import F32_TOL, max_rel_err, photo_and_noise
 from jaxviz.cli import main
 from jaxviz.models.weights import save_weights
 
@@ -253,16 +253,6 @@ def test_python_dash_m_jaxviz_entry_point(entry_point):
 
 
 # --------------------------------------------------------------------------- python -m weights_port
-
-
-@pytest.fixture(scope="module")
-def alexnet_pth(tmp_path_factory):
-    """A seeded random torchvision AlexNet (eval mode) and its state_dict saved as a .pth."""
-    torch = pytest.importorskip("torch")
-    tmodel = torchvision_model("alexnet")
-    path = tmp_path_factory.mktemp("weights") / "a.pth"
-    torch.save(tmodel.state_dict(), path)
-    return tmodel, path
 
 
 def port(argv):

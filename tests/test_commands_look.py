@@ -23,7 +23,7 @@ import pytest
 from PIL import Image
 
 import jaxviz as jv
-from conftest import F32_TOL, max_rel_err, photo_and_noise, torchvision_model
+from conftest import F32_TOL, max_rel_err, photo_and_noise
 from jaxviz.analysis import maps, weights
 from jaxviz.cli import main
 
@@ -375,16 +375,6 @@ def test_weights_window_the_layer_cannot_take(tmp_path):
 
 
 # --------------------------------------------------------------------------- port
-
-
-@pytest.fixture(scope="module")
-def alexnet_pth(tmp_path_factory):
-    """A seeded random torchvision AlexNet (eval mode) and its state_dict saved as a .pth."""
-    torch = pytest.importorskip("torch")
-    tmodel = torchvision_model("alexnet")
-    path = tmp_path_factory.mktemp("weights") / "a.pth"
-    torch.save(tmodel.state_dict(), path)
-    return tmodel, path
 
 
 def test_port_converts_a_pth(alexnet_pth, tmp_path):

@@ -47,14 +47,18 @@ def _sheets(folder: Path, quiet: bool, samples: int) -> list:
     sheets.mkdir(parents=True, exist_ok=True)
     figures = []
 
+    def sheet(model, variables, x, name: str) -> None:
+        """Every method on ``x``, each image for its top class, as sheets/NAME.png."""
+        picture = explain.sheet(model, variables, x, None, samples=samples, steps=samples,
+                                progress=lambda m: c.progress(m, total=len(explain.METHODS),
+                                                              desc=f"{name}: attribution",
+                                                              quiet=quiet))
+        jv.render.save_png(picture, sheets / f"{name}.png")
+
     model, variables = jv.load("lenet_digits")
     x, labels = jv.data.digits("test")
     pick = np.asarray([int(np.flatnonzero(labels == d)[0]) for d in (0, 3, 5, 8)][:DIGITS])
-    picture = explain.sheet(model, variables, x[pick], None, samples=samples, steps=samples,
-                            progress=lambda m: c.progress(m, total=len(explain.METHODS),
-                                                          desc="digits: attribution",
-                                                          quiet=quiet))
-    jv.render.save_png(picture, sheets / "digits.png")
+    sheet(model, variables, x[pick], "digits")
     figures.append(Figure(
         "Attribution: held-out digits", "sheets/digits.png",
         "The trained digits model on four held-out digits, each explained for the class it "
@@ -66,11 +70,7 @@ def _sheets(folder: Path, quiet: bool, samples: int) -> list:
     resize = round(PHOTO_SIZE * c.RESIZE_RATIO)
     photos = np.concatenate([jv.data.preprocess(jv.data.sample_image(n), PHOTO_SIZE,
                                                 resize=resize) for n in names])
-    picture = explain.sheet(model, variables, photos, None, samples=samples, steps=samples,
-                            progress=lambda m: c.progress(m, total=len(explain.METHODS),
-                                                          desc="photographs: attribution",
-                                                          quiet=quiet))
-    jv.render.save_png(picture, sheets / "photographs.png")
+    sheet(model, variables, photos, "photographs")
     figures.append(Figure(
         "Attribution: the bundled photographs", "sheets/photographs.png",
         f"AlexNet with seeded random weights (no download) on the bundled photographs "
