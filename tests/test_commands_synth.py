@@ -134,6 +134,24 @@ def test_explain_every_method_on_the_digits_model_shows_progress(tmp_path, lenet
     assert "; target 7 (given)" in out
 
 
+def test_explain_the_cam_family_on_request(tmp_path, lenet, digit):
+    """The CAMs outside "all" are named in --method; each tile is the library's map at
+    the default layer, overlaid on the input."""
+    methods = "layer_cam,score_cam,eigen_cam"
+    code, out, err = run(["explain", "lenet_digits", "--target", "4", "-q", "--method", methods,
+                          "--out", str(tmp_path / "cams.png")])
+    assert (code, err) == (0, "")
+    sheet = png(tmp_path / "cams.png")
+    model, variables = lenet
+    picture = np.repeat(np.rint(digit * 255).astype(np.uint8), 3, axis=-1)
+    for column, name in enumerate(methods.split(","), start=1):
+        cam = getattr(jv.attribution, name)(model, variables, digit, 4, layer="features.7")
+        tile = jv.render.overlay(picture, jv.render.heatmap(jv.render.clip_percentile(cam)), 0.6)
+        left = 2 + column * (140 + 2)
+        np.testing.assert_array_equal(sheet[2:142, left:left + 140], enlarge(tile, 5)[0], name)
+    assert f"methods: {methods.replace(',', ', ')}" in out
+
+
 def test_progress_bars_only_on_a_terminal(tmp_path, monkeypatch):
     """Without -q a bar is drawn on a terminal; on anything else (a pipe, a log file)
     stderr stays empty, so an error line is never preceded by bar text."""
@@ -195,7 +213,7 @@ def test_explain_alexnet_two_images(tmp_path, alexnet):
 
 @pytest.mark.parametrize("argv, message", [
     (["--method", "gradients"], "unknown --method 'gradients'. Did you mean gradient"),
-    (["--method", "gradient", "--layer", "relu3"], "--layer is Grad-CAM's layer"),
+    (["--method", "gradient", "--layer", "relu3"], "--layer is the CAM methods' layer"),
     (["--method", "grad_cam", "--layer", "relu9"], "no layer 'relu9'"),
     (["--method", "grad_cam", "--layer", "logits"], "expected a layer with spatial maps"),
     (["--target", "10"], "--target 10 is out of range: lenet_digits has 10 classes"),

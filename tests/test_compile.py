@@ -134,6 +134,14 @@ CALLS: dict[str, Callable] = {
     "jaxviz.attribution.grad_cam": lambda m, v, x, layer: A.grad_cam(m, v, x, TARGET, layer=layer),
     "jaxviz.attribution.guided_grad_cam":
         lambda m, v, x, layer: A.guided_grad_cam(m, v, x, TARGET, layer=layer),
+    **{f"jaxviz.attribution.{cam}": (lambda cam: lambda m, v, x, layer: getattr(A, cam)(
+        m, v, x, TARGET, layer=layer, batch_size=3) if cam in ("score_cam", "ablation_cam")
+        else getattr(A, cam)(m, v, x, TARGET, layer=layer))(cam)
+       for cam in ("grad_cam_plus_plus", "xgrad_cam", "hires_cam", "layer_cam", "score_cam",
+                   "ablation_cam", "eigen_cam")},
+    "jaxviz.attribution.noise_tunnel":
+        lambda m, v, x, layer: A.noise_tunnel(A.grad_cam, m, v, x, TARGET, key=KEY, samples=3,
+                                              batch_size=2, layer=layer),
     "jaxviz.synthesis.visualize":
         lambda m, v, x, layer: jv.synthesis.visualize(
             m, v, jv.objectives.channel(layer, 1), key=KEY, steps=2, size=x.shape[1]),

@@ -339,7 +339,7 @@ CASES = {
                                      "conv2 --out s.png`",
                           cli(["explain", "lenet_digits", "--method", "gradient", "--layer",
                                "conv2", "--out", "s.png"]),
-                          CommandError, ["--layer is Grad-CAM's layer"]),
+                          CommandError, ["--layer is the CAM methods' layer"]),
     "cmd-visualize-what": ("command", "`jaxviz visualize lenet_digits --layer conv2 --out v.png`",
                            cli(["visualize", "lenet_digits", "--layer", "conv2", "--out",
                                 "v.png"]),

@@ -204,7 +204,8 @@ def top_k(model: nn.Module, variables: Any, images: Any, layer: str, k: int = 9,
             first_real = real
             ndev = jax.local_device_count()  # batches padded to shard over every device
             size = ndev * -(-real // ndev)
-            path = attribution._resolve_layer(model, xb, layer)
+            path = capture.resolve(model, [layer], capture.layer_names(
+                model, tuple(xb.shape), partial=True))[0]
             info = next(i for i in capture.layer_names(model, (1, *first_shape), partial=True)
                         if i.path == path)
             if len(info.shape) != 4:

@@ -10,7 +10,9 @@ occlusion (Zeiler & Fergus 2014; occlusion's window is 1/7 of the shorter side, 
 stride half the window, unless --window/--stride say otherwise), guided_backprop
 (Springenberg et al. 2014), grad_cam and guided_grad_cam (Selvaraju et al. 2017; at
 --layer, by default the last convolution's ReLU, or the last Inception block's output
-for GoogLeNet).
+for GoogLeNet). Named in --method (not in "all"), the rest of the CAM family at the same
+layer: grad_cam_plus_plus, xgrad_cam, hires_cam, layer_cam, score_cam, ablation_cam and
+eigen_cam (jaxviz.attribution.cam cites their papers).
 
 Pixel maps (the gradient methods, DeconvNet, guided backprop, guided Grad-CAM) are
 shown as the sum of |value| over colour channels, scaled so that the 99.5th percentile
@@ -45,7 +47,14 @@ HELP = "every attribution method side by side for one or more images (PNG sheet)
 METHODS: tuple[str, ...] = (
     "gradient", "gradient_x_input", "smoothgrad", "integrated_gradients", "deconvnet",
     "guided_backprop", "grad_cam", "guided_grad_cam", "occlusion")
-CAM_METHODS = ("grad_cam", "guided_grad_cam")
+MORE_METHODS: tuple[str, ...] = (
+    "grad_cam_plus_plus", "xgrad_cam", "hires_cam", "layer_cam", "score_cam", "ablation_cam",
+    "eigen_cam")  # on request: not in "all"
+AVAILABLE: tuple[str, ...] = METHODS + MORE_METHODS
+CAM_METHODS = ("grad_cam", "guided_grad_cam", *MORE_METHODS)
+CAM_CAPTIONS = {"grad_cam_plus_plus": "Grad-CAM++", "xgrad_cam": "XGrad-CAM",
+                "hires_cam": "HiResCAM", "layer_cam": "LayerCAM", "score_cam": "Score-CAM",
+                "ablation_cam": "Ablation-CAM", "eigen_cam": "Eigen-CAM"}
 SMOOTHGRAD_NOISE = 0.15
 TILE_WIDTH = 128  # tiles narrower than this are enlarged by pixel repeat
 
@@ -123,7 +132,7 @@ def tiles(model, variables: Any, x: Any, target: Any, methods: Iterable[str] = M
 
     Args:
       model, variables, x, target: as :mod:`jaxviz.attribution` (an int, or (N,) ints).
-      methods: names from :data:`METHODS`.
+      methods: names from :data:`AVAILABLE` (:data:`METHODS`, then :data:`MORE_METHODS`).
       layer: Grad-CAM's layer (default :func:`cam_layer`).
       samples, steps: SmoothGrad's noisy copies, integrated gradients' path points.
       window, stride: occlusion's (default :func:`occlusion_settings`).
@@ -132,10 +141,10 @@ def tiles(model, variables: Any, x: Any, target: Any, methods: Iterable[str] = M
     """
     A = jv.attribution
     methods = list(methods)
-    unknown = [m for m in methods if m not in METHODS]
+    unknown = [m for m in methods if m not in AVAILABLE]
     if unknown:
         raise ValueError(f"unknown attribution method {unknown[0]!r}; expected one of "
-                         f"{', '.join(METHODS)}")
+                         f"{', '.join(AVAILABLE)}")
     key = jax.random.key(0) if key is None else key
     window, stride = occlusion_settings(np.shape(x)[1:3], window, stride)
     picture = input_picture(model, x)
@@ -170,6 +179,9 @@ def tiles(model, variables: Any, x: Any, target: Any, methods: Iterable[str] = M
         elif name == "guided_grad_cam":
             m = A.guided_grad_cam(model, variables, x, target, layer=layer)
             out.append((f"guided Grad-CAM ({layer})", pixel_tile(m)))
+        elif name in MORE_METHODS:
+            cam = getattr(A, name)(model, variables, x, target, layer=layer)
+            out.append((f"{CAM_CAPTIONS[name]} ({layer})", cam_tile(picture, cam)))
         else:  # occlusion
             m = A.occlusion(model, variables, x, target, window=window, stride=stride,
                             batch_size=64)
@@ -236,18 +248,19 @@ def _target(text: str) -> int | None:
 
 
 def parse_methods(text: str) -> list[str]:
-    """``all`` or a comma list of :data:`METHODS` (in the order given, without repeats)."""
+    """``all`` (:data:`METHODS`) or a comma list of :data:`AVAILABLE` (in the order
+    given, without repeats)."""
     names = [m.strip() for m in text.split(",") if m.strip()]
     if names == ["all"]:
         return list(METHODS)
     if not names:
-        raise ValueError(f"--method: expected 'all' or a comma list of {', '.join(METHODS)}")
+        raise ValueError(f"--method: expected 'all' or a comma list of {', '.join(AVAILABLE)}")
     for name in names:
-        if name not in METHODS:
-            close = difflib.get_close_matches(name, [*METHODS, "all"], n=3, cutoff=0.5)
+        if name not in AVAILABLE:
+            close = difflib.get_close_matches(name, [*AVAILABLE, "all"], n=3, cutoff=0.5)
             hint = f" Did you mean {' or '.join(close)}?" if close else ""
             raise ValueError(f"unknown --method {name!r}.{hint} Expected 'all' or a comma list "
-                             f"of {', '.join(METHODS)}")
+                             f"of {', '.join(AVAILABLE)}")
     return list(dict.fromkeys(names))
 
 
@@ -258,12 +271,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"image files, one row each; default: the bundled photograph "
                         f"{c.SAMPLE!r} (a held-out digit for the digits model)")
     p.add_argument("--method", default="all", metavar="M,M,...",
-                   help=f"'all' (default) or a comma list of: {', '.join(METHODS)}")
+                   help=f"'all' (default: {', '.join(METHODS)}) or a comma list of those and "
+                        f"{', '.join(MORE_METHODS)}")
     p.add_argument("--target", type=_target, default=None, metavar="CLASS|top",
                    help="class whose logit is explained (default: top, each image's top class)")
     p.add_argument("--layer", default=None,
-                   help="Grad-CAM's layer (default: the last convolution's ReLU; GoogLeNet: "
-                        "inception5b)")
+                   help="the CAM methods' layer (default: the last convolution's ReLU; "
+                        "GoogLeNet: inception5b)")
     c.add_size(p)
     p.add_argument("--samples", type=c.positive(), default=50,
                    help="SmoothGrad's noisy copies (default 50)")
@@ -280,7 +294,8 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     methods = parse_methods(args.method)
     cam = bool(set(CAM_METHODS) & set(methods))
     if args.layer is not None and not cam:
-        raise ValueError("--layer is Grad-CAM's layer: add grad_cam or guided_grad_cam to --method")
+        raise ValueError("--layer is the CAM methods' layer: add grad_cam (or another CAM) to "
+                         "--method")
     if (args.window is not None or args.stride is not None) and "occlusion" not in methods:
         raise ValueError("--window and --stride are occlusion's: add occlusion to --method")
     module = c.module(args.model)

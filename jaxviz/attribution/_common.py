@@ -1,0 +1,244 @@
+"""What every attribution family shares: argument checks and the compiled cores.
+
+The cores are compiled once per model and input shape (``jaxviz.static.jit``), with
+``variables``, ``x`` and the target's indices as arguments, so a new target or new
+weights do not recompile. See docs/architecture.md, "Attribution".
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxviz import capture, checks
+from jaxviz import rules as rules_lib
+from jaxviz import static as static_lib
+from jaxviz.errors import InputError
+from jaxviz.models.modules import input_spec
+from jaxviz import objectives as objectives_lib
+
+Target = Any  # int | int array (N,) | Objective | Callable[[model, variables, x], (N,)]
+
+
+# --- argument checks ------------------------------------------------------------------------
+
+
+def _check_x(model: nn.Module, x: Any, *, images: bool = False) -> jax.Array:
+    """``x`` checked for ``model`` (:func:`jaxviz.checks.batch`). ``images``: the method
+    needs (N, H, W, C) images whatever the model; a model that does not declare its
+    input (no ``input_spec()``) is taken to take images too."""
+    return checks.batch(x, model, images=images or input_spec(model) is None)
+
+
+def _objective(model: nn.Module, x: jax.Array, target: Target) -> objectives_lib.Objective:
+    """``target`` as an objective (a pytree), checked against the model's static shapes."""
+    obj = objectives_lib.as_objective(target)
+    if not isinstance(obj, objectives_lib.Objective):
+        obj = objectives_lib.Function(obj)
+    obj.check(model, x.shape, x.dtype)
+    # Warm the layer-table caches for this input, so that no layer table is traced
+    # inside a compiled, differentiated forward pass (see _layer_gradient_core).
+    capture.layer_names(model, tuple(x.shape), partial=True)
+    return obj
+
+
+def _check_batch_size(batch_size: Any, total: int) -> int:
+    if batch_size is None:
+        return total
+    if (isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral)
+            or batch_size < 1):
+        raise InputError(f"expected batch_size as a positive int or None, got {batch_size!r}")
+    return min(int(batch_size), total)
+
+
+def _check_choice(value: Any, choices: Sequence[str], what: str) -> str:
+    if value not in choices:
+        raise InputError(f"unknown {what} {value!r}; expected one of {', '.join(choices)}")
+    return value
+
+
+def _baseline(baseline: Any, x: jax.Array) -> jax.Array:
+    b = jnp.asarray(baseline, x.dtype)
+    try:
+        return jnp.broadcast_to(b, x.shape)
+    except ValueError:
+        raise InputError(f"expected a baseline that broadcasts to x's shape {tuple(x.shape)} "
+                         f"(a scalar, (C,), (H, W, C) or (N, H, W, C)); got shape "
+                         f"{tuple(b.shape)}") from None
+
+
+def _with_rule(model: nn.Module, rule: str, method: str) -> nn.Module:
+    return rules_lib.with_rule(model, rule, method)
+
+
+# --- compiled cores -------------------------------------------------------------------------
+
+
+def _values(model, variables, x, objective) -> jax.Array:
+    v = objective(model, variables, x)
+    if not hasattr(v, "shape") or tuple(v.shape) != (x.shape[0],):
+        raise InputError(f"an objective must return one value per example, shape "
+                         f"({x.shape[0]},); got {getattr(v, 'shape', type(v).__name__)}")
+    return v
+
+
+def _input_grad(model, variables, x, objective) -> jax.Array:
+    return jax.grad(lambda t: _values(model, variables, t, objective).sum())(x)
+
+
+def _copies_grad(model, variables, xs, objective) -> jax.Array:
+    """Input gradients for ``xs: (S, N, H, W, C)``, S variants of a batch of N.
+
+    When the objective knows how to follow a copy-major batch (:meth:`Objective.tile`),
+    the S * N images run as one flat batch (one large convolution per layer, the fastest
+    form on every backend); otherwise the gradient is vmapped over the S variants.
+    """
+    s, n = xs.shape[:2]
+    tiled = objective.tile(s) if isinstance(objective, objectives_lib.Objective) else None
+    if tiled is None:
+        return jax.vmap(lambda t: _input_grad(model, variables, t, objective))(xs)
+    flat = xs.reshape(s * n, *xs.shape[2:])
+    return _input_grad(model, variables, flat, tiled).reshape(xs.shape)
+
+
+def _copies_values(model, variables, xs, objective) -> jax.Array:
+    """Objective values (S, N) for ``xs: (S, N, H, W, C)``, flattened like :func:`_copies_grad`."""
+    s, n = xs.shape[:2]
+    tiled = objective.tile(s) if isinstance(objective, objectives_lib.Objective) else None
+    if tiled is None:
+        return jax.vmap(lambda t: _values(model, variables, t, objective))(xs)
+    return _values(model, variables, xs.reshape(s * n, *xs.shape[2:]), tiled).reshape(s, n)
+
+
+_compiled = static_lib.jit
+
+
+_values_jit = _compiled(_values, 1)
+_grad_jit = _compiled(_input_grad, 1)
+
+
+LAYER_SIDES: tuple[str, ...] = ("output", "input")
+
+
+def _pick(value: Any, index: int | None, path: str, side: str) -> Any:
+    """The array a layer method works on: ``value`` (a module's output, or its positional
+    arguments for ``side="input"``), or its ``index``-th element."""
+    if side == "input":
+        if not value:
+            raise InputError(f"layer {path!r} is called with no positional input")
+        if index is None and len(value) > 1:
+            raise InputError(f"layer {path!r} takes {len(value)} positional inputs; pass "
+                             f"index=0..{len(value) - 1} to choose one")
+        index = 0 if index is None else index
+    elif index is None:
+        if isinstance(value, (tuple, list)):
+            raise InputError(f"layer {path!r} returns a {type(value).__name__} of "
+                             f"{len(value)}; pass index=0..{len(value) - 1} to choose one")
+        return value
+    if not isinstance(value, (tuple, list)) or not -len(value) <= index < len(value):
+        count = len(value) if isinstance(value, (tuple, list)) else "a single array"
+        raise InputError(f"index {index} is out of range for layer {path!r}'s {side} "
+                         f"({count})")
+    return value[index]
+
+
+def _put(value: Any, index: int | None, new: Any, side: str) -> Any:
+    """``value`` with the element :func:`_pick` chose replaced by ``new``."""
+    if side == "output" and index is None:
+        return new
+    items = list(value)
+    items[0 if index is None else index] = new
+    return tuple(items) if side == "input" or isinstance(value, tuple) else items
+
+
+def _at_layer(path: str, side: str, index: int | None, change):
+    """An interceptor that passes the array chosen at ``path`` (its output, or one of its
+    positional inputs) through ``change(array) -> array`` on every call of that module."""
+
+    def hook(call, args, kwargs, context):
+        if context.method_name != "__call__" or ".".join(context.module.path) != path:
+            return call(*args, **kwargs)
+        if side == "input":
+            args = _put(args, index, change(_pick(args, index, path, side)), side)
+            return call(*args, **kwargs)
+        out = call(*args, **kwargs)
+        return _put(out, index, change(_pick(out, index, path, side)), side)
+
+    return hook
+
+
+def _layer_struct(model, variables, x, path, side="output", index=None) -> jax.ShapeDtypeStruct:
+    """Shape and dtype of the array ``side``/``index`` chooses at ``path`` (abstractly)."""
+    if side == "output" and index is None:
+        table = capture.layer_names(model, tuple(x.shape), partial=True)
+        shape = next(info.shape for info in table if info.path == path)
+        return jax.ShapeDtypeStruct(shape, x.dtype)
+    seen = []
+
+    def run(variables, x):
+        def keep(a):
+            if not hasattr(a, "shape"):
+                raise InputError(f"layer {path!r}'s {side} is a {type(a).__name__}, not an array")
+            seen.append(jax.ShapeDtypeStruct(a.shape, a.dtype))
+            return a
+
+        with nn.intercept_methods(_at_layer(path, side, index, keep)):
+            return model.apply(variables, x)
+
+    jax.eval_shape(run, variables, x)
+    if not seen:
+        raise InputError(f"layer {path!r} is not called in the forward pass")
+    return seen[-1]
+
+
+def _layer_gradient_core(model, where, variables, x, objective):
+    """(A, dF/dA) at the array ``where = (path, side, index)`` chooses, F = sum_n f_n.
+
+    A zero array ``delta`` is added to that array (a module's output, or one of its
+    positional inputs) through ``flax.linen.intercept_methods``; the gradient with
+    respect to ``delta`` is the gradient with respect to the array, for any Linen model.
+    """
+    path, side, index = where
+    struct = _layer_struct(model, variables, x, path, side, index)
+
+    def f(delta):
+        hits = []
+
+        def add_delta(a):
+            if getattr(a, "shape", None) != delta.shape:
+                raise InputError(f"layer {path!r} gave {getattr(a, 'shape', type(a).__name__)}"
+                                 f"; expected an array of shape {delta.shape}")
+            hits.append(a)
+            return a + delta.astype(a.dtype)
+
+        with nn.intercept_methods(_at_layer(path, side, index, add_delta)):
+            total = _values(model, variables, x, objective).sum()
+        if not hits:
+            raise InputError(f"layer {path!r} is not computed on the way to the objective, "
+                             f"so the objective does not depend on it")
+        return total, hits[-1]
+
+    grad, act = jax.grad(f, has_aux=True)(jnp.zeros(struct.shape, x.dtype))
+    return act, grad.astype(act.dtype)
+
+
+_layer_gradient_jit = _compiled(_layer_gradient_core, 2)
+
+
+def _resolve_layer(model: nn.Module, x: jax.Array, layer: str) -> str:
+    return capture.resolve(model, [layer], capture.layer_names(model, tuple(x.shape), partial=True))[0]
+
+
+def _pair(value: Any, what: str) -> tuple[int, int]:
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise InputError(f"expected {what} as an int or an (h, w) pair, got {value!r}")
+        return (checks.positive_int(value[0], what), checks.positive_int(value[1], what))
+    v = checks.positive_int(value, what)
+    return v, v
+

@@ -1,0 +1,336 @@
+"""The attribution options that reach the peers' conventions, and the CAM family, on
+closed forms and small models (the peers themselves: test_attribution_peers.py).
+
+Tolerances (``max_rel_err`` unless said otherwise):
+  EXACT (0): the same program or a rearrangement with nothing to round.
+  F32_ROUND = 1e-6: a few float32 roundings (a resize's two weights; a quadrature whose
+    weights sum to 1 up to rounding; the same gradient computed by two programs).
+  F64_QUAD = 1e-13: Gauss-Legendre quadrature of a polynomial it integrates exactly, in
+    float64 (the nodes and weights carry about 1e-16 each).
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxviz as jv
+from conftest import max_rel_err
+from jaxviz import attribution as A
+
+F32_ROUND = 1e-6
+F64_QUAD = 1e-13
+
+
+# --- resizing --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode,torch_mode", [("bilinear", "bilinear"), ("nearest", "nearest"),
+                                             ("corners", "corners")])
+@pytest.mark.parametrize("size", [(13, 21), (3, 5)])
+def test_resize_is_torchs_interpolate(mode, torch_mode, size):
+    """Up (5 x 7 -> 13 x 21) and down (-> 3 x 5), with two trailing channels: torch's
+    interpolate(bilinear, align_corners=False), (nearest) and UpsamplingBilinear2d
+    (align_corners=True). F32_ROUND."""
+    torch = pytest.importorskip("torch")
+    maps = np.random.default_rng(0).standard_normal((2, 5, 7, 2)).astype(np.float32)
+    t = torch.from_numpy(maps.transpose(0, 3, 1, 2).copy())
+    if torch_mode == "corners":
+        want = torch.nn.functional.interpolate(t, size=size, mode="bilinear", align_corners=True)
+    elif torch_mode == "bilinear":
+        want = torch.nn.functional.interpolate(t, size=size, mode="bilinear", align_corners=False)
+    else:
+        want = torch.nn.functional.interpolate(t, size=size, mode="nearest")
+    got = A.resize(jnp.asarray(maps), size, mode)
+    assert got.shape == (2, *size, 2)
+    assert max_rel_err(np.asarray(got), want.numpy().transpose(0, 2, 3, 1)) <= F32_ROUND
+
+
+def test_resize_rejects_an_unknown_mode():
+    with pytest.raises(ValueError, match="unknown resize mode 'cubic'"):
+        A.resize(jnp.zeros((1, 2, 2)), (4, 4), "cubic")
+
+
+# --- a layer's input, and modules that return tuples ------------------------------------------------
+
+
+class Pair(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return x * 2.0, x * 3.0
+
+
+class TwoHeads(nn.Module):
+    """f = sum(a) + 5 sum(b), with (a, b) = Pair(x) = (2x, 3x): df/da = 1, df/db = 5."""
+
+    @nn.compact
+    def __call__(self, x):
+        a, b = Pair(name="pair")(x)
+        total = a.sum(axis=(1, 2, 3)) + 5.0 * b.sum(axis=(1, 2, 3))
+        return jnp.stack([total, -total], axis=1)
+
+
+def test_layer_gradient_picks_an_element_of_a_tuple():
+    """index=0 and index=1 give (2x, 1) and (3x, 5); at="input" gives (x, 2 + 15). EXACT."""
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 3, 4, 1)), jnp.float32)
+    model, variables = TwoHeads(), {}
+    a, ga = A.layer_gradient(model, variables, x, 0, layer="pair", index=0)
+    b, gb = A.layer_gradient(model, variables, x, 0, layer="pair", index=1)
+    i, gi = A.layer_gradient(model, variables, x, 0, layer="pair", at="input")
+    np.testing.assert_array_equal(a, 2 * x)
+    np.testing.assert_array_equal(ga, np.ones(x.shape))
+    np.testing.assert_array_equal(b, 3 * x)
+    np.testing.assert_array_equal(gb, np.full(x.shape, 5.0))
+    np.testing.assert_array_equal(i, x)
+    np.testing.assert_array_equal(gi, np.full(x.shape, 17.0))
+    with pytest.raises(ValueError, match="returns a tuple of 2; pass index=0..1"):
+        A.layer_gradient(model, variables, x, 0, layer="pair")
+    with pytest.raises(ValueError, match="index 2 is out of range for layer 'pair'"):
+        A.layer_gradient(model, variables, x, 0, layer="pair", index=2)
+    with pytest.raises(ValueError, match="unknown layer side"):
+        A.layer_gradient(model, variables, x, 0, layer="pair", at="inside")
+    with pytest.raises(ValueError, match="index as an int or None"):
+        A.layer_gradient(model, variables, x, 0, layer="pair", index="0")
+
+
+@pytest.fixture(scope="module")
+def lenet():
+    model, variables = jv.load("lenet_digits")
+    x = jnp.asarray(np.random.default_rng(0).random((2, 20, 24, 1)), jnp.float32)
+    return model, variables, x, np.array([3, 8])
+
+
+def test_a_layers_input_is_the_previous_layers_output(lenet):
+    """The input of pool2 is relu2's output: same activation and gradient. F32_ROUND
+    (two programs)."""
+    model, variables, x, t = lenet
+    a, g = A.layer_gradient(model, variables, x, t, layer="relu2")
+    b, h = A.layer_gradient(model, variables, x, t, layer="pool2", at="input")
+    assert max_rel_err(b, a) <= F32_ROUND and max_rel_err(h, g) <= F32_ROUND
+    cam = A.grad_cam(model, variables, x, t, layer="pool2", at="input")
+    assert max_rel_err(cam, A.grad_cam(model, variables, x, t, layer="relu2")) <= F32_ROUND
+
+
+# --- the CAM family on a small model -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["grad_cam", "grad_cam_plus_plus", "xgrad_cam", "hires_cam",
+                                    "layer_cam"])
+def test_gradient_cams_from_their_definitions(lenet, method):
+    """Each map from A and G (layer_gradient) by its formula, written here in NumPy
+    float64; relu, then the resize of jaxviz.attribution.resize. F32_ROUND of the map."""
+    model, variables, x, t = lenet
+    act, grad = (np.asarray(a, np.float64) for a in A.layer_gradient(model, variables, x, t,
+                                                                        layer="relu3"))
+    s_act = act.sum(axis=(1, 2), keepdims=True)
+    if method == "grad_cam":
+        w = grad.mean(axis=(1, 2), keepdims=True) * act
+    elif method == "grad_cam_plus_plus":
+        g2 = grad ** 2
+        alpha = np.where(grad != 0, g2 / (2 * g2 + s_act * g2 * grad + 1e-6), 0)
+        w = (np.maximum(grad, 0) * alpha).sum(axis=(1, 2), keepdims=True) * act
+    elif method == "xgrad_cam":
+        w = (grad * act / (s_act + 1e-7)).sum(axis=(1, 2), keepdims=True) * act
+    elif method == "hires_cam":
+        w = grad * act
+    else:
+        w = np.maximum(grad, 0) * act
+    raw = np.maximum(w.sum(-1), 0)
+    heat, got_raw = getattr(A, method)(model, variables, x, t, layer="relu3", return_raw=True)
+    assert heat.shape == (2, 20, 24) and got_raw.shape == raw.shape
+    assert raw.max() > 0
+    assert max_rel_err(np.asarray(got_raw), raw) <= F32_ROUND
+    assert max_rel_err(np.asarray(heat), np.asarray(A.resize(jnp.asarray(raw), (20, 24)))) <= F32_ROUND
+
+
+def test_minmax_spans_zero_to_one_and_no_resize_keeps_the_layers_size(lenet):
+    model, variables, x, t = lenet
+    heat = np.asarray(A.layer_cam(model, variables, x, t, layer="relu3", normalize="minmax"))
+    np.testing.assert_allclose(heat.min(axis=(1, 2)), 0, atol=1e-7)
+    np.testing.assert_allclose(heat.max(axis=(1, 2)), 1, atol=1e-6)
+    low = A.hires_cam(model, variables, x, t, layer="relu3", resize=None, relu=False)
+    assert low.shape == (2, 5, 6) and float(low.min()) < 0
+    per = A.grad_cam(model, variables, x, t, layer="relu3", per_channel=True, relu=False)
+    assert per.shape == (2, 20, 24, 64)
+    summed = A.grad_cam(model, variables, x, t, layer="relu3", relu=False)
+    assert max_rel_err(per.sum(-1), summed) <= 1e-5  # 64 float32 terms summed in two orders
+
+
+@pytest.mark.parametrize("method", ["score_cam", "ablation_cam"])
+def test_gradient_free_cams_do_not_depend_on_the_chunk(lenet, method):
+    """batch_size 5 (uneven chunks, padded) and 64 (one chunk) agree. F32_ROUND."""
+    model, variables, x, t = lenet
+    small = getattr(A, method)(model, variables, x, t, layer="relu2", batch_size=5)
+    whole = getattr(A, method)(model, variables, x, t, layer="relu2", batch_size=64)
+    assert float(np.abs(whole).max()) > 0
+    assert max_rel_err(small, whole) <= F32_ROUND
+
+
+def test_ablation_cam_weights_are_relative_drops(lenet):
+    """Ablation weights by hand: zero channel k of relu2 through an interceptor, and
+    w_k = (y - y_k) / y; the map is relu(sum_k w_k A_k). F32_ROUND of the map."""
+    model, variables, x, t = lenet
+    act = np.asarray(jv.activations(model, variables, x, ["relu2"])["relu2"])
+    rows = np.arange(2)
+    y = np.asarray(model.apply(variables, x))[rows, t]
+    weights = []
+    for k in range(act.shape[-1]):
+        def zero(call, args, kwargs, context, k=k):
+            out = call(*args, **kwargs)
+            if ".".join(context.module.path) == "features.4" and context.method_name == "__call__":
+                return out.at[..., k].set(0.0)
+            return out
+        with nn.intercept_methods(zero):
+            yk = np.asarray(model.apply(variables, x))[rows, t]
+        weights.append((y - yk) / y)
+    raw = np.maximum(np.einsum("nhwk,kn->nhw", act, np.array(weights)), 0)
+    _, got = A.ablation_cam(model, variables, x, t, layer="relu2", return_raw=True)
+    assert raw.max() > 0 and max_rel_err(np.asarray(got), raw) <= F32_ROUND
+
+
+def test_eigen_cam_of_a_rank_one_layer():
+    """Activations u_ij * v_k (rank one after centring, up to the mean): the projection is
+    +-(u - mean u) |v|, and flip=True makes its largest magnitude positive. F32_ROUND."""
+    u = np.random.default_rng(1).standard_normal((4, 5))
+    v = np.array([1.0, -2.0, 0.5])
+
+    class Fixed(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            a = nn.Dense(3, use_bias=False, name="lift")(x)
+            return a.sum(axis=(1, 2))
+
+    x = jnp.asarray(u[None, :, :, None], jnp.float32)
+    variables = {"params": {"lift": {"kernel": jnp.asarray(v[None], jnp.float32)}}}
+    got = np.asarray(A.eigen_cam(Fixed(), variables, x, layer="lift", relu=False, resize=None))[0]
+    want = (u - u.mean()) * np.linalg.norm(v)
+    if abs(want.min()) > abs(want.max()):
+        want = -want
+    assert max_rel_err(got, want) <= F32_ROUND
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda m, v, x, t: A.grad_cam(m, v, x, t, layer="relu3", normalize="max"), "unknown normalize"),
+    (lambda m, v, x, t: A.layer_cam(m, v, x, t, layer="relu3", resize="cubic"), "unknown resize"),
+    (lambda m, v, x, t: A.xgrad_cam(m, v, x, t, layer="relu3", relu=1), "relu as True or False"),
+    (lambda m, v, x, t: A.grad_cam(m, v, x, t, layer="relu3", per_channel=True,
+                                   normalize="minmax"), "per_channel maps are not normalized"),
+    (lambda m, v, x, t: A.hires_cam(m, v, x, t, layer="logits"), "HiResCAM needs a spatial layer"),
+    (lambda m, v, x, t: A.ablation_cam(m, v, x, t, layer="relu3", ablation_value="0"),
+     "ablation_value as a number"),
+    (lambda m, v, x, t: A.eigen_cam(m, v, x, layer="relu3", flip=None), "flip as True or False"),
+    (lambda m, v, x, t: A.score_cam(m, v, x, t, layer="relu3", batch_size=0), "batch_size"),
+    (lambda m, v, x, t: A.guided_grad_cam(m, v, x, t, layer="relu3", interpolation="area"),
+     "unknown interpolation"),
+])
+def test_cam_options_are_checked(lenet, call, match):
+    model, variables, x, t = lenet
+    with pytest.raises(ValueError, match=match):
+        call(model, variables, x, t)
+
+
+# --- integrated gradients, SmoothGrad, the noise tunnel ------------------------------------------------
+
+
+@pytest.mark.parametrize("steps", [1, 3, 8])
+def test_gauss_legendre_integrates_polynomials_exactly(steps):
+    """The m-point rule on [0, 1] integrates t^k exactly for k <= 2m - 1: 1 / (k + 1).
+    F64_QUAD."""
+    alphas, weights = A.path_points(steps, "gausslegendre")
+    assert ((alphas > 0) & (alphas < 1)).all()
+    for k in range(2 * steps):
+        assert abs((weights * alphas ** k).sum() - 1 / (k + 1)) <= F64_QUAD
+
+
+class Quadratic(nn.Module):
+    """f(x) = sum(x^2) (+ 0 for the second class): IG from 0 is exactly x^2 for any
+    quadrature exact on degree 1, and the completeness gap is 0."""
+
+    @nn.compact
+    def __call__(self, x):
+        s = (x ** 2).sum(axis=(1, 2, 3))
+        return jnp.stack([s, 0 * s], axis=1)
+
+
+def test_integrated_gradients_options_on_a_quadratic():
+    """IG = x^2 (gausslegendre, 2 points), delta = 0, multiply_by_inputs=False = x (the
+    mean gradient 2 x / 2), user points = the same. F32_ROUND."""
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 3, 4, 1)), jnp.float32)
+    ig, delta = A.integrated_gradients(Quadratic(), {}, x, 0, steps=2, method="gausslegendre",
+                                       return_delta=True)
+    assert max_rel_err(ig, x ** 2) <= F32_ROUND
+    assert np.abs(np.asarray(delta)).max() <= F32_ROUND * float((x ** 2).sum())
+    mean_grad = A.integrated_gradients(Quadratic(), {}, x, 0, points=([0.25, 0.75], [0.5, 0.5]),
+                                       multiply_by_inputs=False)
+    assert max_rel_err(mean_grad, x) <= F32_ROUND
+    with pytest.raises(ValueError, match="needs multiply_by_inputs=True"):
+        A.integrated_gradients(Quadratic(), {}, x, 0, multiply_by_inputs=False, return_delta=True)
+    for bad in ([0.5], ([0.5, 0.2], [1.0]), ([[0.5]], [[1.0]]), ([np.nan], [1.0])):
+        with pytest.raises(ValueError, match="points"):
+            A.integrated_gradients(Quadratic(), {}, x, 0, points=bad)
+
+
+def test_smoothgrad_abs_and_stdev(lenet):
+    """variant="abs" is the mean of |gradient| over the same draws (checked against
+    noise_tunnel of gradient(abs=True)); stdev=s equals noise=s / range per example."""
+    model, variables, x, t = lenet
+    key = jax.random.key(3)
+    got = A.smoothgrad(model, variables, x, t, key=key, samples=4, variant="abs")
+    want = A.noise_tunnel(A.gradient, model, variables, x, t, key=key, samples=4, abs=True)
+    assert max_rel_err(got, want) <= F32_ROUND
+    assert float(got.min()) >= 0
+    spread = np.asarray(x.max(axis=(1, 2, 3)) - x.min(axis=(1, 2, 3)))
+    one = A.smoothgrad(model, variables, x[:1], t[:1], key=key, samples=3, stdev=0.1)
+    other = A.smoothgrad(model, variables, x[:1], t[:1], key=key, samples=3,
+                         noise=float(0.1 / spread[0]))
+    assert max_rel_err(one, other) <= F32_ROUND
+    with pytest.raises(ValueError, match="stdev as a non-negative number"):
+        A.smoothgrad(model, variables, x, t, key=key, stdev=-1.0)
+
+
+def test_noise_tunnel_of_gradient_is_smoothgrad(lenet):
+    """Same key, same draws: noise_tunnel(gradient) = smoothgrad for every variant, with
+    a target array, with a plain callable target (one draw per call), and whatever the
+    batch_size. F32_ROUND."""
+    model, variables, x, t = lenet
+    key = jax.random.key(1)
+    for variant in A.SMOOTHGRAD_VARIANTS:
+        want = A.smoothgrad(model, variables, x, t, key=key, samples=5, variant=variant)
+        got = A.noise_tunnel(A.gradient, model, variables, x, t, key=key, samples=5,
+                             variant=variant, batch_size=2)
+        assert max_rel_err(got, want) <= F32_ROUND, variant
+
+    def logit(m, v, inputs):
+        return m.apply(v, inputs)[jnp.arange(inputs.shape[0]), jnp.asarray(t)]
+
+    want = A.smoothgrad(model, variables, x, t, key=key, samples=3)
+    got = A.noise_tunnel(A.gradient, model, variables, x, logit, key=key, samples=3)
+    assert max_rel_err(got, want) <= F32_ROUND
+
+
+def test_noise_tunnel_repeats_per_example_keywords(lenet):
+    """A per-example IG baseline (N, H, W, C) follows the copies: the tunnel of IG with
+    zero noise equals IG itself. F32_ROUND."""
+    model, variables, x, t = lenet
+    base = jnp.asarray(np.random.default_rng(2).random(x.shape), jnp.float32)
+    want = A.integrated_gradients(model, variables, x, t, baseline=base, steps=3)
+    got = A.noise_tunnel(A.integrated_gradients, model, variables, x, t, key=jax.random.key(0),
+                         samples=3, noise=0.0, baseline=base, steps=3)
+    assert max_rel_err(got, want) <= F32_ROUND
+
+
+def test_noise_tunnel_errors(lenet):
+    model, variables, x, t = lenet
+    key = jax.random.key(0)
+    with pytest.raises(TypeError, match="expected method as an attribution function"):
+        A.noise_tunnel("gradient", model, variables, x, t, key=key)
+    with pytest.raises(ValueError, match="returns one array with a row per example"):
+        A.noise_tunnel(A.integrated_gradients, model, variables, x, t, key=key, samples=2,
+                       steps=2, return_delta=True)
+    with pytest.raises(TypeError, match="noise_tunnel draws random noise"):
+        A.noise_tunnel(A.gradient, model, variables, x, t)
+    with pytest.raises(ValueError, match="unknown noise tunnel variant"):
+        A.noise_tunnel(A.gradient, model, variables, x, t, key=key, variant="mean")

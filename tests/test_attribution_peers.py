@@ -1,0 +1,388 @@
+"""Attribution against the peers themselves: pytorch-grad-cam, Captum (and, in
+test_propagation.py, zennit), on the same weights and inputs.
+
+1. Seeded random torchvision AlexNet (70 x 90) and VGG16 (32 x 48), ported, on the two
+   bundled photographs with a class per example: every CAM of pytorch-grad-cam, and
+   Captum's LayerGradCam, GuidedGradCam, IntegratedGradients and NoiseTunnel, each with
+   our options set to the peer's conventions.
+2. A small model written twice (Linen and torch) with hand-set weights: Captum's
+   defaults for every method both libraries have, and the closed forms behind them.
+
+Tolerances (``max_rel_err``: max error over the largest magnitude expected):
+  PEER_F32 = 1e-4: float32 on both sides. Measured: CAMs 3e-7 to 5e-6 (min-max scaled
+    maps; XGrad-CAM's ratio of sums is the least stable), Captum's gradient maps on
+    AlexNet below 1e-5. The CAMs compare maps that pytorch-grad-cam turns into float32
+    whatever the model's dtype, so float64 would not tighten them.
+  ABLATION: Ablation-CAM's weights (y - y_k) / y are relative differences of two logits,
+    and zeroing one of 64 channels moves a logit little, so each framework's float32
+    rounding of the logits is amplified: measured 9e-5 on AlexNet's relu1 (too close to
+    PEER_F32) and 2.5e-5 on VGG16's relu1_2. AlexNet's is compared in float64: 3.7e-6
+    (pytorch-grad-cam keeps the scores and the map in float32 whatever the model's
+    dtype), still against PEER_F32.
+  PEER_F64 = 1e-10: float64 on both sides, for Captum's input gradients on VGG16. There,
+    in float32, the many noisy or scaled copies put some max-pool window within rounding
+    of a tie, which moves a whole receptive field of the gradient (measured 6e-3 for
+    integrated gradients, 9e-4 for NoiseTunnel); in float64 the frameworks agree.
+  EXACT_ISH = 1e-6: the hand-set model in float32 against closed forms (a few float32
+    roundings of small integers and halves).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxviz as jv
+from conftest import max_rel_err, torchvision_model
+from jaxviz import attribution as A
+
+torch = pytest.importorskip("torch")
+captum_attr = pytest.importorskip("captum.attr")
+pytorch_grad_cam = pytest.importorskip("pytorch_grad_cam")
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
+from weights_port import from_torchvision  # noqa: E402
+
+# Captum warns that it sets requires_grad on its inputs and hooks on ReLUs: expected here.
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Input Tensor .* did not already require:UserWarning"),
+    pytest.mark.filterwarnings("ignore:Setting backward hooks on ReLU:UserWarning"),
+]
+
+PEER_F32 = 1e-4
+PEER_F64 = 1e-10
+EXACT_ISH = 1e-6
+TARGETS = np.array([281, 7], np.int32)
+
+# architecture: input size, the layer for the gradient CAMs, and a 64-channel layer for
+# the CAMs that run the network once per channel (torchvision path, our alias)
+ARCHS = {
+    "alexnet": ((70, 90), ("features.11", "relu5"), ("features.1", "relu1")),
+    "vgg16": ((32, 48), ("features.29", "relu5_3"), ("features.3", "relu1_2")),
+}
+GRAD_CAMS = {"grad_cam": "GradCAM", "grad_cam_plus_plus": "GradCAMPlusPlus",
+             "xgrad_cam": "XGradCAM", "hires_cam": "HiResCAM", "layer_cam": "LayerCAM",
+             "eigen_cam": "EigenCAM"}
+SCORE_CAMS = {"score_cam": "ScoreCAM", "ablation_cam": "AblationCAM"}
+
+
+class Peer:
+    def __init__(self, name: str):
+        self.name = name
+        self.size, self.grad_layer, self.score_layer = ARCHS[name]
+        self.torch = torchvision_model(name)
+        self.model, self.variables = from_torchvision(self.torch)
+        self.x = jv.data.preprocess([jv.data.sample_image("chelsea"),
+                                     jv.data.sample_image("coffee")], self.size, resize="exact")
+        self.xt = torch.from_numpy(self.x.transpose(0, 3, 1, 2).copy())
+        self._f64 = None
+
+    def precise(self):
+        """``(tolerance, torch model, variables, x, x as torch)`` for Captum's gradient
+        comparisons: float32 on AlexNet, float64 on VGG16 (see PEER_F64). Use under
+        ``jax.enable_x64(dtype == float64)``."""
+        if self.name == "alexnet":
+            return PEER_F32, self.torch, self.variables, self.x, self.xt
+        t64, v64 = self.f64()
+        return PEER_F64, t64, v64, self.x.astype(np.float64), self.xt.double()
+
+    def f64(self):
+        """The float64 twin: (torch model, our variables)."""
+        if self._f64 is None:
+            t64 = copy.deepcopy(self.torch).double()
+            with jax.enable_x64(True):
+                _, v64 = from_torchvision(t64)
+            self._f64 = (t64, v64)
+        return self._f64
+
+    def module(self, path: str):
+        return dict(self.torch.named_modules())[path]
+
+    def nhwc(self, t) -> np.ndarray:
+        a = t.detach().numpy()
+        return a.transpose(0, 2, 3, 1) if a.ndim == 4 else a
+
+
+@pytest.fixture(scope="module", params=list(ARCHS))
+def peer(request) -> Peer:
+    return Peer(request.param)
+
+
+def grad_cam_lib(peer: Peer, cls: str, path: str, net=None, xt=None) -> np.ndarray:
+    net = peer.torch if net is None else net
+    xt = peer.xt if xt is None else xt
+    cam = getattr(pytorch_grad_cam, cls)(model=net, target_layers=[dict(net.named_modules())[path]])
+    try:
+        return cam(input_tensor=xt, targets=[ClassifierOutputTarget(int(t)) for t in TARGETS])
+    finally:
+        cam.activations_and_grads.release()
+
+
+# --- pytorch-grad-cam --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", [*GRAD_CAMS, *SCORE_CAMS])
+def test_cam_family_matches_pytorch_grad_cam(peer, method):
+    """Every CAM with relu=True, normalize="minmax" (and the default bilinear resize) is
+    pytorch-grad-cam's map. Eigen-CAM's sign is LAPACK's on both sides (flip=False); the
+    gradient-free CAMs run at a 64-channel layer. PEER_F32; Ablation-CAM on AlexNet in
+    float64 (see ABLATION)."""
+    cls = {**GRAD_CAMS, **SCORE_CAMS}[method]
+    path, alias = peer.score_layer if method in SCORE_CAMS else peer.grad_layer
+    kwargs = {"flip": False} if method == "eigen_cam" else {}
+    if method == "ablation_cam" and peer.name == "alexnet":
+        net, variables = peer.f64()
+        want = grad_cam_lib(peer, cls, path, net, peer.xt.double())
+        with jax.enable_x64(True):
+            got = np.asarray(A.ablation_cam(peer.model, variables, jnp.asarray(peer.x, jnp.float64),
+                                            TARGETS, layer=alias, normalize="minmax"))
+        assert got.dtype == np.float64
+    else:
+        want = grad_cam_lib(peer, cls, path)
+        got = getattr(A, method)(peer.model, peer.variables, jnp.asarray(peer.x), TARGETS,
+                                 layer=alias, normalize="minmax", **kwargs)
+        assert got.dtype == jnp.float32
+    assert want.max() > 0.99, f"{method}: the reference map is empty, the test would be vacuous"
+    assert got.shape == (2, *peer.size)
+    assert max_rel_err(np.asarray(got), want) <= PEER_F32, method
+
+
+def test_eigen_cam_is_the_principal_component(peer):
+    """Raw Eigen-CAM (no relu, no resize) is the centred activation's projection on its
+    first right singular vector, computed here by NumPy in float64, up to sign; flip=True
+    makes the largest magnitude positive. PEER_F32 (an SVD of float32 activations)."""
+    act = np.asarray(jv.activations(peer.model, peer.variables, jnp.asarray(peer.x),
+                                    [peer.grad_layer[1]])[peer.grad_layer[1]], np.float64)
+    got = np.asarray(A.eigen_cam(peer.model, peer.variables, jnp.asarray(peer.x), layer=peer.grad_layer[1],
+                                 relu=False, resize=None))
+    for n in range(2):
+        rows = act[n].reshape(-1, act.shape[-1])
+        rows = rows - rows.mean(0)
+        proj = (rows @ np.linalg.svd(rows)[2][0]).reshape(act.shape[1:3])
+        if abs(proj.min()) > abs(proj.max()):
+            proj = -proj
+        assert max_rel_err(got[n], proj) <= PEER_F32
+        assert got[n].max() >= -got[n].min()
+
+
+# --- Captum --------------------------------------------------------------------------------------
+
+
+def test_layer_grad_cam_options_match_captum(peer):
+    """Captum's LayerGradCam defaults (no ReLU, layer resolution) are relu=False,
+    resize=None; attribute_to_layer_input is at="input" (on the max pool after the
+    Grad-CAM layer, whose input is that layer's output); attr_dim_summation=False is
+    per_channel=True. PEER_F32."""
+    path, alias = peer.grad_layer
+    pool = str(int(path.split(".")[1]) + 1)
+    x, m, v = jnp.asarray(peer.x), peer.model, peer.variables
+    cases = [
+        (path, {}, dict(layer=alias, relu=False, resize=None)),
+        (f"features.{pool}", {"attribute_to_layer_input": True},
+         dict(layer=f"features.{pool}", at="input", relu=False, resize=None)),
+        (path, {"attr_dim_summation": False, "relu_attributions": True},
+         dict(layer=alias, per_channel=True, resize=None)),
+    ]
+    for torch_path, options, ours in cases:
+        want = captum_attr.LayerGradCam(peer.torch, peer.module(torch_path)).attribute(
+            peer.xt, target=torch.from_numpy(TARGETS).long(), **options)
+        want = peer.nhwc(want)
+        got = np.asarray(A.grad_cam(m, v, x, TARGETS, **ours))
+        if not ours.get("per_channel"):
+            want = want[..., 0]
+        assert got.shape == want.shape, (options, got.shape, want.shape)
+        assert np.abs(want).max() > 0
+        assert max_rel_err(got, want) <= PEER_F32, options
+
+
+def test_guided_grad_cam_matches_captum(peer):
+    """Captum's GuidedGradCam (nearest upsampling, ReLU'd Grad-CAM, guided backprop
+    through every nn.ReLU) is interpolation="nearest". PEER_F32."""
+    path, alias = peer.grad_layer
+    want = captum_attr.GuidedGradCam(peer.torch, peer.module(path)).attribute(
+        peer.xt, target=torch.from_numpy(TARGETS).long())
+    got = A.guided_grad_cam(peer.model, peer.variables, jnp.asarray(peer.x), TARGETS,
+                            layer=alias, interpolation="nearest")
+    assert max_rel_err(np.asarray(got), peer.nhwc(want)) <= PEER_F32
+
+
+def captum_points(method: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """Captum's path positions and weights: it multiplies the gradients by its step sizes
+    as float32 (``torch.tensor(step_sizes).float()``), which a float64 comparison must
+    reproduce (about 1e-8 relative otherwise)."""
+    from captum.attr._utils.approximation_methods import approximation_parameters
+
+    sizes, alphas = approximation_parameters(method)
+    return (np.asarray(alphas(steps), np.float64),
+            np.asarray(sizes(steps), np.float32).astype(np.float64))
+
+
+def test_integrated_gradients_match_captum(peer):
+    """Captum's default IntegratedGradients (Gauss-Legendre, zero baseline) with its
+    convergence delta, multiply_by_inputs=False, and its riemann_trapezoid through
+    ``points`` (positions from ``torch.linspace``, float32; see ``captum_points`` for the
+    float64 comparison). Captum's 50 steps on
+    AlexNet (float32, PEER_F32), 4 on VGG16 (float64, PEER_F64); the deltas to the same
+    tolerance of the logits' scale."""
+    tol, net, v, x, xt = peer.precise()
+    steps = 50 if peer.name == "alexnet" else 4
+    t = torch.from_numpy(TARGETS).long()
+    ig = captum_attr.IntegratedGradients(net)
+    want, want_delta = ig.attribute(xt, target=t, n_steps=steps, return_convergence_delta=True)
+    plain = captum_attr.IntegratedGradients(net, multiply_by_inputs=False).attribute(
+        xt, target=t, n_steps=steps, method="riemann_trapezoid")
+    m = peer.model
+    with jax.enable_x64(x.dtype == np.float64):
+        xj = jnp.asarray(x)
+        ours = ({"steps": steps, "method": "gausslegendre"} if tol == PEER_F32
+                else {"points": captum_points("gausslegendre", steps)})
+        got, delta = A.integrated_gradients(m, v, xj, TARGETS, return_delta=True, **ours)
+        logits = np.abs(np.asarray(m.apply(v, xj))).max()
+        got_plain = A.integrated_gradients(m, v, xj, TARGETS, multiply_by_inputs=False,
+                                           points=captum_points("riemann_trapezoid", steps))
+        got, delta, got_plain = (np.asarray(a) for a in (got, delta, got_plain))
+    assert got.dtype == x.dtype
+    assert max_rel_err(got, peer.nhwc(want)) <= tol
+    assert np.abs(delta - want_delta.detach().numpy()).max() <= tol * logits
+    assert max_rel_err(got_plain, peer.nhwc(plain)) <= tol
+
+
+def captum_draws(seed: int, shape: tuple[int, ...], samples: int, stdev: float) -> np.ndarray:
+    """The standard-normal draws Captum's NoiseTunnel makes after ``torch.manual_seed
+    (seed)``, as our (S, N, H, W, C): it draws (N * S, C, H, W) noise for the input
+    repeated example by example."""
+    n = shape[0]
+    torch.manual_seed(seed)
+    noise = torch.normal(0, torch.tensor(stdev).repeat((n * samples, shape[3], *shape[1:3])))
+    noise = noise.numpy().astype(np.float64).reshape(n, samples, shape[3], *shape[1:3]) / stdev
+    return noise.transpose(1, 0, 3, 4, 2)
+
+
+def test_noise_tunnel_matches_captum(peer):
+    """NoiseTunnel(Saliency) with Captum's defaults (5 samples, stdevs=1.0, Saliency's
+    abs=True) is smoothgrad(variant="abs", stdev=1.0), and NoiseTunnel over
+    IntegratedGradients with smoothgrad_sq is noise_tunnel(integrated_gradients,
+    variant="squared"), on the same draws. AlexNet float32 (PEER_F32), VGG16 float64
+    (PEER_F64)."""
+    tol, net, v, x, xt = peer.precise()
+    t = torch.from_numpy(TARGETS).long()
+    eps = captum_draws(0, x.shape, 5, 1.0)
+    torch.manual_seed(0)
+    want = captum_attr.NoiseTunnel(captum_attr.Saliency(net)).attribute(xt, target=t)
+    eps2 = captum_draws(1, x.shape, 2, 0.2)
+    torch.manual_seed(1)
+    want2 = captum_attr.NoiseTunnel(captum_attr.IntegratedGradients(net)).attribute(
+        xt, target=t, nt_type="smoothgrad_sq", nt_samples=2, stdevs=0.2, n_steps=3)
+    m = peer.model
+    with jax.enable_x64(x.dtype == np.float64):
+        xj = jnp.asarray(x)
+        got = np.asarray(A.smoothgrad(m, v, xj, TARGETS, stdev=1.0, noise_samples=eps,
+                                      variant="abs"))
+        got2 = np.asarray(A.noise_tunnel(A.integrated_gradients, m, v, xj, TARGETS, stdev=0.2,
+                                         noise_samples=eps2, variant="squared",
+                                         points=captum_points("gausslegendre", 3)))
+    assert max_rel_err(got, peer.nhwc(want)) <= tol
+    assert max_rel_err(got2, peer.nhwc(want2)) <= tol
+
+
+# --- a model written twice, with hand-set weights -----------------------------------------------
+
+
+KERNEL = np.array([[[1.0, 0.5], [0.0, -1.0]], [[0.5, 1.0], [1.0, 0.5]]])  # (out, kh, kw), 1 in
+
+
+class Tiny(nn.Module):
+    """x (N, 4, 5, 1) -> conv 2x2 (2 channels, valid) -> ReLU -> mean over space -> dense 2."""
+
+    rules: str = "gradient"
+
+    @nn.compact
+    def __call__(self, x):
+        h = nn.Conv(2, (2, 2), padding="VALID", name="conv")(x)
+        h = jv.models.modules.ReLU(self.rules, name="relu")(h)
+        return nn.Dense(2, name="fc")(h.mean(axis=(1, 2)))
+
+
+def tiny_pair():
+    """The Linen model, its variables, and the same network in torch."""
+    fc = np.array([[1.0, -0.5], [0.25, 2.0]])  # (in, out)
+    variables = {"params": {
+        "conv": {"kernel": jnp.asarray(KERNEL.transpose(1, 2, 0)[:, :, None, :], jnp.float32),
+                 "bias": jnp.asarray([1.0, -0.25], jnp.float32)},
+        "fc": {"kernel": jnp.asarray(fc, jnp.float32), "bias": jnp.asarray([0.0, 1.0], jnp.float32)}}}
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 2), torch.nn.ReLU(),
+                              torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                              torch.nn.Linear(2, 2)).eval()
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor(KERNEL[:, None], dtype=torch.float32))
+        net[0].bias.copy_(torch.tensor([1.0, -0.25]))
+        net[4].weight.copy_(torch.tensor(fc.T, dtype=torch.float32))
+        net[4].bias.copy_(torch.tensor([0.0, 1.0]))
+    return Tiny(), variables, net
+
+
+def tiny_input() -> np.ndarray:
+    """Positive pixels 1..20 and 21..40: every ReLU input is positive, so the model is
+    linear there and each gradient has a closed form."""
+    return (np.arange(1, 41, dtype=np.float32).reshape(2, 4, 5, 1) / 10.0)
+
+
+def closed_form_gradient(target: int) -> np.ndarray:
+    """d logit_target / dx with every ReLU on: the transposed convolution of
+    fc[:, target] / (3 * 4) (the mean over the 3 x 4 map) spread over each window."""
+    fc = np.array([[1.0, -0.5], [0.25, 2.0]])
+    g = np.zeros((4, 5))
+    for c in range(2):
+        for i in range(3):
+            for j in range(4):
+                g[i:i + 2, j:j + 2] += KERNEL[c] * fc[c, target] / 12.0
+    return g[..., None]
+
+
+def test_tiny_model_closed_forms_and_captum_defaults():
+    """On the hand-set model, with a class per example: our gradient is the closed form;
+    Captum's defaults equal our call with its conventions: Saliency (abs=True) is
+    gradient(abs=True), InputXGradient gradient_x_input, IntegratedGradients
+    integrated_gradients(method="gausslegendre") (the path from the zero baseline crosses
+    channel 1's ReLU, so no closed form there), GuidedBackprop and Deconvolution ours,
+    NoiseTunnel(Saliency) smoothgrad(variant="abs", stdev=1.0), LayerGradCam
+    grad_cam(relu=False, resize=None), whose closed form is checked too.
+    EXACT_ISH against closed forms, PEER_F32 against Captum."""
+    model, variables, net = tiny_pair()
+    x = tiny_input()
+    xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
+    targets = np.array([0, 1], np.int32)
+    t = torch.from_numpy(targets).long()
+    closed = np.stack([closed_form_gradient(int(c)) for c in targets])
+    got = np.asarray(A.gradient(model, variables, jnp.asarray(x), targets))
+    assert max_rel_err(got, closed) <= EXACT_ISH
+
+    def check(captum_method, ours, **options):
+        want = captum_method.attribute(xt, target=t, **options)
+        want = want.detach().numpy()
+        want = want.transpose(0, 2, 3, 1) if want.ndim == 4 else want
+        assert max_rel_err(np.asarray(ours), want) <= PEER_F32, type(captum_method).__name__
+
+    xj = jnp.asarray(x)
+    check(captum_attr.Saliency(net), A.gradient(model, variables, xj, targets, abs=True))
+    check(captum_attr.InputXGradient(net), A.gradient_x_input(model, variables, xj, targets))
+    check(captum_attr.GuidedBackprop(net), A.guided_backprop(model, variables, xj, targets))
+    check(captum_attr.Deconvolution(net), A.deconvnet(model, variables, xj, targets))
+    check(captum_attr.IntegratedGradients(net),
+          A.integrated_gradients(model, variables, xj, targets, method="gausslegendre"))
+    eps = captum_draws(2, x.shape, 5, 1.0)
+    torch.manual_seed(2)
+    check(captum_attr.NoiseTunnel(captum_attr.Saliency(net)),
+          A.smoothgrad(model, variables, xj, targets, stdev=1.0, noise_samples=eps, variant="abs"))
+    want = captum_attr.LayerGradCam(net, net[1]).attribute(xt, target=t).detach().numpy()[:, 0]
+    got = A.grad_cam(model, variables, xj, targets, layer="relu", relu=False, resize=None)
+    assert max_rel_err(np.asarray(got), want) <= PEER_F32
+    # Grad-CAM's closed form here: alpha_k = fc[k, t] / 12 and the map sum_k alpha_k A_k
+    act = np.asarray(jv.activations(model, variables, xj, ["relu"])["relu"])
+    fc = np.asarray(variables["params"]["fc"]["kernel"])
+    by_hand = np.einsum("nhwk,kn->nhw", act, fc[:, targets] / 12.0)
+    assert max_rel_err(np.asarray(got), by_hand) <= EXACT_ISH
