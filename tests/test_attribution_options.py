@@ -334,3 +334,95 @@ def test_noise_tunnel_errors(lenet):
         A.noise_tunnel(A.gradient, model, variables, x, t)
     with pytest.raises(ValueError, match="unknown noise tunnel variant"):
         A.noise_tunnel(A.gradient, model, variables, x, t, key=key, variant="mean")
+
+
+# --- occlusion's edges and channel windows, feature ablation --------------------------------------
+
+
+class Linear(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return nn.Dense(3, name="fc")(x.reshape(x.shape[0], -1))
+
+
+@pytest.fixture(scope="module")
+def linear():
+    """A linear model on (2, 12, 10, 3) and the closed-form drop of hiding a set S of
+    input values: sum over S of W_t (x - b)."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 12, 10, 3)).astype(np.float32)
+    kernel = rng.standard_normal((360, 3)).astype(np.float32)
+    variables = {"params": {"fc": {"kernel": jnp.asarray(kernel), "bias": jnp.zeros(3)}}}
+    t = np.array([2, 0], np.int32)
+    w = kernel[:, t].T.reshape(x.shape).astype(np.float64)
+    return Linear(), variables, x, t, w
+
+
+def test_truncated_window_positions():
+    """Captum's count, ceil((L - w) / s) + 1, the last window past the edge."""
+    assert A.window_positions(12, 5, 3, "truncate") == [0, 3, 6, 9]
+    assert A.window_positions(10, 4, 3, "truncate") == [0, 3, 6]
+    assert A.window_positions(8, 8, 2, "truncate") == [0]
+    with pytest.raises(ValueError, match="unknown edges"):
+        A.window_positions(8, 2, 2, "wrap")
+
+
+@pytest.mark.parametrize("edges", A.EDGES)
+def test_channel_windows_on_a_linear_model(linear, edges):
+    """Windows (5, 4, 2) with strides (3, 3, 1): each drop is the sum of W_t (x - b) over
+    the rows, columns and channels it covers (cut off at the edges for "truncate"), and
+    each value of the map the mean drop of its windows, by loops in float64. Tolerance
+    1e-5 of sum |W (x - b)| (float32 logit differences)."""
+    model, variables, x, t, w = linear
+    b = 0.25
+    heat, grid = A.occlusion(model, variables, x, t, window=(5, 4, 2), stride=(3, 3, 1),
+                             baseline=b, edges=edges, batch_size=7, return_windows=True)
+    rows = A.window_positions(12, 5, 3, edges)
+    cols = A.window_positions(10, 4, 3, edges)
+    chans = A.window_positions(3, 2, 1, edges)
+    assert heat.shape == x.shape and grid.shape == (2, len(rows), len(cols), len(chans))
+    terms = w * (x - b)
+    total, count = np.zeros(x.shape), np.zeros(x.shape[1:])
+    for i, r in enumerate(rows):
+        for j, q in enumerate(cols):
+            for k, d in enumerate(chans):
+                drop = terms[:, r:r + 5, q:q + 4, d:d + 2].sum(axis=(1, 2, 3))
+                assert np.abs(np.asarray(grid)[:, i, j, k] - drop).max() <= 1e-5 * np.abs(terms).sum()
+                total[:, r:r + 5, q:q + 4, d:d + 2] += drop[:, None, None, None]
+                count[r:r + 5, q:q + 4, d:d + 2] += 1
+    assert count.min() >= 1
+    assert np.abs(np.asarray(heat) - total / count).max() <= 1e-5 * np.abs(terms).sum()
+
+
+def test_feature_ablation_on_a_linear_model(linear):
+    """Labels 0, 5 and 9 (not contiguous) by rows, one map for every channel in example 0
+    and per channel in example 1: each value's drop is the sum of W_t (x - b) over its
+    label. Tolerance 1e-5 of sum |W (x - b)|."""
+    model, variables, x, t, w = linear
+    per_pixel = np.where(np.arange(12)[:, None] < 4, 0, np.where(np.arange(12)[:, None] < 9, 5, 9))
+    mask = np.broadcast_to(per_pixel[:, :, None], (12, 10, 3)).copy()
+    mask = np.stack([mask, np.broadcast_to(np.array([0, 5, 5]), (12, 10, 3))])
+    b = -0.5
+    heat, labels, drops = A.feature_ablation(model, variables, x, t, mask=mask, baseline=b,
+                                             batch_size=2, return_features=True)
+    np.testing.assert_array_equal(labels, [0, 5, 9])
+    terms = w * (x - b)
+    want = np.zeros(x.shape)
+    for n in range(2):
+        for label in (0, 5, 9):
+            hidden = mask[n] == label
+            want[n][hidden] = terms[n][hidden].sum()
+    assert np.abs(np.asarray(heat) - want).max() <= 1e-5 * np.abs(terms).sum()
+    assert float(drops[1, 2]) == 0.0  # label 9 is absent from example 1's mask
+    # an (H, W) label map is one feature per label across every channel, in every example
+    flat = per_pixel.repeat(10, axis=1)
+    got = np.asarray(A.feature_ablation(model, variables, x, t, mask=flat, baseline=b))
+    want = np.zeros(x.shape)
+    for n in range(2):
+        for label in (0, 5, 9):
+            want[n][flat == label] = terms[n][flat == label].sum()
+    assert np.abs(got - want).max() <= 1e-5 * np.abs(terms).sum()
+    for bad, match in [(mask.astype(float), "int labels"), (-mask - 1, "labels >= 0"),
+                       (np.zeros((5, 5), int), "mask of shape")]:
+        with pytest.raises(ValueError, match=match):
+            A.feature_ablation(model, variables, x, t, mask=bad)

@@ -289,6 +289,36 @@ def test_noise_tunnel_matches_captum(peer):
     assert max_rel_err(got2, peer.nhwc(want2)) <= tol
 
 
+OCCLUSION = {"alexnet": ((15, 13), (8, 6)), "vgg16": ((16, 16), (8, 12))}
+
+
+def test_occlusion_and_feature_ablation_match_captum(peer):
+    """Captum's Occlusion with a window over every channel (its windows start at 0,
+    stride, ... and the last is cut off by the edge) is edges="truncate" with window
+    (h, w, 3); one channel at a time (AlexNet only), (h, w, 1). FeatureAblation with a label map (blocks
+    of a coarse grid, numbered differently per example) is feature_ablation(mask=...).
+    PEER_F32 of the largest drop (drops are differences of two float32 logits)."""
+    (wh, ww), (sh, sw) = OCCLUSION[peer.name]
+    x, m, v = jnp.asarray(peer.x), peer.model, peer.variables
+    t = torch.from_numpy(TARGETS).long()
+    occ = captum_attr.Occlusion(peer.torch)
+    cases = [(dict(window=(wh, ww, 3), stride=(sh, sw, 3)), ((3, wh, ww), (3, sh, sw))),
+             (dict(window=(wh, ww, 1), stride=(sh, sw, 1)), ((1, wh, ww), (1, sh, sw)))]
+    for ours, theirs in cases[:2 if peer.name == "alexnet" else 1]:
+        want = peer.nhwc(occ.attribute(peer.xt, sliding_window_shapes=theirs[0], strides=theirs[1],
+                                       target=t, perturbations_per_eval=16))
+        got = np.asarray(A.occlusion(m, v, x, TARGETS, edges="truncate", baseline=0.0, **ours))
+        assert got.shape == want.shape
+        assert max_rel_err(got, want) <= PEER_F32, ours
+    h, w = peer.size
+    blocks = (np.arange(h)[:, None] // 9) * 10 + np.arange(w)[None, :] // 11
+    mask = np.stack([blocks, blocks[::-1] * 3])  # another numbering for the second example
+    want = captum_attr.FeatureAblation(peer.torch).attribute(
+        peer.xt, target=t, feature_mask=torch.from_numpy(mask[:, None]), baselines=0.5)
+    got = np.asarray(A.feature_ablation(m, v, x, TARGETS, mask=mask, baseline=0.5))
+    assert max_rel_err(got, peer.nhwc(want)) <= PEER_F32
+
+
 # --- a model written twice, with hand-set weights -----------------------------------------------
 
 
@@ -349,7 +379,9 @@ def test_tiny_model_closed_forms_and_captum_defaults():
     gradient(abs=True), InputXGradient gradient_x_input, IntegratedGradients
     integrated_gradients(method="gausslegendre") (the path from the zero baseline crosses
     channel 1's ReLU, so no closed form there), GuidedBackprop and Deconvolution ours,
-    NoiseTunnel(Saliency) smoothgrad(variant="abs", stdev=1.0), LayerGradCam
+    NoiseTunnel(Saliency) smoothgrad(variant="abs", stdev=1.0), Occlusion (stride 1)
+    occlusion(edges="truncate") with a one-channel window, FeatureAblation (every value
+    its own feature) feature_ablation with a mask numbering every value, LayerGradCam
     grad_cam(relu=False, resize=None), whose closed form is checked too.
     EXACT_ISH against closed forms, PEER_F32 against Captum."""
     model, variables, net = tiny_pair()
@@ -378,6 +410,11 @@ def test_tiny_model_closed_forms_and_captum_defaults():
     torch.manual_seed(2)
     check(captum_attr.NoiseTunnel(captum_attr.Saliency(net)),
           A.smoothgrad(model, variables, xj, targets, stdev=1.0, noise_samples=eps, variant="abs"))
+    check(captum_attr.Occlusion(net),
+          A.occlusion(model, variables, xj, targets, window=(2, 3, 1), stride=1, edges="truncate"),
+          sliding_window_shapes=(1, 2, 3))
+    check(captum_attr.FeatureAblation(net),  # no mask: every input value is a feature
+          A.feature_ablation(model, variables, xj, targets, mask=np.arange(20).reshape(4, 5, 1)))
     want = captum_attr.LayerGradCam(net, net[1]).attribute(xt, target=t).detach().numpy()[:, 0]
     got = A.grad_cam(model, variables, xj, targets, layer="relu", relu=False, resize=None)
     assert max_rel_err(np.asarray(got), want) <= PEER_F32

@@ -139,6 +139,10 @@ CALLS: dict[str, Callable] = {
         else getattr(A, cam)(m, v, x, TARGET, layer=layer))(cam)
        for cam in ("grad_cam_plus_plus", "xgrad_cam", "hires_cam", "layer_cam", "score_cam",
                    "ablation_cam", "eigen_cam")},
+    "jaxviz.attribution.feature_ablation":
+        lambda m, v, x, layer: A.feature_ablation(
+            m, v, x, TARGET, batch_size=3,
+            mask=(np.arange(x.shape[1])[:, None] // 8) * 4 + np.arange(x.shape[2])[None] // 8),
     "jaxviz.attribution.noise_tunnel":
         lambda m, v, x, layer: A.noise_tunnel(A.grad_cam, m, v, x, TARGET, key=KEY, samples=3,
                                               batch_size=2, layer=layer),

@@ -2,7 +2,9 @@
 
 References:
   Zeiler & Fergus, "Visualizing and Understanding Convolutional Networks", ECCV 2014
-  (occlusion).
+  (occlusion). Captum's ``FeatureAblation`` (Kokhlikyan et al., "Captum: A unified and
+  generic model interpretability library for PyTorch", arXiv:2009.07896, 2020) for
+  ablation by a label map.
 """
 
 from __future__ import annotations
@@ -17,19 +19,25 @@ import numpy as np
 from jaxviz import checks
 from jaxviz.errors import InputError
 from jaxviz.attribution._common import (
-    Target, _baseline, _check_batch_size, _check_x, _compiled, _copies_values, _objective, _pair,
-    _values_jit)
+    Target, _baseline, _check_batch_size, _check_choice, _check_x, _compiled, _copies_values,
+    _objective, _values_jit)
+
+EDGES: tuple[str, ...] = ("flush", "truncate")
 
 
 def _occlusion_chunk(model, window, variables, x, baseline, reference, starts, objective):
-    """reference - f(x occluded by a window at each of ``starts: (k, 2)``): (k, N)."""
-    wh, ww = window
-    rows, cols = jnp.arange(x.shape[1]), jnp.arange(x.shape[2])
+    """reference - f(x occluded by a window at each of ``starts: (k, 3)``): (k, N).
+
+    A window covers rows ``[r, r + h)``, columns ``[c, c + w)`` and channels
+    ``[d, d + cw)``, cut off where it passes the input's edge."""
+    wh, ww, wc = window
+    rows, cols, chans = (jnp.arange(n) for n in x.shape[1:])
 
     def occlude(start):
-        inside = (((rows >= start[0]) & (rows < start[0] + wh))[:, None]
-                  & ((cols >= start[1]) & (cols < start[1] + ww))[None, :])
-        return jnp.where(inside[None, :, :, None], baseline, x)
+        inside = (((rows >= start[0]) & (rows < start[0] + wh))[:, None, None]
+                  & ((cols >= start[1]) & (cols < start[1] + ww))[None, :, None]
+                  & ((chans >= start[2]) & (chans < start[2] + wc))[None, None, :])
+        return jnp.where(inside[None], baseline, x)
 
     return reference - _copies_values(model, variables, jax.vmap(occlude)(starts), objective)
 
@@ -37,71 +45,120 @@ def _occlusion_chunk(model, window, variables, x, baseline, reference, starts, o
 _occlusion_jit = _compiled(_occlusion_chunk, 2)
 
 
+def _ablation_chunk(model, variables, x, baseline, reference, masks, objective):
+    """reference - f(x with each of ``masks: (k, N, H, W, C)`` set to the baseline): (k, N)."""
+    hidden = jnp.where(masks, baseline[None], x[None])
+    return reference - _copies_values(model, variables, hidden, objective)
+
+
+_ablation_jit = _compiled(_ablation_chunk, 1)
+
+
 # --- occlusion --------------------------------------------------------------------------------
 
 
-def window_positions(length: int, window: int, stride: int) -> list[int]:
+def window_positions(length: int, window: int, stride: int, edges: str = "flush") -> list[int]:
     """Start positions of occlusion windows along an axis of ``length``.
 
-    ``0, stride, 2 stride, ...`` up to ``length - window``, plus one window flush
-    with the far edge (``length - window``) when the stride does not land there, so
-    every position is covered and no window hangs off the image.
+    ``0, stride, 2 stride, ...``. ``edges="flush"`` (default) stops at
+    ``length - window`` and adds one window flush with the far edge when the stride does
+    not land there, so every position is covered and no window hangs off the input.
+    ``edges="truncate"`` (Captum's ``Occlusion``) goes on while the previous window
+    stopped short of the edge, and the last window is cut off by it:
+    ``ceil((length - window) / stride) + 1`` windows.
 
     Raises:
-      ValueError: ``window`` is larger than ``length``, or either is not positive.
+      ValueError: ``window`` is larger than ``length``, either is not positive, or an
+        unknown ``edges``.
     """
     window = checks.positive_int(window, "window")
     stride = checks.positive_int(stride, "stride")
+    _check_choice(edges, EDGES, "edges")
     if window > length:
         raise InputError(f"occlusion window {window} is larger than the input ({length})")
+    if edges == "truncate":
+        return list(range(0, -(-(length - window) // stride) * stride + 1, stride))
     starts = list(range(0, length - window + 1, stride))
     if starts[-1] != length - window:
         starts.append(length - window)
     return starts
 
 
+def _sizes(value: Any, what: str, channels: int) -> tuple[int, int, int | None]:
+    """An int, an (h, w) pair or an (h, w, c) triple as (h, w, c or None)."""
+    if isinstance(value, (tuple, list)):
+        if len(value) not in (2, 3):
+            raise InputError(f"expected {what} as an int, an (h, w) pair or an (h, w, c) "
+                             f"triple, got {value!r}")
+        out = tuple(checks.positive_int(v, what) for v in value)
+        return (out[0], out[1], out[2] if len(out) == 3 else None)
+    v = checks.positive_int(value, what)
+    return v, v, None
+
+
+def _cover(starts: list[int], window: int, length: int) -> np.ndarray:
+    """(windows, length): which positions each window covers (cut off at the edge)."""
+    pos = np.arange(length)[None, :]
+    s = np.array(starts)[:, None]
+    return (pos >= s) & (pos < s + window)
 
 
 @checks.boundary
 def occlusion(model: nn.Module, variables: Any, x: jax.Array, target: Target, *,
-              window: int | tuple[int, int] = 32, stride: int | tuple[int, int] = 2,
-              baseline: float | jax.Array = 0.0, batch_size: int = 64,
+              window: int | tuple[int, ...] = 32, stride: int | tuple[int, ...] = 2,
+              baseline: float | jax.Array = 0.0, edges: str = "flush", batch_size: int = 64,
               return_windows: bool = False) -> jax.Array | tuple[jax.Array, jax.Array]:
     """Occlusion sensitivity (Zeiler & Fergus 2014).
 
     A ``window`` patch of the input is replaced by ``baseline`` at every position of a
-    grid (:func:`window_positions` along each axis: steps of ``stride``, plus a last
-    window flush with the edge), and the output drop ``D_w = f(x) - f(x with window w
-    occluded)`` is recorded. The map at a pixel is the mean of ``D_w`` over the windows
-    that cover it: ``M[n, i, j] = sum_w D_w[n] 1[(i, j) in w] / sum_w 1[(i, j) in w]``.
+    grid (:func:`window_positions` along each axis), and the output drop
+    ``D_w = f(x) - f(x with window w occluded)`` is recorded. The map at a pixel is the
+    mean of ``D_w`` over the windows that cover it:
+    ``M[n, i, j] = sum_w D_w[n] 1[(i, j) in w] / sum_w 1[(i, j) in w]``.
+
+    Captum's ``Occlusion`` is ``edges="truncate"`` with a window that spans every channel
+    (``window=(h, w, C)``); it returns the map repeated over the channels.
 
     Args:
-      model, variables, x, target: as :func:`gradient`.
-      window: window size, an int or (h, w).
-      stride: distance between window positions, an int or (h, w).
+      model, variables, x, target: as :func:`jaxviz.attribution.gradient`.
+      window: window size: an int, (h, w) (every channel), or (h, w, c) (windows of c
+        channels, slid along the channel axis too).
+      stride: distance between window positions: an int, (h, w) or (h, w, c) (the
+        channel stride defaults to the channel window).
       baseline: the occluding value: a scalar or an array that broadcasts to x (the
         window takes the baseline's values at its pixels).
+      edges: ``"flush"`` (default: a last window flush with the far edge) or
+        ``"truncate"`` (Captum's: the last window cut off by the edge).
       batch_size: windows per compiled chunk (each runs ``batch_size * N`` images).
       return_windows: also return the raw drops on the window grid.
 
     Returns:
-      (N, H, W) map in ``x``'s dtype; with ``return_windows``, ``(map, grid)`` where
-      ``grid[n, a, b]`` is ``D`` of the window at row ``window_positions(H, ...)[a]``,
-      column ``window_positions(W, ...)[b]``.
+      (N, H, W) map in ``x``'s dtype, or (N, H, W, C) when the window has a channel
+      size; with ``return_windows``, ``(map, grid)`` where ``grid[n, a, b]`` (``[n, a,
+      b, d]`` with channel windows) is ``D`` of the window at row
+      ``window_positions(H, ...)[a]``, column ``window_positions(W, ...)[b]``.
 
     Raises:
       ValueError: window larger than x, a non-positive window, stride or batch_size;
-        a baseline that does not broadcast; as :func:`gradient`.
-      TypeError, KeyError: as :func:`gradient`.
+        an unknown ``edges``; a baseline that does not broadcast; as
+        :func:`jaxviz.attribution.gradient`.
+      TypeError, KeyError: as :func:`jaxviz.attribution.gradient`.
     """
     x = _check_x(model, x, images=True)
-    wh, ww = _pair(window, "window")
-    sh, sw = _pair(stride, "stride")
-    n, h, w = x.shape[:3]
-    rows, cols = window_positions(h, wh, sh), window_positions(w, ww, sw)
+    n, h, w, c = x.shape
+    wh, ww, wc = _sizes(window, "window", c)
+    sh, sw, sc = _sizes(stride, "stride", c)
+    by_channel = wc is not None
+    if by_channel and wc > c:
+        raise InputError(f"occlusion window {wc} channels deep is larger than the input ({c})")
+    wc = c if wc is None else wc
+    sc = wc if sc is None else sc
+    rows = window_positions(h, wh, sh, edges)
+    cols = window_positions(w, ww, sw, edges)
+    chans = window_positions(c, wc, sc, edges) if by_channel else [0]
     b = _baseline(baseline, x)
     obj = _objective(model, x, target)
-    starts = np.array([(r, c) for r in rows for c in cols], np.int32)
+    starts = np.array([(r, q, d) for r in rows for q in cols for d in chans], np.int32)
     total = len(starts)
     chunk = _check_batch_size(batch_size, total)
     reference = _values_jit(model, variables, x, obj)
@@ -111,17 +168,90 @@ def occlusion(model: nn.Module, variables: Any, x: jax.Array, target: Target, *,
         k = len(part)
         if k < chunk:  # pad with copies of the last window; their drops are dropped
             part = np.concatenate([part, np.repeat(part[-1:], chunk - k, axis=0)])
-        d = _occlusion_jit(model, (wh, ww), variables, x, b, reference, jnp.asarray(part), obj)
+        d = _occlusion_jit(model, (wh, ww, wc), variables, x, b, reference, jnp.asarray(part),
+                           obj)
         drops.append(d[:k])
-    grid = jnp.concatenate(drops).reshape(len(rows), len(cols), n).transpose(2, 0, 1)
-    grid = grid.astype(x.dtype)
-    cover_r = (np.arange(h)[None, :] >= np.array(rows)[:, None]) & \
-        (np.arange(h)[None, :] < np.array(rows)[:, None] + wh)          # (nY, H)
-    cover_c = (np.arange(w)[None, :] >= np.array(cols)[:, None]) & \
-        (np.arange(w)[None, :] < np.array(cols)[:, None] + ww)          # (nX, W)
-    count = np.outer(cover_r.sum(0), cover_c.sum(0))
-    summed = jnp.einsum("ah,nab,bw->nhw", jnp.asarray(cover_r, x.dtype), grid,
-                        jnp.asarray(cover_c, x.dtype))
+    grid = jnp.concatenate(drops).reshape(len(rows), len(cols), len(chans), n)
+    grid = grid.transpose(3, 0, 1, 2).astype(x.dtype)                     # (N, a, b, d)
+    cover = [_cover(rows, wh, h), _cover(cols, ww, w), _cover(chans, wc, c)]
+    count = np.einsum("ah,bw,dc->hwc", *(m.astype(np.float64) for m in cover))
+    summed = jnp.einsum("ah,nabd,bw,dc->nhwc", jnp.asarray(cover[0], x.dtype), grid,
+                        jnp.asarray(cover[1], x.dtype), jnp.asarray(cover[2], x.dtype))
     heat = (summed / jnp.asarray(count, x.dtype)).astype(x.dtype)
+    if not by_channel:
+        heat, grid = heat[..., 0], grid[..., 0]
     return (heat, grid) if return_windows else heat
 
+
+# --- ablation by a label map --------------------------------------------------------------------
+
+
+@checks.boundary
+def feature_ablation(model: nn.Module, variables: Any, x: jax.Array, target: Target, *,
+                     mask: Any, baseline: float | jax.Array = 0.0, batch_size: int = 16,
+                     return_features: bool = False) -> jax.Array | tuple[jax.Array, jax.Array]:
+    """The output's drop when each group of input values is set to the baseline.
+
+    ``mask`` labels every input value with a feature number (superpixels, a grid, any
+    label map); feature ``j``'s drop is ``D_j = f(x) - f(x with every value labelled j
+    replaced by the baseline)``, and every value of the result is its feature's drop
+    (Captum's ``FeatureAblation`` with ``feature_mask``).
+
+    Args:
+      model, variables, x, target: as :func:`jaxviz.attribution.gradient`.
+      mask: int labels >= 0 that broadcast to x's shape: (H, W) or (N, H, W) for
+        features across every channel, (H, W, C) or (N, H, W, C) per channel. Labels need
+        not be contiguous; each distinct label is one feature.
+      baseline: the replacing value: a scalar or an array that broadcasts to x.
+      batch_size: features per compiled chunk (each chunk runs ``batch_size * N``
+        images).
+      return_features: also return the labels and the drops, ``(labels (F,), drops
+        (N, F))`` (a feature absent from an example's mask has drop 0).
+
+    Returns:
+      An array of x's shape (N, H, W, C), in its dtype; with ``return_features``,
+      ``(map, labels, drops)``.
+
+    Raises:
+      ValueError: a mask that is not integer, is negative, or does not broadcast to x;
+        as :func:`jaxviz.attribution.gradient`.
+    """
+    x = _check_x(model, x, images=True)
+    labels = np.asarray(mask)
+    if labels.dtype.kind not in "iu" or labels.size == 0:
+        raise InputError(f"expected mask as an array of int labels, got "
+                         f"{getattr(labels, 'dtype', type(mask).__name__)}")
+    if labels.ndim == 2 or (labels.ndim == 3 and labels.shape[0] == x.shape[0]
+                            and labels.shape[1:] == x.shape[1:3]):
+        labels = labels[..., None]  # one label for every channel of a pixel
+    try:
+        labels = np.broadcast_to(labels, x.shape)
+    except ValueError:
+        raise InputError(f"expected a mask of shape (H, W), (N, H, W), (H, W, C) or "
+                         f"(N, H, W, C) for x of shape {tuple(x.shape)}; got "
+                         f"{np.asarray(mask).shape}") from None
+    if labels.min() < 0:
+        raise InputError(f"expected mask labels >= 0, got {labels.min()}")
+    features = np.unique(labels)
+    b = _baseline(baseline, x)
+    obj = _objective(model, x, target)
+    total = len(features)
+    chunk = _check_batch_size(batch_size, total)
+    reference = _values_jit(model, variables, x, obj)
+    drops = []
+    for start in range(0, total, chunk):
+        part = features[start:start + chunk]
+        k = len(part)
+        part = np.concatenate([part, np.full(chunk - k, -1, part.dtype)])  # -1 hides nothing
+        masks = jnp.asarray(labels[None] == part[:, None, None, None, None])
+        drops.append(_ablation_jit(model, variables, x, b, reference, masks, obj)[:k])
+    drops = jnp.concatenate(drops).T.astype(x.dtype)                     # (N, F)
+    present = jnp.asarray((labels[None] == features[:, None, None, None, None])
+                          .reshape(total, x.shape[0], -1).any(-1).T)
+    drops = jnp.where(present, drops, 0)
+    index = jnp.asarray(np.searchsorted(features, labels))
+    heat = jnp.take_along_axis(drops, index.reshape(x.shape[0], -1), axis=1).reshape(x.shape)
+    return (heat, jnp.asarray(features), drops) if return_features else heat
+
+
+__all__ = ["EDGES", "feature_ablation", "occlusion", "window_positions"]
