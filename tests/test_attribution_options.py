@@ -426,3 +426,62 @@ def test_feature_ablation_on_a_linear_model(linear):
                        (np.zeros((5, 5), int), "mask of shape")]:
         with pytest.raises(ValueError, match=match):
             A.feature_ablation(model, variables, x, t, mask=bad)
+
+
+# --- LRP on closed forms -----------------------------------------------------------------------------
+
+
+def test_lrp_on_a_linear_model(linear):
+    """One dense layer, relevance starting as f = W_t x + b_t: LRP-epsilon gives
+    R = x W_t f / (f + e sign f) (the bias keeps its share); the flat first layer spreads
+    f evenly over the 360 inputs. F32_ROUND of the largest value."""
+    model, variables, x, t, w = linear
+    kernel = np.asarray(variables["params"]["fc"]["kernel"], np.float64)
+    f = (x.reshape(2, -1).astype(np.float64) @ kernel)[np.arange(2), t]
+    eps = A.lrp(model, variables, x, t, composite="epsilon", epsilon=1e-3)
+    want = x * w * (f / (f + 1e-3 * np.sign(f)))[:, None, None, None]
+    assert max_rel_err(np.asarray(eps), want) <= F32_ROUND
+    flat = A.lrp(model, variables, x, t, composite="epsilon_plus_flat")
+    assert max_rel_err(np.asarray(flat), np.broadcast_to((f / 360)[:, None, None, None], x.shape)) <= F32_ROUND
+    one = A.lrp(model, variables, x, t, composite="epsilon_plus_flat", start="one")
+    assert max_rel_err(np.asarray(one), np.full(x.shape, 1 / 360)) <= F32_ROUND
+
+
+def test_lrp_zplus_on_a_convolution():
+    """A 2x2 convolution of one channel, summed: ZPlus gives each input its positive
+    share x+ W+ (and x- W-) of every output it feeds, R_out / z+ at a time, by loops in
+    float64. F32_ROUND."""
+
+    class ConvSum(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            h = jv.models.modules.Conv2d(1, 2, name="conv")(x)
+            return h.sum(axis=(1, 2))
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((1, 3, 4, 1)).astype(np.float32)
+    kernel = rng.standard_normal((2, 2, 1, 1)).astype(np.float32)
+    bias = np.float32(0.3)
+    variables = {"params": {"conv": {"kernel": jnp.asarray(kernel), "bias": jnp.asarray([bias])}}}
+    got = np.asarray(A.lrp(ConvSum(), variables, jnp.asarray(x), 0, composite="epsilon_plus",
+                           start="one", stabilizer=1e-9))
+    k = kernel[:, :, 0, 0].astype(np.float64)
+    want = np.zeros((3, 4))
+    for i in range(2):
+        for j in range(3):
+            patch = x[0, i:i + 2, j:j + 2, 0].astype(np.float64)
+            share = np.where(patch > 0, patch * np.maximum(k, 0), patch * np.minimum(k, 0))
+            want[i:i + 2, j:j + 2] += share / (share.sum() + max(bias, 0))
+    assert max_rel_err(got[0, :, :, 0], want) <= F32_ROUND
+
+
+def test_lrp_options_are_checked(lenet):
+    model, variables, x, t = lenet
+    for kwargs, match in [({"composite": "z_plus"}, "unknown composite"),
+                          ({"start": "logit"}, "unknown start"),
+                          ({"alpha": 3.0, "beta": 1.0}, "alpha - beta = 1"),
+                          ({"epsilon": -1.0}, "epsilon as a number"),
+                          ({"composite": "epsilon_gamma_box", "low": 0.0}, "both low= and high="),
+                          ({"composite": "epsilon_gamma_box"}, "needs the input's bounds")]:
+        with pytest.raises(ValueError, match=match):
+            A.lrp(model, variables, x, t, **kwargs)

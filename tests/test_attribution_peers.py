@@ -319,6 +319,70 @@ def test_occlusion_and_feature_ablation_match_captum(peer):
     assert max_rel_err(got, peer.nhwc(want)) <= PEER_F32
 
 
+# --- zennit ---------------------------------------------------------------------------------------
+
+
+def zennit_composite(name: str, low=None, high=None):
+    from zennit import composites, rules, types
+
+    if name == "epsilon":  # LRP-epsilon everywhere, on zennit's base map
+        return composites.LayerMapComposite(
+            composites.layer_map_base() + [(types.Convolution, rules.Epsilon()),
+                                           (torch.nn.Linear, rules.Epsilon())])
+    if name == "epsilon_gamma_box":
+        return composites.EpsilonGammaBox(low=low, high=high)
+    return {"epsilon_plus": composites.EpsilonPlus, "epsilon_plus_flat": composites.EpsilonPlusFlat,
+            "epsilon_alpha2_beta1": composites.EpsilonAlpha2Beta1}[name]()
+
+
+@pytest.mark.parametrize("composite", A.COMPOSITES)
+def test_lrp_matches_zennit(peer, composite):
+    """zennit's Gradient attributor with the composite and a one-hot output is
+    lrp(start="one"); the z-box bounds are the normalized 0 and 1 of each channel (our
+    default for an ImageNet model). PEER_F32 (measured 5e-7 to 6e-7 on VGG16). LRP-epsilon
+    everywhere divides by convolution outputs within 1e-6 of zero, which amplifies each
+    framework's float32 rounding (measured 1.4e-4), so it is compared in float64
+    (PEER_F64)."""
+    from zennit.attribution import Gradient
+
+    precise = composite == "epsilon"
+    net, variables = peer.f64() if precise else (peer.torch, peer.variables)
+    dtype = np.float64 if precise else np.float32
+    xt = peer.xt.to(next(net.parameters()).dtype)
+    bounds = [torch.from_numpy(((b - np.array(jv.data.IMAGENET_MEAN)) / np.array(jv.data.IMAGENET_STD))
+                               .astype(dtype)).reshape(1, 3, 1, 1).expand(2, 3, *peer.size)
+              for b in (0.0, 1.0)]
+    onehot = torch.zeros(2, 1000, dtype=xt.dtype)
+    onehot[torch.arange(2), torch.from_numpy(TARGETS).long()] = 1
+    with Gradient(model=net, composite=zennit_composite(composite, *bounds)) as attributor:
+        _, want = attributor(xt, onehot)
+    with jax.enable_x64(precise):
+        got = np.asarray(A.lrp(peer.model, variables, jnp.asarray(peer.x, dtype), TARGETS,
+                               composite=composite, start="one"))
+    assert got.shape == peer.x.shape and got.dtype == dtype
+    assert np.abs(want.numpy()).max() > 0
+    assert max_rel_err(got, peer.nhwc(want)) <= (PEER_F64 if precise else PEER_F32), composite
+
+
+def test_lrp_conserves_relevance_without_biases(peer):
+    """With every bias set to 0, relevance starting as the target's logit
+    (start="value") sums to that logit at the input, for every composite but the z-box
+    (whose bounds take a share). The rules conserve relevance exactly but for the
+    stabilizers: a unit with output z keeps e / (z + e) of its relevance. The random
+    networks' activations here are about 1e-3, so zennit's e = 1e-6 leaks 1e-4 to 1e-3
+    of the logit (measured 9e-4 on AlexNet); with e = 1e-9 the sums agree to float32
+    rounding (measured 2e-6). Tolerance: 1e-5 of the logit."""
+    variables = jax.tree_util.tree_map_with_path(
+        lambda path, a: jnp.zeros_like(a) if path[-1].key == "bias" else a, peer.variables)
+    x = jnp.asarray(peer.x)
+    logits = np.asarray(peer.model.apply(variables, x))[np.arange(2), TARGETS]
+    for composite in ("epsilon_plus", "epsilon_plus_flat", "epsilon_alpha2_beta1", "epsilon"):
+        r = np.asarray(A.lrp(peer.model, variables, x, TARGETS, composite=composite,
+                             epsilon=1e-9, stabilizer=1e-9), np.float64)
+        sums = r.reshape(2, -1).sum(1)
+        assert np.abs(sums - logits).max() <= 1e-5 * np.abs(logits).max(), (composite, sums, logits)
+
+
 # --- a model written twice, with hand-set weights -----------------------------------------------
 
 

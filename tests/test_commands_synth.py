@@ -150,6 +150,12 @@ def test_explain_the_cam_family_on_request(tmp_path, lenet, digit):
         left = 2 + column * (140 + 2)
         np.testing.assert_array_equal(sheet[2:142, left:left + 140], enlarge(tile, 5)[0], name)
     assert f"methods: {methods.replace(',', ', ')}" in out
+    code, out, err = run(["explain", "lenet_digits", "--target", "4", "-q", "--method", "lrp",
+                          "--out", str(tmp_path / "lrp.png")])
+    assert (code, err) == (0, "")
+    r = jv.attribution.lrp(model, variables, digit, 4, composite="epsilon_plus_flat")
+    heat = jv.render.heatmap(jv.render.clip_percentile(jv.render.reduce_channels(r, "abs_sum")))
+    np.testing.assert_array_equal(png(tmp_path / "lrp.png")[2:142, 144:284], enlarge(heat, 5)[0])
 
 
 def test_progress_bars_only_on_a_terminal(tmp_path, monkeypatch):

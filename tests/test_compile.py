@@ -143,6 +143,7 @@ CALLS: dict[str, Callable] = {
         lambda m, v, x, layer: A.feature_ablation(
             m, v, x, TARGET, batch_size=3,
             mask=(np.arange(x.shape[1])[:, None] // 8) * 4 + np.arange(x.shape[2])[None] // 8),
+    "jaxviz.attribution.lrp": lambda m, v, x, layer: A.lrp(m, v, x, TARGET, composite="epsilon_plus"),
     "jaxviz.attribution.noise_tunnel":
         lambda m, v, x, layer: A.noise_tunnel(A.grad_cam, m, v, x, TARGET, key=KEY, samples=3,
                                               batch_size=2, layer=layer),

@@ -26,7 +26,8 @@ The package is split by family, every name re-exported here:
 :mod:`~jaxviz.attribution.gradients` (gradient, SmoothGrad, integrated gradients,
 DeconvNet, guided backpropagation), :mod:`~jaxviz.attribution.cam` (Grad-CAM and the
 CAM family), :mod:`~jaxviz.attribution.perturbation` (occlusion, feature ablation),
-:mod:`~jaxviz.attribution.sampling` (noise over any method). Each module cites its papers.
+:mod:`~jaxviz.attribution.sampling` (noise over any method),
+:mod:`~jaxviz.attribution.propagation` (LRP). Each module cites its papers.
 """
 
 from jaxviz.attribution.cam import (
@@ -37,12 +38,13 @@ from jaxviz.attribution.gradients import (
     gradient_x_input, guided_backprop, integrated_gradients, layer_gradient, path_points,
     smoothgrad)
 from jaxviz.attribution.perturbation import EDGES, feature_ablation, occlusion, window_positions
+from jaxviz.attribution.propagation import COMPOSITES, lrp
 from jaxviz.attribution.sampling import noise_tunnel
 
 __all__ = [
-    "CAM_METHODS", "EDGES", "IG_METHODS", "NORMALIZATIONS", "RESIZE_MODES", "SMOOTHGRAD_VARIANTS",
+    "CAM_METHODS", "COMPOSITES", "EDGES", "IG_METHODS", "NORMALIZATIONS", "RESIZE_MODES", "SMOOTHGRAD_VARIANTS",
     "ablation_cam", "deconvnet", "deconvnet_reconstruction", "eigen_cam", "feature_ablation", "grad_cam",
     "grad_cam_plus_plus", "gradient", "gradient_x_input", "guided_backprop", "guided_grad_cam",
-    "hires_cam", "integrated_gradients", "layer_cam", "layer_gradient", "noise_tunnel", "occlusion",
+    "hires_cam", "integrated_gradients", "layer_cam", "layer_gradient", "lrp", "noise_tunnel", "occlusion",
     "path_points", "resize", "score_cam", "smoothgrad", "window_positions", "xgrad_cam",
 ]

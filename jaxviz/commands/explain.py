@@ -12,7 +12,8 @@ stride half the window, unless --window/--stride say otherwise), guided_backprop
 --layer, by default the last convolution's ReLU, or the last Inception block's output
 for GoogLeNet). Named in --method (not in "all"), the rest of the CAM family at the same
 layer: grad_cam_plus_plus, xgrad_cam, hires_cam, layer_cam, score_cam, ablation_cam and
-eigen_cam (jaxviz.attribution.cam cites their papers).
+eigen_cam (jaxviz.attribution.cam cites their papers); and lrp (Bach et al. 2015; the
+epsilon_plus_flat composite).
 
 Pixel maps (the gradient methods, DeconvNet, guided backprop, guided Grad-CAM) are
 shown as the sum of |value| over colour channels, scaled so that the 99.5th percentile
@@ -47,11 +48,12 @@ HELP = "every attribution method side by side for one or more images (PNG sheet)
 METHODS: tuple[str, ...] = (
     "gradient", "gradient_x_input", "smoothgrad", "integrated_gradients", "deconvnet",
     "guided_backprop", "grad_cam", "guided_grad_cam", "occlusion")
-MORE_METHODS: tuple[str, ...] = (
+MORE_CAMS: tuple[str, ...] = (
     "grad_cam_plus_plus", "xgrad_cam", "hires_cam", "layer_cam", "score_cam", "ablation_cam",
-    "eigen_cam")  # on request: not in "all"
+    "eigen_cam")
+MORE_METHODS: tuple[str, ...] = (*MORE_CAMS, "lrp")  # on request: not in "all"
 AVAILABLE: tuple[str, ...] = METHODS + MORE_METHODS
-CAM_METHODS = ("grad_cam", "guided_grad_cam", *MORE_METHODS)
+CAM_METHODS = ("grad_cam", "guided_grad_cam", *MORE_CAMS)
 CAM_CAPTIONS = {"grad_cam_plus_plus": "Grad-CAM++", "xgrad_cam": "XGrad-CAM",
                 "hires_cam": "HiResCAM", "layer_cam": "LayerCAM", "score_cam": "Score-CAM",
                 "ablation_cam": "Ablation-CAM", "eigen_cam": "Eigen-CAM"}
@@ -179,7 +181,11 @@ def tiles(model, variables: Any, x: Any, target: Any, methods: Iterable[str] = M
         elif name == "guided_grad_cam":
             m = A.guided_grad_cam(model, variables, x, target, layer=layer)
             out.append((f"guided Grad-CAM ({layer})", pixel_tile(m)))
-        elif name in MORE_METHODS:
+        elif name == "lrp":
+            out.append(("LRP (epsilon_plus_flat)",
+                        pixel_tile(A.lrp(model, variables, x, target,
+                                         composite="epsilon_plus_flat"))))
+        elif name in MORE_CAMS:
             cam = getattr(A, name)(model, variables, x, target, layer=layer)
             out.append((f"{CAM_CAPTIONS[name]} ({layer})", cam_tile(picture, cam)))
         else:  # occlusion

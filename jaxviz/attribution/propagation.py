@@ -1,0 +1,319 @@
+"""Propagation rules: layer-wise relevance propagation (LRP) as a modified backward pass.
+
+Relevance ``R`` starts at the output as the target's value (``start="value"``: the
+paper's ``R = f(x)``, so that it is conserved down to the input) or as a one-hot of the
+target (``start="one"``: zennit's default), and each layer hands its output relevance to
+its input by a rule. With ``z = layer(x)`` the layer's output, ``s = R / stab(z)``
+(``stab(z) = z + e * sign(z)``, sign(0) = +1) and ``J^T`` the layer's transposed
+Jacobian (its VJP):
+
+- ``epsilon`` (Bach et al. 2015): ``R_in = x * J^T s``, with ``e = epsilon``.
+- ``zplus`` (alpha 1, beta 0): ``z = W+ x+ + b+ + W- x-``,
+  ``R_in = x+ * J+^T s + x- * J-^T s`` (J+ through W+ and b+, J- through W-).
+- ``alpha_beta`` (alpha 2, beta 1): ``alpha`` times the ``zplus`` share of the positive
+  contributions minus ``beta`` times the share of the negative ones (W- x+ + b- + W+ x-).
+- ``gamma`` (Montavon et al. 2019, generalized): where ``z > 0`` the positive
+  contributions with ``W + gamma W+`` (and ``b + gamma b+``), where ``z < 0`` the
+  negative ones with ``W + gamma W-``.
+- ``zbox`` (Montavon et al. 2017): ``z = W x - W+ l - W- h`` with the input bounds
+  ``l``, ``h``; ``R_in = x * J^T s - l * J+^T s - h * J-^T s``.
+- ``flat``: the layer with every weight 1 and no bias on an all-ones input;
+  ``R_in = J1^T s`` (not multiplied by the input).
+- average pools (adaptive ones too) redistribute in proportion to their inputs
+  (``R_in = x * J^T s``, zennit's ``Norm``); ReLUs and BatchNorm pass relevance on
+  unchanged; max pools route it to each window's maximum (the plain gradient).
+
+The composites choose a rule per layer as zennit's do: ``epsilon_plus`` (convolutions
+``zplus``, dense layers ``epsilon``), ``epsilon_plus_flat`` (the first convolution or
+dense layer ``flat``), ``epsilon_gamma_box`` (the first convolution ``zbox``, the other
+convolutions ``gamma``), ``epsilon_alpha2_beta1`` (convolutions ``alpha_beta``), and
+``epsilon`` (every layer ``epsilon``: LRP-epsilon throughout). "First" is the first layer
+called in the forward pass.
+
+Layers are recognized by their modules: jaxviz's ``Conv2d``, ``Linear``, ``ReLU``,
+``BatchNorm2d``, ``AdaptiveAvgPool2d`` and Flax's ``nn.Conv`` and ``nn.Dense``. ReLUs
+applied as plain functions (``nn.relu``), not modules, keep their gradient, as a
+function is not a module zennit can hook either.
+
+References:
+  Bach et al., "On Pixel-Wise Explanations for Non-Linear Classifier Decisions by
+  Layer-Wise Relevance Propagation", PLoS ONE 2015. Montavon et al., "Explaining
+  nonlinear classification decisions with deep Taylor decomposition", Pattern
+  Recognition 2017 (z+, z-box). Montavon et al., "Layer-Wise Relevance Propagation: An
+  Overview", in Explainable AI, Springer 2019 (gamma, the composite of rules by layer).
+  Kohlbrenner et al., "Towards Best Practice in Explaining Neural Network Decisions with
+  LRP", IJCNN 2020 (the flat first layer). Anders et al., "Software for Dataset-wide XAI:
+  From Local Explanations to Global Insights with Zennit, CoRelAy, and ViRelAy",
+  arXiv:2106.13200, 2021 (zennit, the reference implementation compared with).
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxviz import checks, data
+from jaxviz import rules as rules_lib
+from jaxviz.attribution._common import Target, _check_choice, _check_x, _compiled, _objective, _values
+from jaxviz.errors import InputError
+from jaxviz.models import modules
+from jaxviz.models.modules import input_spec
+
+COMPOSITES: tuple[str, ...] = ("epsilon_plus", "epsilon_plus_flat", "epsilon_gamma_box",
+                               "epsilon_alpha2_beta1", "epsilon")
+STARTS: tuple[str, ...] = ("value", "one")
+
+_CONV = (modules.Conv2d, nn.Conv)
+_DENSE = (modules.Linear, nn.Dense)
+_POOL = (modules.AdaptiveAvgPool2d,)
+_PASS = (modules.ReLU, modules.BatchNorm2d)
+
+
+def _stab(z: jax.Array, e: float) -> jax.Array:
+    """``z + e * sign(z)`` with sign(0) = +1 (zennit's stabilizer)."""
+    return z + jnp.where(z >= 0, e, -e).astype(z.dtype)
+
+
+def _split(params: dict, keep: str, bias: bool) -> dict:
+    """The positive (``keep="+"``) or negative part of every parameter; the bias kept
+    (its part) or zeroed."""
+    part = (lambda a: jnp.maximum(a, 0)) if keep == "+" else (lambda a: jnp.minimum(a, 0))
+    out = {k: part(v) for k, v in params.items()}
+    if "bias" in out and not bias:
+        out["bias"] = jnp.zeros_like(out["bias"])
+    return out
+
+
+def _gamma_params(params: dict, gamma: float, keep: str, bias: bool) -> dict:
+    """``p + gamma * part(p)`` for every parameter; the bias zeroed unless ``bias``."""
+    part = (lambda a: jnp.maximum(a, 0)) if keep == "+" else (lambda a: jnp.minimum(a, 0))
+    out = {k: v + gamma * part(v) for k, v in params.items()}
+    if "bias" in out and not bias:
+        out["bias"] = jnp.zeros_like(out["bias"])
+    return out
+
+
+def _relevance(rule: str, fn: Callable, params: dict, x: jax.Array, r: jax.Array,
+               settings: dict) -> jax.Array:
+    """The input relevance of one layer ``fn(x, params)`` under ``rule``, given its
+    output relevance ``r`` (the module docstring's formulas)."""
+    e = settings["stabilizer"]
+
+    def pull(inputs, p, s):
+        """(inputs, J^T s) for the layer with parameters p at inputs."""
+        _, back = jax.vjp(lambda t: fn(t, p), inputs)
+        return back(s)[0]
+
+    pos, neg = jnp.maximum(x, 0), jnp.minimum(x, 0)
+    if rule == "epsilon":
+        s = r / _stab(fn(x, params), settings["epsilon"])
+        return x * pull(x, params, s)
+    if rule == "zplus":
+        p_pos, p_neg = _split(params, "+", True), _split(params, "-", False)
+        s = r / _stab(fn(pos, p_pos) + fn(neg, p_neg), e)
+        return pos * pull(pos, p_pos, s) + neg * pull(neg, p_neg, s)
+    if rule == "alpha_beta":
+        alpha, beta = settings["alpha"], settings["beta"]
+        p_pos, p_neg = _split(params, "+", True), _split(params, "-", False)
+        q_neg, q_pos = _split(params, "-", True), _split(params, "+", False)
+        s_pos = r / _stab(fn(pos, p_pos) + fn(neg, p_neg), e)
+        s_neg = r / _stab(fn(pos, q_neg) + fn(neg, q_pos), e)
+        return (alpha * (pos * pull(pos, p_pos, s_pos) + neg * pull(neg, p_neg, s_pos))
+                - beta * (pos * pull(pos, q_neg, s_neg) + neg * pull(neg, q_pos, s_neg)))
+    if rule == "gamma":
+        g = settings["gamma"]
+        z = fn(x, params)
+        a, b = _gamma_params(params, g, "+", True), _gamma_params(params, g, "-", False)
+        c, d = _gamma_params(params, g, "-", True), _gamma_params(params, g, "+", False)
+        s_up = (z > 0).astype(r.dtype) * r / _stab(fn(pos, a) + fn(neg, b), e)
+        s_down = (z < 0).astype(r.dtype) * r / _stab(fn(pos, c) + fn(neg, d), e)
+        return (pos * pull(pos, a, s_up) + neg * pull(neg, b, s_up)
+                + pos * pull(pos, c, s_down) + neg * pull(neg, d, s_down))
+    if rule == "zbox":
+        low = jnp.broadcast_to(jnp.asarray(settings["low"], x.dtype), x.shape)
+        high = jnp.broadcast_to(jnp.asarray(settings["high"], x.dtype), x.shape)
+        p_pos, p_neg = _split(params, "+", True), _split(params, "-", True)
+        s = r / _stab(fn(x, params) - fn(low, p_pos) - fn(high, p_neg), e)
+        return x * pull(x, params, s) - low * pull(low, p_pos, s) - high * pull(high, p_neg, s)
+    if rule == "flat":
+        ones = {k: jnp.ones_like(v) for k, v in params.items()}
+        if "bias" in ones:
+            ones["bias"] = jnp.zeros_like(ones["bias"])
+        unit = jnp.ones_like(x)
+        s = r / _stab(fn(unit, ones), e)
+        return pull(unit, ones, s)
+    if rule == "norm":
+        s = r / _stab(fn(x, params), e)
+        return x * pull(x, params, s)
+    raise AssertionError(rule)  # pragma: no cover - the composites name known rules
+
+
+def _with_rule(rule: str, fn: Callable, params: dict, x: jax.Array, settings: dict) -> jax.Array:
+    """``fn(x, params)`` whose backward pass maps output relevance to input relevance by
+    ``rule`` (the parameters get no cotangent: relevance is taken for the input only)."""
+
+    @jax.custom_vjp
+    def layer(x, params):
+        return fn(x, params)
+
+    def forward(x, params):
+        return fn(x, params), (x, params)
+
+    def backward(saved, r):
+        x, params = saved
+        return (_relevance(rule, fn, params, x, r, settings).astype(x.dtype),
+                jax.tree_util.tree_map(jnp.zeros_like, params))
+
+    layer.defvjp(forward, backward)
+    return layer(x, params)
+
+
+@jax.custom_vjp
+def _passing(x: jax.Array, y: jax.Array) -> jax.Array:
+    """``y`` (a layer's output from ``x``) whose backward hands the relevance to ``x``
+    unchanged (zennit's ``Pass``)."""
+    return y
+
+
+_passing.defvjp(lambda x, y: (y, None), lambda _, r: (r, jnp.zeros_like(r)))
+
+
+class _Composite:
+    """The interceptor that applies a composite's rules, layer by layer, in one forward
+    pass (it remembers whether the first convolution or dense layer has been seen)."""
+
+    def __init__(self, composite: str, settings: dict):
+        self.composite, self.settings, self.first_seen = composite, settings, False
+
+    def rule_of(self, module: nn.Module) -> str | None:
+        c = self.composite
+        is_conv, is_dense = isinstance(module, _CONV), isinstance(module, _DENSE)
+        if not (is_conv or is_dense):
+            return "norm" if isinstance(module, _POOL) else None
+        first = False
+        if c == "epsilon_plus_flat" or (c == "epsilon_gamma_box" and is_conv):
+            first, self.first_seen = not self.first_seen, True
+        if first:
+            return "flat" if c == "epsilon_plus_flat" else "zbox"
+        if is_dense or c == "epsilon":
+            return "epsilon"
+        return {"epsilon_plus": "zplus", "epsilon_plus_flat": "zplus", "epsilon_gamma_box": "gamma",
+                "epsilon_alpha2_beta1": "alpha_beta"}[c]
+
+    def __call__(self, call, args, kwargs, context):
+        module = context.module
+        if context.method_name != "__call__" or not module.path or not args:
+            return call(*args, **kwargs)
+        if isinstance(module, _PASS):
+            x = args[0]
+            if isinstance(module, modules.ReLU):
+                return rules_lib.linear_relu(x)
+            return _passing(x, call(*args, **kwargs))
+        rule = self.rule_of(module)
+        if rule is None:
+            return call(*args, **kwargs)
+        unbound = module.clone(parent=None)
+        params = dict(module.variables.get("params", {}))
+        rest = {k: v for k, v in module.variables.items() if k != "params"}
+
+        def fn(t, p):
+            return unbound.apply({"params": p, **rest}, t, *args[1:], **kwargs)
+
+        return _with_rule(rule, fn, params, args[0], self.settings)
+
+
+def _lrp_core(model, composite, start, variables, x, settings, objective):
+    """Input relevance of ``objective`` under ``composite``; ``settings`` hold the
+    stabilizers and rule parameters as arrays (traced, so new values do not recompile)."""
+    hook = _Composite(composite, settings)
+
+    def total(t):
+        with nn.intercept_methods(hook):
+            v = _values(model, variables, t, objective)
+        return v.sum(), v
+
+    relevance, values = jax.grad(total, has_aux=True)(x)
+    if start == "value":
+        relevance = relevance * values.reshape(-1, *([1] * (x.ndim - 1))).astype(relevance.dtype)
+    return relevance
+
+
+_lrp_jit = _compiled(_lrp_core, 3)
+
+
+def _imagenet_bounds(model: nn.Module, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    spec = input_spec(model)
+    if spec is None or spec.scale != "imagenet" or x.shape[-1] != 3:
+        raise InputError("epsilon_gamma_box needs the input's bounds: pass low= and high= (a "
+                         "number, or one per channel)")
+
+    mean, std = np.asarray(data.IMAGENET_MEAN), np.asarray(data.IMAGENET_STD)
+    return jnp.asarray((0.0 - mean) / std, x.dtype), jnp.asarray((1.0 - mean) / std, x.dtype)
+
+
+def _number(value: Any, what: str, minimum: float = 0.0) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or value < minimum:
+        raise InputError(f"expected {what} as a number >= {minimum:g}, got {value!r}")
+    return float(value)
+
+
+@checks.boundary
+def lrp(model: nn.Module, variables: Any, x: jax.Array, target: Target, *,
+        composite: str = "epsilon_plus_flat", epsilon: float = 1e-6, stabilizer: float = 1e-6,
+        gamma: float = 0.25, alpha: float = 2.0, beta: float = 1.0, low: Any = None,
+        high: Any = None, start: str = "value") -> jax.Array:
+    """Layer-wise relevance propagation (Bach et al. 2015) with a composite of rules.
+
+    See the module docstring for the rules and composites. ``sum(R[n])`` equals
+    ``f_n(x)`` (``start="value"``) up to what the biases absorb and the stabilizers leak;
+    zennit's ``Gradient`` attributor with the same composite and a one-hot output is
+    ``start="one"``.
+
+    Args:
+      model, variables, x, target: as :func:`jaxviz.attribution.gradient`.
+      composite: "epsilon_plus_flat" (default), "epsilon_plus", "epsilon_gamma_box",
+        "epsilon_alpha2_beta1" or "epsilon".
+      epsilon: the epsilon rule's ``e`` (zennit's 1e-6).
+      stabilizer: every other rule's ``e`` (zennit's 1e-6).
+      gamma: the gamma rule's (zennit's 0.25).
+      alpha, beta: the alpha-beta rule's (alpha - beta = 1).
+      low, high: the z-box rule's input bounds: numbers or arrays that broadcast to one
+        input (per channel: (C,)). Default for an ImageNet-normalized model: the
+        normalized 0 and 1 of each channel.
+      start: "value" (R = f at the target) or "one" (R = 1, zennit's one-hot).
+
+    Returns:
+      (N, H, W, C) input relevance, in ``x``'s dtype.
+
+    Raises:
+      ValueError: unknown composite or start; a negative epsilon or stabilizer; alpha -
+        beta not 1; no bounds for the z-box rule; as :func:`jaxviz.attribution.gradient`.
+    """
+    _check_choice(composite, COMPOSITES, "composite")
+    _check_choice(start, STARTS, "start")
+    x = _check_x(model, x)
+    settings = {"epsilon": _number(epsilon, "epsilon"), "stabilizer": _number(stabilizer, "stabilizer"),
+                "gamma": _number(gamma, "gamma"), "alpha": _number(alpha, "alpha"),
+                "beta": _number(beta, "beta")}
+    if abs(settings["alpha"] - settings["beta"] - 1.0) > 1e-12:
+        raise InputError(f"expected alpha - beta = 1 (relevance is conserved only then), got "
+                         f"alpha={alpha!r}, beta={beta!r}")
+    if composite == "epsilon_gamma_box":
+        if (low is None) != (high is None):
+            raise InputError("pass both low= and high= (the input's bounds), or neither")
+        if low is None:
+            low, high = _imagenet_bounds(model, x)
+        settings["low"] = jnp.asarray(low, x.dtype)
+        settings["high"] = jnp.asarray(high, x.dtype)
+    settings = {k: jnp.asarray(v, x.dtype) for k, v in settings.items()}
+    obj = _objective(model, x, target)
+    return _lrp_jit(model, composite, start, variables, x, settings, obj).astype(x.dtype)
+
+
+__all__ = ["COMPOSITES", "STARTS", "lrp"]
