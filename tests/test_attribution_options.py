@@ -485,3 +485,63 @@ def test_lrp_options_are_checked(lenet):
                           ({"composite": "epsilon_gamma_box"}, "needs the input's bounds")]:
         with pytest.raises(ValueError, match=match):
             A.lrp(model, variables, x, t, **kwargs)
+
+
+# --- GradientSHAP and RISE on closed forms ---------------------------------------------------------
+
+
+def test_gradient_shap_of_a_linear_model(linear):
+    """The gradient is W_t everywhere, so GradientSHAP is W_t (x - mean of the drawn
+    baselines), whatever the positions; with a key the draws are reproducible and the
+    map completes to f(x) - mean f(b) over the draws. F32_ROUND."""
+    model, variables, x, t, w = linear
+    base = np.random.default_rng(6).standard_normal((3, *x.shape[1:])).astype(np.float32)
+    indices = np.array([[0, 2], [1, 2], [1, 0], [2, 2]])
+    positions = np.random.default_rng(7).random((4, 2))
+    got = A.gradient_shap(model, variables, x, t, baselines=base, draws=(indices, positions),
+                          batch_size=3)
+    want = w * (x - base[indices].mean(axis=0))
+    assert max_rel_err(np.asarray(got), want) <= F32_ROUND
+    key = jax.random.key(2)
+    a = A.gradient_shap(model, variables, x, t, baselines=base, key=key, samples=6)
+    np.testing.assert_array_equal(a, A.gradient_shap(model, variables, x, t, baselines=base,
+                                                     key=key, samples=6))
+    chunked = A.gradient_shap(model, variables, x, t, baselines=base, key=key, samples=6,
+                              batch_size=4)
+    assert max_rel_err(chunked, a) <= F32_ROUND  # the same draws, summed in two chunks
+    with pytest.raises(TypeError, match="gradient_shap draws baselines"):
+        A.gradient_shap(model, variables, x, t, baselines=base)
+    with pytest.raises(ValueError, match="baseline indices must be in"):
+        A.gradient_shap(model, variables, x, t, baselines=base, draws=(indices + 1, positions))
+    with pytest.raises(ValueError, match="expected baselines of shape"):
+        A.gradient_shap(model, variables, x, t, baselines=base[:, :3], key=key)
+
+
+def test_rise_is_its_formula(lenet):
+    """With given masks, RISE is sum_k f(x * M_k) M_k / (K p), computed here mask by mask
+    with model.apply in float64 sums; chunking does not change it. F32_ROUND."""
+    model, variables, x, t = lenet
+    masks = A.rise_masks(jax.random.key(4), 10, x.shape[1:3], cells=3, p=0.4)
+    got = A.rise(model, variables, x, t, masks=masks, p=0.4, batch_size=4)
+    want = np.zeros((2, *x.shape[1:3]))
+    for m in np.asarray(masks):
+        f = np.asarray(model.apply(variables, x * m[None, :, :, None]))[np.arange(2), t]
+        want += f[:, None, None].astype(np.float64) * m[None]
+    want /= 10 * 0.4
+    assert max_rel_err(np.asarray(got), want) <= F32_ROUND
+    whole = A.rise(model, variables, x, t, masks=masks, p=0.4, batch_size=64)
+    assert max_rel_err(got, whole) <= F32_ROUND
+
+
+def test_rise_masks():
+    """Shape, range, reproducibility; cells kept with probability p (the mean of 400
+    masks within 0.03 of p); each mask an upsampled 0/1 grid, so it has values 0 and 1."""
+    key = jax.random.key(0)
+    m = np.asarray(A.rise_masks(key, 400, (20, 30), cells=4, p=0.3))
+    assert m.shape == (400, 20, 30) and m.min() >= 0 and m.max() <= 1
+    assert abs(m.mean() - 0.3) < 0.03
+    np.testing.assert_array_equal(m, A.rise_masks(key, 400, (20, 30), cells=4, p=0.3))
+    assert not np.array_equal(m, A.rise_masks(jax.random.key(1), 400, (20, 30), cells=4, p=0.3))
+    for bad, match in [({"p": 0.0}, "probability"), ({"cells": 0}, "cells")]:
+        with pytest.raises(ValueError, match=match):
+            A.rise_masks(key, 3, (8, 8), **bad)

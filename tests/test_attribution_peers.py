@@ -289,6 +289,26 @@ def test_noise_tunnel_matches_captum(peer):
     assert max_rel_err(got2, peer.nhwc(want2)) <= tol
 
 
+def test_gradient_shap_matches_captum(peer):
+    """Captum's GradientShap (5 samples, no noise) after np.random.seed(7): its baseline
+    indices (np.random.choice, for the inputs repeated example by example) and positions
+    (np.random.uniform) passed as our draws. AlexNet float32 (PEER_F32), VGG16 float64
+    (PEER_F64)."""
+    tol, net, v, x, xt = peer.precise()
+    base = np.random.default_rng(0).standard_normal((4, *x.shape[1:])).astype(x.dtype) * 0.5
+    np.random.seed(7)
+    indices, positions = np.random.choice(4, 2 * 5), np.random.uniform(0, 1, 2 * 5)
+    np.random.seed(7)
+    want = captum_attr.GradientShap(net).attribute(
+        xt, baselines=torch.from_numpy(base.transpose(0, 3, 1, 2).copy()),
+        target=torch.from_numpy(TARGETS).long())
+    draws = (indices.reshape(2, 5).T, positions.reshape(2, 5).T)
+    with jax.enable_x64(x.dtype == np.float64):
+        got = np.asarray(A.gradient_shap(peer.model, v, jnp.asarray(x), TARGETS, baselines=base,
+                                         draws=draws, batch_size=2))
+    assert max_rel_err(got, peer.nhwc(want)) <= tol
+
+
 OCCLUSION = {"alexnet": ((15, 13), (8, 6)), "vgg16": ((16, 16), (8, 12))}
 
 

@@ -144,6 +144,11 @@ CALLS: dict[str, Callable] = {
             m, v, x, TARGET, batch_size=3,
             mask=(np.arange(x.shape[1])[:, None] // 8) * 4 + np.arange(x.shape[2])[None] // 8),
     "jaxviz.attribution.lrp": lambda m, v, x, layer: A.lrp(m, v, x, TARGET, composite="epsilon_plus"),
+    "jaxviz.attribution.gradient_shap":
+        lambda m, v, x, layer: A.gradient_shap(m, v, x, TARGET, baselines=x[:1] * 0.5, key=KEY,
+                                               samples=3, batch_size=2),
+    "jaxviz.attribution.rise":
+        lambda m, v, x, layer: A.rise(m, v, x, TARGET, key=KEY, samples=6, batch_size=4),
     "jaxviz.attribution.noise_tunnel":
         lambda m, v, x, layer: A.noise_tunnel(A.grad_cam, m, v, x, TARGET, key=KEY, samples=3,
                                               batch_size=2, layer=layer),

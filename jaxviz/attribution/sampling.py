@@ -1,6 +1,9 @@
-"""Sampling methods: attributions averaged over random copies of the input.
+"""Sampling methods: attributions averaged over random copies, baselines or masks.
 
 References:
+  Lundberg & Lee, "A Unified Approach to Interpreting Model Predictions", NeurIPS 2017
+  (SHAP; GradientSHAP as Captum's ``GradientShap`` computes it). Petsiuk, Das & Saenko,
+  "RISE: Randomized Input Sampling for Explanation of Black-box Models", BMVC 2018.
   Smilkov et al., "SmoothGrad: removing noise by adding noise", arXiv:1706.03825, 2017
   (noise over any method). Adebayo et al., "Sanity Checks for Saliency Maps", NeurIPS
   2018 (VarGrad). Hooker et al., "A Benchmark for Interpretability Methods in Deep
@@ -21,7 +24,9 @@ import numpy as np
 
 from jaxviz import checks
 from jaxviz import objectives as objectives_lib
-from jaxviz.attribution._common import Target, _check_batch_size, _check_choice, _check_x
+from jaxviz.attribution._common import (Target, _check_batch_size, _check_choice, _check_x,
+                                        _compiled, _copies_grad, _copies_values, _objective)
+from jaxviz.attribution.cam import resize
 from jaxviz.attribution.gradients import (SMOOTHGRAD_VARIANTS, _chunk_moments, _Moments,
                                           _Noise)
 from jaxviz.errors import InputError, InputTypeError
@@ -126,4 +131,209 @@ def noise_tunnel(method: Callable, /, model: nn.Module, variables: Any, x: jax.A
     return moments.result()
 
 
-__all__ = ["noise_tunnel"]
+# --- GradientSHAP ---------------------------------------------------------------------------------
+
+
+def _shap_chunk(model, variables, x, points, diffs, mask, objective):
+    """sum over a chunk's valid samples of grad f(points) * diffs: (N, H, W, C)."""
+    g = _copies_grad(model, variables, points, objective)
+    m = mask.astype(g.dtype).reshape(-1, *([1] * x.ndim))
+    return (m * g * diffs).sum(0)
+
+
+_shap_jit = _compiled(_shap_chunk, 1)
+
+
+@checks.boundary
+def gradient_shap(model: nn.Module, variables: Any, x: jax.Array, target: Target, *,
+                  baselines: Any, key: jax.Array | None = None, samples: int = 5,
+                  stdev: float = 0.0, draws: tuple[Any, Any] | None = None,
+                  noise_samples: jax.Array | None = None,
+                  batch_size: int | None = None) -> jax.Array:
+    """GradientSHAP (Lundberg & Lee 2017, as Captum computes it): expected gradients
+    times input minus baseline, over baselines drawn from a set and random points
+    between.
+
+    For sample ``s`` of example ``n``: a baseline ``b = baselines[i_sn]``, a position
+    ``a_sn ~ U(0, 1)``, the noisy input ``x~ = x[n] + stdev * eps_sn`` and
+    ``G_sn = grad f_n(b + a_sn (x~ - b)) * (x~ - b)``; the result is ``mean_s G_sn``.
+    Its sum approaches ``f_n(x) - mean_b f_n(b)`` (completeness in expectation).
+
+    Args:
+      model, variables, x, target: as :func:`jaxviz.attribution.gradient`.
+      baselines: (B, H, W, C) reference inputs to draw from (one (H, W, C) baseline
+        counts as B = 1).
+      key: PRNG key for the draws (baseline indices, positions, noise); required unless
+        ``draws`` is given.
+      samples: samples per example (Captum's ``n_samples=5``).
+      stdev: standard deviation of the noise added to x (Captum's ``stdevs=0.0``).
+      draws: ``(indices (S, N) ints, positions (S, N) in [0, 1])``: your own draws
+        instead of ``key``'s (to share them with another library).
+      noise_samples: (S, N, H, W, C) standard-normal draws for the noise (with
+        ``draws``, when ``stdev`` > 0).
+      batch_size: samples per compiled chunk (each chunk runs ``batch_size * N``
+        images); None runs all samples in one chunk.
+
+    Returns:
+      (N, H, W, C), in ``x``'s dtype.
+
+    Raises:
+      TypeError: neither ``key`` nor ``draws``.
+      ValueError: baselines of another image shape; draws of the wrong shape or out of
+        range; a negative ``stdev``; as :func:`jaxviz.attribution.gradient`.
+    """
+    x = _check_x(model, x, images=True)
+    n = x.shape[0]
+    b = jnp.asarray(baselines, x.dtype)
+    if b.ndim == x.ndim - 1:
+        b = b[None]
+    if b.ndim != x.ndim or tuple(b.shape[1:]) != tuple(x.shape[1:]) or b.shape[0] < 1:
+        raise InputError(f"expected baselines of shape (B, {', '.join(map(str, x.shape[1:]))}); "
+                         f"got {tuple(jnp.shape(baselines))}")
+    if isinstance(stdev, bool) or not isinstance(stdev, numbers.Real) or stdev < 0:
+        raise InputError(f"expected stdev as a non-negative number, got {stdev!r}")
+    if draws is not None:
+        try:
+            indices, positions = (np.asarray(d) for d in draws)
+        except (TypeError, ValueError):
+            raise InputError("expected draws as (indices (S, N), positions (S, N))") from None
+        if (indices.ndim != 2 or indices.shape[1] != n or positions.shape != indices.shape
+                or indices.dtype.kind not in "iu"):
+            raise InputError(f"expected draws as (indices, positions): int and float arrays of "
+                             f"shape (S, {n}); got {indices.shape} {indices.dtype} and "
+                             f"{positions.shape}")
+        if indices.min() < 0 or indices.max() >= b.shape[0]:
+            raise InputError(f"baseline indices must be in [0, {b.shape[0]}); got "
+                             f"{indices.min()}..{indices.max()}")
+        samples = indices.shape[0]
+        eps = None if noise_samples is None else jnp.asarray(noise_samples, x.dtype)
+        if eps is None and stdev > 0:
+            raise InputTypeError("with draws and stdev > 0, pass the noise as noise_samples")
+        indices, positions = jnp.asarray(indices), jnp.asarray(positions, x.dtype)
+    else:
+        if key is None:
+            raise InputTypeError("gradient_shap draws baselines and positions: pass "
+                                 "key=jax.random.key(seed), or draws=(indices, positions)")
+        samples = checks.positive_int(samples, "samples")
+        k_index, k_position, k_noise = jax.random.split(key, 3)
+        indices = jax.random.randint(k_index, (samples, n), 0, b.shape[0])
+        positions = jax.random.uniform(k_position, (samples, n), x.dtype)
+        eps = jax.random.normal(k_noise, (samples, *x.shape), x.dtype) if stdev > 0 else None
+    if eps is not None and tuple(eps.shape) != (samples, *x.shape):
+        raise InputError(f"expected noise_samples of shape {(samples, *x.shape)}; got "
+                         f"{tuple(eps.shape)}")
+    obj = _objective(model, x, target)
+    chunk = _check_batch_size(batch_size, samples)
+    noisy = x[None] if eps is None else x[None] + jnp.asarray(stdev, x.dtype) * eps
+    noisy = jnp.broadcast_to(noisy, (samples, *x.shape))
+    chosen = b[indices]                                                  # (S, N, H, W, C)
+    diffs = noisy - chosen
+    points = chosen + positions.reshape(samples, n, *([1] * (x.ndim - 1))) * diffs
+    total = None
+    for start in range(0, samples, chunk):
+        k = min(chunk, samples - start)
+        pad = [(0, chunk - k)] + [(0, 0)] * x.ndim
+        part = _shap_jit(model, variables, x, jnp.pad(points[start:start + k], pad),
+                         jnp.pad(diffs[start:start + k], pad), jnp.arange(chunk) < k, obj)
+        total = part if total is None else total + part
+    return (total / samples).astype(x.dtype)
+
+
+# --- RISE ------------------------------------------------------------------------------------------
+
+
+def rise_masks(key: jax.Array, count: int, size: tuple[int, int], *, cells: int = 7,
+               p: float = 0.5, dtype: Any = jnp.float32) -> jax.Array:
+    """RISE's random masks (Petsiuk et al. 2018): (count, H, W) in [0, 1].
+
+    Each mask is a ``cells x cells`` grid of independent Bernoulli(``p``) values,
+    upsampled bilinearly (half-pixel centres, edges held) to ``(cells + 1) * c`` with
+    ``c = ceil(size / cells)`` per axis, then cropped to ``size`` at a random offset in
+    ``[0, c)`` per axis, so that the mask's cells do not align with the image's grid.
+    (The paper's code resizes with scikit-image's reflecting edges; here the edges are
+    held, which changes the outermost half cell of the upsampled grid.)
+
+    Raises:
+      ValueError: a non-positive count or cells; ``p`` outside (0, 1].
+    """
+    count = checks.positive_int(count, "count")
+    cells = checks.positive_int(cells, "cells")
+    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0 < p <= 1:
+        raise InputError(f"expected p as a probability in (0, 1], got {p!r}")
+    h, w = (int(s) for s in size)
+    ch, cw = -(-h // cells), -(-w // cells)
+    k_grid, k_shift = jax.random.split(key)
+    grid = (jax.random.uniform(k_grid, (count, cells, cells)) < p).astype(dtype)
+    up = resize(grid, ((cells + 1) * ch, (cells + 1) * cw), "bilinear")
+    shifts = jax.random.randint(k_shift, (count, 2), 0, jnp.array([ch, cw]))
+
+    def crop(mask, shift):
+        return jax.lax.dynamic_slice(mask, (shift[0], shift[1]), (h, w))
+
+    return jax.vmap(crop)(up, shifts)
+
+
+def _rise_chunk(model, variables, x, masks, valid, objective):
+    """sum_k f(x * M_k) M_k over the chunk's valid masks: (N, H, W)."""
+    scores = _copies_values(model, variables, x[None] * masks[:, None, :, :, None], objective)
+    scores = scores * valid.astype(scores.dtype)[:, None]
+    return jnp.einsum("kn,khw->nhw", scores, masks)
+
+
+_rise_jit = _compiled(_rise_chunk, 1)
+
+
+@checks.boundary
+def rise(model: nn.Module, variables: Any, x: jax.Array, target: Target, *,
+         key: jax.Array | None = None, samples: int = 4000, cells: int = 7, p: float = 0.5,
+         masks: jax.Array | None = None, batch_size: int = 64) -> jax.Array:
+    """RISE (Petsiuk et al. 2018): the target's value under random masks, averaged per pixel.
+
+    ``S[n] = sum_k f_n(x[n] * M_k) M_k / (K p)`` over K masks (:func:`rise_masks`, the
+    same for every example), the paper's Monte Carlo estimate of
+    ``E[f(x * M) | M(pixel) = 1]``. No gradient: any model works.
+
+    Args:
+      model, variables, x, target: as :func:`jaxviz.attribution.gradient`.
+      key: PRNG key for the masks; required unless ``masks`` is given.
+      samples: number of masks K (the paper uses 4000 to 8000).
+      cells, p: the masks' grid size and the probability that a cell is kept.
+      masks: (K, H, W) masks to use instead of drawing them (``p`` still divides).
+      batch_size: masks per compiled chunk (each chunk runs ``batch_size * N`` images).
+
+    Returns:
+      (N, H, W), in ``x``'s dtype.
+
+    Raises:
+      TypeError: neither ``key`` nor ``masks``.
+      ValueError: masks of another size; as :func:`rise_masks` and
+        :func:`jaxviz.attribution.gradient`.
+    """
+    x = _check_x(model, x, images=True)
+    h, w = x.shape[1:3]
+    if masks is None:
+        if key is None:
+            raise InputTypeError("rise draws random masks: pass key=jax.random.key(seed), or "
+                                 "the masks themselves as masks=(K, H, W)")
+        masks = rise_masks(key, samples, (h, w), cells=cells, p=p, dtype=x.dtype)
+    else:
+        masks = jnp.asarray(masks, x.dtype)
+        if masks.ndim != 3 or tuple(masks.shape[1:]) != (h, w) or masks.shape[0] < 1:
+            raise InputError(f"expected masks of shape (K, {h}, {w}); got {tuple(masks.shape)}")
+        if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0 < p <= 1:
+            raise InputError(f"expected p as a probability in (0, 1], got {p!r}")
+    obj = _objective(model, x, target)
+    count = masks.shape[0]
+    chunk = _check_batch_size(batch_size, count)
+    total = None
+    for start in range(0, count, chunk):
+        k = min(chunk, count - start)
+        part = masks[start:start + k]
+        if k < chunk:
+            part = jnp.concatenate([part, jnp.zeros((chunk - k, h, w), part.dtype)])
+        s = _rise_jit(model, variables, x, part, jnp.arange(chunk) < k, obj)
+        total = s if total is None else total + s
+    return (total / (count * jnp.asarray(p, x.dtype))).astype(x.dtype)
+
+
+__all__ = ["gradient_shap", "noise_tunnel", "rise", "rise_masks"]
