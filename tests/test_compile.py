@@ -149,6 +149,9 @@ CALLS: dict[str, Callable] = {
                                                samples=3, batch_size=2),
     "jaxviz.attribution.rise":
         lambda m, v, x, layer: A.rise(m, v, x, TARGET, key=KEY, samples=6, batch_size=4),
+    "jaxviz.attribution.deeplift": lambda m, v, x, layer: A.deeplift(m, v, x, TARGET, baseline=0.1),
+    "jaxviz.attribution.deeplift_shap":
+        lambda m, v, x, layer: A.deeplift_shap(m, v, x, TARGET, baselines=x[:1] * 0.5),
     "jaxviz.attribution.noise_tunnel":
         lambda m, v, x, layer: A.noise_tunnel(A.grad_cam, m, v, x, TARGET, key=KEY, samples=3,
                                               batch_size=2, layer=layer),

@@ -1,4 +1,5 @@
-"""Propagation rules: layer-wise relevance propagation (LRP) as a modified backward pass.
+"""Propagation rules: layer-wise relevance propagation (LRP) and DeepLIFT as modified
+backward passes.
 
 Relevance ``R`` starts at the output as the target's value (``start="value"``: the
 paper's ``R = f(x)``, so that it is conserved down to the input) or as a one-hot of the
@@ -45,6 +46,9 @@ References:
   LRP", IJCNN 2020 (the flat first layer). Anders et al., "Software for Dataset-wide XAI:
   From Local Explanations to Global Insights with Zennit, CoRelAy, and ViRelAy",
   arXiv:2106.13200, 2021 (zennit, the reference implementation compared with).
+  Shrikumar, Greenside & Kundaje, "Learning Important Features Through Propagating
+  Activation Differences", ICML 2017 (DeepLIFT's rescale rule). Lundberg & Lee, "A
+  Unified Approach to Interpreting Model Predictions", NeurIPS 2017 (DeepLIFT-SHAP).
 """
 
 from __future__ import annotations
@@ -60,7 +64,9 @@ import numpy as np
 
 from jaxviz import checks, data
 from jaxviz import rules as rules_lib
-from jaxviz.attribution._common import Target, _check_choice, _check_x, _compiled, _objective, _values
+from jaxviz import objectives as objectives_lib
+from jaxviz.attribution._common import (Target, _baseline, _check_choice, _check_x, _compiled,
+                                        _objective, _values)
 from jaxviz.errors import InputError
 from jaxviz.models import modules
 from jaxviz.models.modules import input_spec
@@ -316,4 +322,187 @@ def lrp(model: nn.Module, variables: Any, x: jax.Array, target: Target, *,
     return _lrp_jit(model, composite, start, variables, x, settings, obj).astype(x.dtype)
 
 
-__all__ = ["COMPOSITES", "STARTS", "lrp"]
+# --- DeepLIFT ----------------------------------------------------------------------------------
+
+
+def _halves(a: jax.Array, n: int) -> jax.Array:
+    """``a[:n] - a[n:]`` (input rows minus reference rows), repeated for both halves."""
+    d = a[:n] - a[n:]
+    return jnp.concatenate([d, d])
+
+
+class _Rescale:
+    """The interceptor of DeepLIFT's rescale rule (Captum's ``DeepLift``), on a batch of
+    2N rows: the inputs, then their references. A ReLU's multiplier is
+    ``delta out / delta in`` (its gradient where ``|delta in| < eps``); a max pool sends
+    ``max(y, y_ref) - y_ref`` through the inputs' maxima and ``y - max(y, y_ref)`` through
+    the references', adds the two, and divides by ``delta in`` (the same for both
+    halves)."""
+
+    def __init__(self, n: int, eps: jax.Array):
+        self.n, self.eps = n, eps
+
+    def __call__(self, call, args, kwargs, context):
+        module = context.module
+        if context.method_name != "__call__" or not module.path or not args:
+            return call(*args, **kwargs)
+        if isinstance(module, modules.ReLU):
+            return self._relu(args[0])
+        if isinstance(module, modules.MaxPool2d):
+            unbound = module.clone(parent=None)
+            return self._pool(lambda t: unbound.apply({}, t, *args[1:], **kwargs), args[0])
+        return call(*args, **kwargs)
+
+    def _relu(self, z):
+        n, eps = self.n, self.eps
+
+        @jax.custom_vjp
+        def relu(z):
+            return jax.nn.relu(z)
+
+        def forward(z):
+            return jax.nn.relu(z), z
+
+        def backward(z, g):
+            d_in, d_out = _halves(z, n), _halves(jax.nn.relu(z), n)
+            plain = g * (z > 0).astype(g.dtype)
+            safe = jnp.where(jnp.abs(d_in) < eps, jnp.ones_like(d_in), d_in)
+            return (jnp.where(jnp.abs(d_in) < eps, plain, g * d_out / safe),)
+
+        relu.defvjp(forward, backward)
+        return relu(z)
+
+    def _pool(self, pool, z):
+        n, eps = self.n, self.eps
+
+        @jax.custom_vjp
+        def pooled(z):
+            return pool(z)
+
+        def forward(z):
+            return pool(z), z
+
+        def backward(z, g):
+            y, back = jax.vjp(pool, z)
+            top = jnp.maximum(y[:n], y[n:])
+            d_out = jnp.concatenate([top - y[n:], y[:n] - top])
+            (spread,) = back(g * d_out)
+            spread = spread[:n] + spread[n:]
+            spread = jnp.concatenate([spread, spread])
+            (plain,) = back(g)
+            d_in = _halves(z, n)
+            safe = jnp.where(jnp.abs(d_in) < eps, jnp.ones_like(d_in), d_in)
+            return (jnp.where(jnp.abs(d_in) < eps, plain, spread / safe),)
+
+        pooled.defvjp(forward, backward)
+        return pooled(z)
+
+
+def _deeplift_core(model, variables, x, baseline, eps, objective):
+    """(multipliers (N, ...), f(x) (N,), f(baseline) (N,)): the gradient of
+    ``sum_n f_n(x) + f_n(b)`` under the rescale rule, taken at the inputs."""
+    n = x.shape[0]
+    hook = _Rescale(n, eps)
+
+    def total(t):
+        with nn.intercept_methods(hook):
+            v = _values(model, variables, jnp.concatenate([t, baseline]), objective)
+        return v.sum(), v
+
+    m, v = jax.grad(total, has_aux=True)(x)
+    return m, v[:n], v[n:]
+
+
+_deeplift_jit = _compiled(_deeplift_core, 1)
+
+
+def _doubled(obj, what: str):
+    tiled = obj.tile(2)
+    if tiled is None:
+        raise InputError(f"{what} runs the inputs and their references as one batch of 2N: pass "
+                         f"the target as an int, (N,) ints or a jaxviz objective, not a plain "
+                         f"function")
+    return tiled
+
+
+@checks.boundary
+def deeplift(model: nn.Module, variables: Any, x: jax.Array, target: Target, *,
+             baseline: float | jax.Array = 0.0, multiply_by_inputs: bool = True,
+             return_delta: bool = False, eps: float = 1e-10) -> jax.Array | tuple[jax.Array, jax.Array]:
+    """DeepLIFT with the rescale rule (Shrikumar et al. 2017), as Captum's ``DeepLift``.
+
+    The input and its reference ``b`` run as one batch; every ReLU module's backward
+    multiplies by ``(relu(z) - relu(z_ref)) / (z - z_ref)`` and every max pool's by the
+    same ratio of the pool (see :class:`_Rescale`), and the result is
+    ``(x - b) * m`` with ``m`` that backward pass of the target. Its sum is
+    ``f(x) - f(b)`` (summation to delta) up to the rule's ``eps`` cases. Layers applied as
+    plain functions (``nn.relu``) keep their gradient.
+
+    Args:
+      model, variables, x, target: as :func:`jaxviz.attribution.gradient`; the target is
+        an int, (N,) ints or an objective (it must follow a batch of 2N).
+      baseline: ``b``: a scalar or an array that broadcasts to x (Captum's default: 0).
+      multiply_by_inputs: False returns the multipliers ``m`` alone.
+      return_delta: also return ``sum R[n] - (f_n(x) - f_n(b))``, (N,).
+      eps: below this ``|z - z_ref|`` a unit uses its gradient (Captum's 1e-10).
+
+    Returns:
+      (N, H, W, C), in ``x``'s dtype; with ``return_delta``, ``(attributions, delta)``.
+
+    Raises:
+      ValueError: a baseline that does not broadcast; a plain-function target;
+        ``return_delta`` without ``multiply_by_inputs``; as
+        :func:`jaxviz.attribution.gradient`.
+    """
+    x = _check_x(model, x)
+    if return_delta and not multiply_by_inputs:
+        raise InputError("return_delta compares sum(R) with f(x) - f(baseline), which needs "
+                         "multiply_by_inputs=True")
+    b = _baseline(baseline, x)
+    obj = _doubled(_objective(model, x, target), "deeplift")
+    m, fx, fb = _deeplift_jit(model, variables, x, b, jnp.asarray(_number(eps, "eps"), x.dtype), obj)
+    if not multiply_by_inputs:
+        return m.astype(x.dtype)
+    out = ((x - b) * m).astype(x.dtype)
+    if not return_delta:
+        return out
+    delta = out.reshape(out.shape[0], -1).sum(axis=1) - (fx - fb)
+    return out, delta.astype(x.dtype)
+
+
+@checks.boundary
+def deeplift_shap(model: nn.Module, variables: Any, x: jax.Array, target: Target, *,
+                  baselines: Any, eps: float = 1e-10) -> jax.Array:
+    """DeepLIFT-SHAP (Lundberg & Lee 2017), as Captum's ``DeepLiftShap``: the mean of
+    :func:`deeplift` over a set of references.
+
+    Args:
+      model, variables, x, target: as :func:`deeplift`.
+      baselines: (B, H, W, C) references (every example is explained against each).
+      eps: as :func:`deeplift`.
+
+    Returns:
+      (N, H, W, C), in ``x``'s dtype.
+
+    Raises:
+      ValueError: baselines of another image shape; as :func:`deeplift`.
+    """
+    x = _check_x(model, x)
+    refs = jnp.asarray(baselines, x.dtype)
+    if refs.ndim != x.ndim or tuple(refs.shape[1:]) != tuple(x.shape[1:]) or refs.shape[0] < 1:
+        raise InputError(f"expected baselines of shape (B, {', '.join(map(str, x.shape[1:]))}); "
+                         f"got {tuple(jnp.shape(baselines))}")
+    k, n = refs.shape[0], x.shape[0]
+    obj = _objective(model, x, target)
+    tiled = obj.tile(k) if isinstance(obj, objectives_lib.Objective) else None
+    if tiled is None:
+        raise InputError("deeplift_shap runs every reference as one batch: pass the target as "
+                         "an int, (N,) ints or a jaxviz objective, not a plain function")
+    xs = jnp.tile(x, (k,) + (1,) * (x.ndim - 1))                         # copy-major (K * N)
+    bs = jnp.repeat(refs, n, axis=0)
+    m, _, _ = _deeplift_jit(model, variables, xs, bs, jnp.asarray(_number(eps, "eps"), x.dtype),
+                            _doubled(tiled, "deeplift_shap"))
+    return ((xs - bs) * m).reshape(k, *x.shape).mean(axis=0).astype(x.dtype)
+
+
+__all__ = ["COMPOSITES", "STARTS", "deeplift", "deeplift_shap", "lrp"]

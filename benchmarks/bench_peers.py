@@ -1,0 +1,204 @@
+"""The attribution methods that have a reference library, timed against it in the same run.
+
+On seeded random AlexNet (a torchvision AlexNet, ``torch.manual_seed(0)``, ported with
+``weights_port``), two bundled photographs at ``--size`` px with a class each, every
+method with the options that make it equal the peer's output (the same options the
+tests check, ``tests/test_attribution_peers.py``):
+
+  pytorch-grad-cam  GradCAM, GradCAMPlusPlus, XGradCAM, HiResCAM, LayerCAM, EigenCAM at
+                    relu5; ScoreCAM and AblationCAM at relu5 (256 channels, 16 and 32
+                    per batch on both sides);
+  Captum            LayerGradCam, GuidedGradCam, IntegratedGradients (50 steps),
+                    NoiseTunnel(Saliency) (50 samples), Occlusion (window 32, stride 8,
+                    truncated), FeatureAblation (a 7 x 7 grid of blocks), GradientShap
+                    (50 samples);
+  zennit            LRP with EpsilonPlusFlat and EpsilonGammaBox.
+
+Each row: median (minimum) of ``--repeats`` timed calls after one warm-up call, seconds,
+the contenders called in turn (jax, peer, jax, ...); jax compile time apart (the
+warm-up's extra time); the ratio peer / jax (above 1: jax is faster); the max relative
+difference of the two maps.
+
+Run (from the repository root; about 6 minutes on 2 CPU cores)::
+
+    PYTHONPATH=. python benchmarks/bench_peers.py [--repeats 3] [--size 224] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import sys
+import tempfile
+import time
+import warnings
+
+import numpy as np
+
+from common import add_xla_option, apply_xla_option, seeded_alexnet, timed_alternating
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--only", default=None, help="comma list of row names")
+    p.add_argument("--out", default=None, help="append the Markdown report to this file")
+    add_xla_option(p)
+    args = p.parse_args(argv)
+    xla = apply_xla_option(args)
+    warnings.filterwarnings("ignore")
+
+    import jax
+    import jax.numpy as jnp
+    import torch
+    import captum.attr as ca
+    import pytorch_grad_cam as pgc
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+    from zennit.attribution import Gradient
+    from zennit import composites
+
+    import jaxviz as jv
+
+    A = jv.attribution
+    tmodel, model, variables = seeded_alexnet()
+    for m in tmodel.modules():  # hooks on a conv layer must see its output, not the ReLU's
+        if hasattr(m, "inplace"):
+            m.inplace = False
+    for prm in tmodel.parameters():  # pytorch-grad-cam backpropagates from the parameters
+        prm.requires_grad_(True)
+    size = (args.size, args.size)
+    x = jv.data.preprocess([jv.data.sample_image("chelsea"), jv.data.sample_image("coffee")],
+                           size, resize="exact")
+    xj = jnp.asarray(x)
+    xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
+    targets = np.array([281, 7], np.int32)
+    tt = torch.from_numpy(targets).long()
+    relu5 = tmodel.features[11]
+    nhwc = lambda t: t.detach().numpy().transpose(0, 2, 3, 1)  # noqa: E731
+
+    def cam_lib(cls, **kw):
+        cam = getattr(pgc, cls)(model=tmodel, target_layers=[relu5], **kw)
+
+        def run():
+            return cam(input_tensor=xt, targets=[ClassifierOutputTarget(int(t)) for t in targets])
+        return run
+
+    eps = np.random.default_rng(0).standard_normal((50, *x.shape)).astype(np.float32)
+    base = np.zeros((1, *x.shape[1:]), np.float32)
+    np.random.seed(0)
+    indices, positions = np.random.choice(1, 100), np.random.uniform(0, 1, 100)
+    blocks = (np.arange(size[0])[:, None] * 7 // size[0]) * 7 + np.arange(size[1])[None] * 7 // size[1]
+    onehot = torch.zeros(2, 1000)
+    onehot[torch.arange(2), tt] = 1
+    low, high = [torch.from_numpy(((b - np.array(jv.data.IMAGENET_MEAN)) / np.array(jv.data.IMAGENET_STD))
+                                  .astype(np.float32)).reshape(1, 3, 1, 1).expand(2, 3, *size)
+                 for b in (0.0, 1.0)]
+
+    def zennit(comp):
+        def run():
+            with Gradient(model=tmodel, composite=comp) as attributor:
+                return nhwc(attributor(xt, onehot)[1])
+        return run
+
+    def block(a):
+        return jax.block_until_ready(a)
+
+    rows = {
+        "GradCAM": (lambda: block(A.grad_cam(model, variables, xj, targets, layer="relu5", normalize="minmax")),
+                    cam_lib("GradCAM")),
+        "GradCAMPlusPlus": (lambda: block(A.grad_cam_plus_plus(model, variables, xj, targets, layer="relu5",
+                                                               normalize="minmax")), cam_lib("GradCAMPlusPlus")),
+        "XGradCAM": (lambda: block(A.xgrad_cam(model, variables, xj, targets, layer="relu5", normalize="minmax")),
+                     cam_lib("XGradCAM")),
+        "HiResCAM": (lambda: block(A.hires_cam(model, variables, xj, targets, layer="relu5", normalize="minmax")),
+                     cam_lib("HiResCAM")),
+        "LayerCAM": (lambda: block(A.layer_cam(model, variables, xj, targets, layer="relu5", normalize="minmax")),
+                     cam_lib("LayerCAM")),
+        "EigenCAM": (lambda: block(A.eigen_cam(model, variables, xj, targets, layer="relu5", normalize="minmax",
+                                               flip=False)), cam_lib("EigenCAM")),
+        "ScoreCAM": (lambda: block(A.score_cam(model, variables, xj, targets, layer="relu5", normalize="minmax")),
+                     cam_lib("ScoreCAM")),
+        "AblationCAM": (lambda: block(A.ablation_cam(model, variables, xj, targets, layer="relu5",
+                                                     normalize="minmax")), cam_lib("AblationCAM")),
+        "LayerGradCam (Captum)": (
+            lambda: block(A.grad_cam(model, variables, xj, targets, layer="relu5", relu=False, resize=None)),
+            lambda: ca.LayerGradCam(tmodel, relu5).attribute(xt, target=tt).detach().numpy()[:, 0]),
+        "GuidedGradCam (Captum)": (
+            lambda: block(A.guided_grad_cam(model, variables, xj, targets, layer="relu5",
+                                            interpolation="nearest")),
+            lambda: nhwc(ca.GuidedGradCam(tmodel, relu5).attribute(xt, target=tt))),
+        "IntegratedGradients 50 (Captum)": (
+            lambda: block(A.integrated_gradients(model, variables, xj, targets, steps=50,
+                                                 method="gausslegendre", batch_size=25)),
+            lambda: nhwc(ca.IntegratedGradients(tmodel).attribute(xt, target=tt, n_steps=50,
+                                                                  internal_batch_size=50))),
+        "NoiseTunnel(Saliency) 50 (Captum)": (
+            lambda: block(A.smoothgrad(model, variables, xj, targets, noise_samples=eps, stdev=1.0,
+                                       variant="abs", batch_size=25)),
+            lambda: nhwc(ca.NoiseTunnel(ca.Saliency(tmodel)).attribute(xt, target=tt, nt_samples=50,
+                                                                       nt_samples_batch_size=25))),
+        "Occlusion w32 s8 (Captum)": (
+            lambda: block(A.occlusion(model, variables, xj, targets, window=(32, 32, 3), stride=(8, 8, 3),
+                                      edges="truncate", batch_size=32)),
+            lambda: nhwc(ca.Occlusion(tmodel).attribute(xt, sliding_window_shapes=(3, 32, 32),
+                                                        strides=(3, 8, 8), target=tt,
+                                                        perturbations_per_eval=32))),
+        "FeatureAblation 7x7 (Captum)": (
+            lambda: block(A.feature_ablation(model, variables, xj, targets, mask=blocks, batch_size=16)),
+            lambda: nhwc(ca.FeatureAblation(tmodel).attribute(
+                xt, target=tt, feature_mask=torch.from_numpy(blocks)[None, None],
+                perturbations_per_eval=16))),
+        "GradientShap 50 (Captum)": (
+            lambda: block(A.gradient_shap(model, variables, xj, targets, baselines=base,
+                                          draws=(indices.reshape(2, 50).T, positions.reshape(2, 50).T),
+                                          batch_size=25)),
+            lambda: (np.random.seed(0), nhwc(ca.GradientShap(tmodel).attribute(
+                xt, baselines=torch.from_numpy(base.transpose(0, 3, 1, 2).copy()), n_samples=50,
+                target=tt)))[1]),
+        "LRP EpsilonPlusFlat (zennit)": (
+            lambda: block(A.lrp(model, variables, xj, targets, composite="epsilon_plus_flat", start="one")),
+            zennit(composites.EpsilonPlusFlat())),
+        "LRP EpsilonGammaBox (zennit)": (
+            lambda: block(A.lrp(model, variables, xj, targets, composite="epsilon_gamma_box", start="one")),
+            zennit(composites.EpsilonGammaBox(low=low, high=high))),
+    }
+    only = None if args.only is None else set(args.only.split(","))
+    lines = [
+        f"Two images, {size[0]} x {size[1]} px, AlexNet (seeded random weights), float32, CPU; "
+        f"median of {args.repeats} timed calls after 1 warm-up (minimum in parentheses), "
+        f"seconds. {xla}.", "",
+        "| method | peer s | jax s | peer/jax | jax compile s | max rel diff |",
+        "|---|---|---|---|---|---|"]
+    for name, (ours, theirs) in rows.items():
+        if only is not None and name not in only:
+            continue
+        t = time.perf_counter()
+        ours()
+        first = time.perf_counter() - t
+        (jm, jmin, got), (tm, tmin, want) = timed_alternating([ours, theirs], args.repeats)
+        got, want = np.asarray(got), np.asarray(want)
+        diff = float(np.abs(got - want).max() / np.abs(want).max())
+        lines.append(f"| {name} | {tm:.3f} ({tmin:.3f}) | {jm:.3f} ({jmin:.3f}) | {tm / jm:.2f} | "
+                     f"{max(first - jm, 0):.1f} | {diff:.1e} |")
+        print(lines[-1], flush=True)
+    cpu = platform.processor() or platform.machine()
+    lines += ["", f"Machine: {cpu}, {os.cpu_count()} cores; Python {platform.python_version()}, "
+                  f"jax {jax.__version__}, torch {torch.__version__} ({torch.get_num_threads()} threads)",
+              f"Load average (1 min): {os.getloadavg()[0]:.2f}",
+              f"Date: {datetime.date.today().isoformat()}", ""]
+    report = "\n".join(lines)
+    print(report)
+    if args.out:
+        old = open(args.out).read() if os.path.exists(args.out) else ""
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(args.out)) or ".")
+        with os.fdopen(fd, "w") as f:
+            f.write(old + ("\n" if old and not old.endswith("\n") else "") + report)
+        os.replace(tmp, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
