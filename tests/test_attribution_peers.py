@@ -515,8 +515,9 @@ def test_deeplift_matches_captum_without_max_pools():
     baseline per example: Captum's DeepLift (return_convergence_delta) and DeepLiftShap
     over three references are deeplift and deeplift_shap; both sum to f(x) - f(b).
     PEER_F32. (Captum's max-pool rule does not sum to delta: on a random float64 network
-    with one max pool its gap was 0.08 and -0.05, where ours is 1e-16; networks with max
-    pools are checked by summation to delta instead, in test_deeplift_sums_to_delta.)"""
+    with one max pool its gap was 0.08 and -0.05, where ours is below 1e-16 on AlexNet and
+    VGG16; networks with max pools are checked by summation to delta instead, in
+    test_deeplift_sums_to_delta.)"""
     model, variables, net = tiny_pair()
     x = tiny_input() - 2.0  # some ReLU inputs negative, so the rescale rule matters
     xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
