@@ -86,7 +86,11 @@ def main(argv=None) -> int:
             return cam(input_tensor=xt, targets=[ClassifierOutputTarget(int(t)) for t in targets])
         return run
 
-    eps = np.random.default_rng(0).standard_normal((50, *x.shape)).astype(np.float32)
+    # Captum's NoiseTunnel draws (N * 50, C, H, W) noise after torch.manual_seed(0), for the
+    # inputs repeated example by example: the same draws as our (50, N, H, W, C)
+    torch.manual_seed(0)
+    noise = torch.normal(0, torch.tensor(1.0).repeat((2 * 50, 3, *size))).numpy()
+    eps = noise.reshape(2, 50, 3, *size).transpose(1, 0, 3, 4, 2)
     base = np.zeros((1, *x.shape[1:]), np.float32)
     np.random.seed(0)
     indices, positions = np.random.choice(1, 100), np.random.uniform(0, 1, 100)
@@ -138,8 +142,8 @@ def main(argv=None) -> int:
         "NoiseTunnel(Saliency) 50 (Captum)": (
             lambda: block(A.smoothgrad(model, variables, xj, targets, noise_samples=eps, stdev=1.0,
                                        variant="abs", batch_size=25)),
-            lambda: nhwc(ca.NoiseTunnel(ca.Saliency(tmodel)).attribute(xt, target=tt, nt_samples=50,
-                                                                       nt_samples_batch_size=25))),
+            lambda: (torch.manual_seed(0), nhwc(ca.NoiseTunnel(ca.Saliency(tmodel)).attribute(
+                xt, target=tt, nt_samples=50)))[1]),
         "Occlusion w32 s8 (Captum)": (
             lambda: block(A.occlusion(model, variables, xj, targets, window=(32, 32, 3), stride=(8, 8, 3),
                                       edges="truncate", batch_size=32)),
