@@ -160,7 +160,7 @@ def _relevance(rule: str, fn: Callable, params: dict, x: jax.Array, r: jax.Array
     raise AssertionError(rule)  # pragma: no cover - the composites name known rules
 
 
-def _with_rule(rule: str, fn: Callable, params: dict, x: jax.Array, settings: dict) -> jax.Array:
+def _relevance_layer(rule: str, fn: Callable, params: dict, x: jax.Array, settings: dict) -> jax.Array:
     """``fn(x, params)`` whose backward pass maps output relevance to input relevance by
     ``rule`` (the parameters get no cotangent: relevance is taken for the input only)."""
 
@@ -231,7 +231,7 @@ class _Composite:
         def fn(t, p):
             return unbound.apply({"params": p, **rest}, t, *args[1:], **kwargs)
 
-        return _with_rule(rule, fn, params, args[0], self.settings)
+        return _relevance_layer(rule, fn, params, args[0], self.settings)
 
 
 def _lrp_core(model, composite, start, variables, x, settings, objective):
