@@ -32,6 +32,7 @@ from jaxviz.capture import LayerInfo as LayerInfo
 from jaxviz.capture import activations as activations
 from jaxviz.capture import layer_names as layer_names
 from jaxviz.models.loading import load as load
+from jaxviz.models.bound import bind as bind
 from jaxviz.errors import InputError as InputError
 from jaxviz.errors import InputTypeError as InputTypeError
 from jaxviz.errors import JaxvizError as JaxvizError

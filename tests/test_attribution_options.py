@@ -475,6 +475,17 @@ def test_lrp_zplus_on_a_convolution():
     assert max_rel_err(got[0, :, :, 0], want) <= F32_ROUND
 
 
+def test_deeplift_leaves_the_layer_tables_alone(lenet):
+    """DeepLIFT runs 2N rows under its rescale hook; the layer table at 2N rows must be
+    traced outside it (a table traced under the hook listed 2 of LeNet's layers, and
+    every later method at that batch size failed to find its layer)."""
+    model, variables, _, _ = lenet
+    x = jnp.full((3, 21, 23, 1), 0.5, jnp.float32)  # a shape no other test uses
+    A.deeplift(model, variables, x, 0)
+    at = lambda rows: [i.path for i in jv.layer_names(model, (rows, 21, 23, 1))]
+    assert at(6) == at(3) and len(at(3)) > 2
+
+
 def test_lrp_options_are_checked(lenet):
     model, variables, x, t = lenet
     for kwargs, match in [({"composite": "z_plus"}, "unknown composite"),

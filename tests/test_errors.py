@@ -19,6 +19,7 @@ import re
 from pathlib import Path
 from unittest import mock
 
+import flax.linen as nn
 import jax
 import numpy as np
 import pytest
@@ -50,6 +51,8 @@ class Subjects:
         self.mlp, self.mv = jv.load("mlp2d")
         self.user = Sequential([Conv2d(4, 3), ReLU(), MaxPool2d(2, 2), Conv2d(4, 3)])
         self.uv = self.user.init(KEY, self.x)
+        self.masked = Masked()
+        self.maskedv = self.masked.init(KEY, np.ones((2, 8, 8, 4), np.float32), np.ones((2, 1, 1, 1)))
         lenet_file = tmp / "lenet.safetensors"
         jv.models.weights.save_weights(self.lv, lenet_file, model=self.lenet)
         self.lenet_file = lenet_file
@@ -65,6 +68,14 @@ class Subjects:
         x = np.array(self.x)
         x[1, 5, 6, 2] = np.nan
         return x
+
+
+class Masked(nn.Module):
+    """A user's model that takes a mask beside x."""
+
+    @nn.compact
+    def __call__(self, x, mask):
+        return nn.Dense(2)((x * mask).mean(axis=(1, 2)))
 
 
 class _Payload:
@@ -201,6 +212,13 @@ CASES = {
                        lambda s: A.integrated_gradients(s.alexnet, s.av, s.x, 1,
                                                         baseline=np.zeros((5, 5))),
                        InputError, ["broadcasts to x's shape", "(5, 5)"]),
+    "bind-twice": ("attribution", "a bound model bound again",
+                   lambda s: jv.bind(*jv.bind(s.lenet, s.lv, np.ones(2)), np.ones(2)),
+                   InputError, ["already hold a 'bound' collection", "one call"]),
+    "bind-rows": ("attribution", "a bound model on a batch that is not a multiple of its rows",
+                  lambda s: A.gradient(*jv.bind(s.masked, s.maskedv, np.ones((2, 1, 1, 1))),
+                                       np.ones((3, 8, 8, 4), np.float32), 0),
+                  InputError, ["has 2 rows", "batch of 3"]),
     "channel-out-of-range": ("attribution", "a channel past the layer's last",
                              lambda s: A.deconvnet_reconstruction(s.alexnet, s.av, s.x, "pool2",
                                                                   channel=999),

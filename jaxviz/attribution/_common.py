@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from jaxviz import capture, checks
 from jaxviz import rules as rules_lib
 from jaxviz import static as static_lib
-from jaxviz.errors import InputError
+from jaxviz.errors import InputError, JaxvizError
 from jaxviz.models.modules import input_spec
 from jaxviz import objectives as objectives_lib
 
@@ -91,28 +91,36 @@ def _input_grad(model, variables, x, objective) -> jax.Array:
     return jax.grad(lambda t: _values(model, variables, t, objective).sum())(x)
 
 
-def _copies_grad(model, variables, xs, objective) -> jax.Array:
-    """Input gradients for ``xs: (S, N, H, W, C)``, S variants of a batch of N.
-
-    When the objective knows how to follow a copy-major batch (:meth:`Objective.tile`),
-    the S * N images run as one flat batch (one large convolution per layer, the fastest
-    form on every backend); otherwise the gradient is vmapped over the S variants.
-    """
+def _copies(run, xs, objective):
+    """``run(xs_flat, objective)`` on ``xs: (S, N, ...)``, S variants of a batch of N, as
+    one flat copy-major batch of S * N (one large convolution per layer, the fastest form
+    on every backend) when the objective can follow such a batch
+    (:meth:`Objective.tile`) and the model runs on it; else ``run`` vmapped over the S
+    variants. A model that closes over per-example arrays of N rows cannot run on S * N
+    rows: its shape error, raised while tracing, selects the vmapped form (see
+    docs/architecture.md, "Models that take more than x")."""
     s, n = xs.shape[:2]
     tiled = objective.tile(s) if isinstance(objective, objectives_lib.Objective) else None
-    if tiled is None:
-        return jax.vmap(lambda t: _input_grad(model, variables, t, objective))(xs)
-    flat = xs.reshape(s * n, *xs.shape[2:])
-    return _input_grad(model, variables, flat, tiled).reshape(xs.shape)
+    if tiled is not None:
+        try:
+            out = run(xs.reshape(s * n, *xs.shape[2:]), tiled)
+        except (TypeError, ValueError) as flat_error:  # shapes (of a closure) do not tile
+            if isinstance(flat_error, JaxvizError):
+                raise
+        else:
+            return out.reshape(s, n, *out.shape[1:])
+    return jax.vmap(lambda t: run(t, objective))(xs)
+
+
+def _copies_grad(model, variables, xs, objective) -> jax.Array:
+    """Input gradients for ``xs: (S, N, H, W, C)``, S variants of a batch of N
+    (:func:`_copies`)."""
+    return _copies(lambda t, obj: _input_grad(model, variables, t, obj), xs, objective)
 
 
 def _copies_values(model, variables, xs, objective) -> jax.Array:
-    """Objective values (S, N) for ``xs: (S, N, H, W, C)``, flattened like :func:`_copies_grad`."""
-    s, n = xs.shape[:2]
-    tiled = objective.tile(s) if isinstance(objective, objectives_lib.Objective) else None
-    if tiled is None:
-        return jax.vmap(lambda t: _values(model, variables, t, objective))(xs)
-    return _values(model, variables, xs.reshape(s * n, *xs.shape[2:]), tiled).reshape(s, n)
+    """Objective values (S, N) for ``xs: (S, N, H, W, C)`` (:func:`_copies`)."""
+    return _copies(lambda t, obj: _values(model, variables, t, obj), xs, objective)
 
 
 _compiled = static_lib.jit

@@ -62,12 +62,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxviz import checks, data
+from jaxviz import capture, checks, data
 from jaxviz import rules as rules_lib
 from jaxviz import objectives as objectives_lib
 from jaxviz.attribution._common import (Target, _baseline, _check_choice, _check_x, _compiled,
                                         _objective, _values)
-from jaxviz.errors import InputError
+from jaxviz.errors import InputError, JaxvizError
 from jaxviz.models import modules
 from jaxviz.models.modules import input_spec
 
@@ -403,10 +403,22 @@ def _deeplift_core(model, variables, x, baseline, eps, objective):
     ``sum_n f_n(x) + f_n(b)`` under the rescale rule, taken at the inputs."""
     n = x.shape[0]
     hook = _Rescale(n, eps)
+    # the objective may trace the model's layer table at 2N rows: not under the hook
+    capture.layer_names(model, (2 * n, *x.shape[1:]), partial=True)
 
     def total(t):
         with nn.intercept_methods(hook):
-            v = _values(model, variables, jnp.concatenate([t, baseline]), objective)
+            try:
+                v = _values(model, variables, jnp.concatenate([t, baseline]), objective)
+            except (TypeError, ValueError) as e:
+                if isinstance(e, JaxvizError):
+                    raise
+                raise InputError(
+                    f"DeepLIFT runs the inputs and their references as one batch of "
+                    f"{2 * n} rows, and the model failed on that batch ({e}). A model that "
+                    f"closes over per-example arrays cannot take it: pass them as call "
+                    f"arguments with jaxviz.bind(model, variables, ...), which tiles them "
+                    f"to the batch") from e
         return v.sum(), v
 
     m, v = jax.grad(total, has_aux=True)(x)

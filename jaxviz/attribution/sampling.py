@@ -22,14 +22,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxviz import checks
+from jaxviz import capture, checks
 from jaxviz import objectives as objectives_lib
 from jaxviz.attribution._common import (Target, _check_batch_size, _check_choice, _check_x,
                                         _compiled, _copies_grad, _copies_values, _objective)
 from jaxviz.attribution.cam import resize
 from jaxviz.attribution.gradients import (SMOOTHGRAD_VARIANTS, _chunk_moments, _Moments,
                                           _Noise)
-from jaxviz.errors import InputError, InputTypeError
+from jaxviz.errors import InputError, InputTypeError, JaxvizError
 
 
 def _tiled_target(target: Target, reps: int, n: int) -> tuple[bool, Target]:
@@ -48,6 +48,15 @@ def _tiled_target(target: Target, reps: int, n: int) -> tuple[bool, Target]:
     if t.ndim == 1 and t.shape[0] == n:
         return True, jnp.asarray(np.tile(t, reps))
     return True, target  # the method reports what is wrong with it
+
+
+def _runs_on(model: nn.Module, shape: tuple[int, ...]) -> bool:
+    """Whether ``model`` runs on inputs of ``shape`` (an abstract pass, cached)."""
+    try:
+        capture.output_struct(model, shape)
+    except JaxvizError:
+        return False
+    return True
 
 
 @checks.boundary
@@ -101,6 +110,8 @@ def noise_tunnel(method: Callable, /, model: nn.Module, variables: Any, x: jax.A
     chunk = _check_batch_size(batch_size, plan.samples)
     n = x.shape[0]
     batched, tiled = _tiled_target(target, chunk, n)
+    if batched and not _runs_on(model, (chunk * n, *x.shape[1:])):
+        batched = False  # a model that closes over per-example arrays: one draw per call
     per_example = {name: value for name, value in kwargs.items()
                    if getattr(value, "ndim", None) == x.ndim and value.shape[0] == n and n > 1}
     tiled_kwargs = {**kwargs, **{name: jnp.concatenate([jnp.asarray(v)] * chunk)

@@ -2,6 +2,8 @@
 models the project trains itself (LeNet, a 2-D MLP)."""
 
 from jaxviz.models.alexnet import AlexNet as AlexNet
+from jaxviz.models.bound import Bound as Bound
+from jaxviz.models.bound import bind as bind
 from jaxviz.models.googlenet import GoogLeNet as GoogLeNet
 from jaxviz.models.googlenet import GoogLeNetOutputs as GoogLeNetOutputs
 from jaxviz.models import small as small
