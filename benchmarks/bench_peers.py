@@ -11,8 +11,10 @@ tests check, ``tests/test_attribution_peers.py``):
   Captum            LayerGradCam, GuidedGradCam, IntegratedGradients (50 steps),
                     NoiseTunnel(Saliency) (50 samples), Occlusion (window 32, stride 8,
                     truncated), FeatureAblation (a 7 x 7 grid of blocks), GradientShap
-                    (50 samples);
-  zennit            LRP with EpsilonPlusFlat and EpsilonGammaBox.
+                    (50 samples), DeepLift, DeepLiftShap (8 references);
+  zennit            LRP with EpsilonPlusFlat and EpsilonGammaBox;
+  batched torch     RISE (512 masks, 32 per batch), written from its formula (no
+                    reference library is packaged).
 
 Each row: median (minimum) of ``--repeats`` timed calls after one warm-up call, seconds,
 the contenders called in turn (jax, peer, jax, ...); jax compile time apart (the
@@ -110,6 +112,21 @@ def main(argv=None) -> int:
     def block(a):
         return jax.block_until_ready(a)
 
+    refs = np.random.default_rng(1).normal(0, 0.5, (8, *x.shape[1:])).astype(np.float32)
+    rise_masks = np.asarray(A.rise_masks(jax.random.key(0), 512, size))
+    masks_t = torch.from_numpy(rise_masks)
+
+    def torch_rise(chunk):
+        """RISE from its formula, ``chunk`` masks x both images per forward pass."""
+        with torch.no_grad():
+            total = torch.zeros(2, *size)
+            for start in range(0, len(masks_t), chunk):
+                m = masks_t[start:start + chunk]
+                out = tmodel((xt[None] * m[:, None, None]).reshape(-1, 3, *size))
+                scores = out.reshape(len(m), 2, -1)[:, torch.arange(2), tt]      # (k, N)
+                total += torch.einsum("kn,khw->nhw", scores, m)
+            return (total / (len(masks_t) * 0.5)).numpy()
+
     rows = {
         "GradCAM": (lambda: block(A.grad_cam(model, variables, xj, targets, layer="relu5", normalize="minmax")),
                     cam_lib("GradCAM")),
@@ -162,6 +179,16 @@ def main(argv=None) -> int:
             lambda: (np.random.seed(0), nhwc(ca.GradientShap(tmodel).attribute(
                 xt, baselines=torch.from_numpy(base.transpose(0, 3, 1, 2).copy()), n_samples=50,
                 target=tt)))[1]),
+        "DeepLift (Captum)": (
+            lambda: block(A.deeplift(model, variables, xj, targets)),
+            lambda: nhwc(ca.DeepLift(tmodel).attribute(xt, target=tt))),
+        "DeepLiftShap 8 refs (Captum)": (
+            lambda: block(A.deeplift_shap(model, variables, xj, targets, baselines=refs)),
+            lambda: nhwc(ca.DeepLiftShap(tmodel).attribute(
+                xt, baselines=torch.from_numpy(refs.transpose(0, 3, 1, 2).copy()), target=tt))),
+        "RISE 512 masks (batched torch)": (
+            lambda: block(A.rise(model, variables, xj, targets, masks=rise_masks, batch_size=32)),
+            lambda: torch_rise(32)),
         "LRP EpsilonPlusFlat (zennit)": (
             lambda: block(A.lrp(model, variables, xj, targets, composite="epsilon_plus_flat", start="one")),
             zennit(composites.EpsilonPlusFlat())),
