@@ -223,8 +223,8 @@ def bench_model(name, args, on_gpu, jdev, log):
         log(f"  {name} {task}: torch median {statistics.median(tt):.4f} s, "
             f"jax median {statistics.median(jt):.4f} s")
         results[task] = dict(torch=tt, jax=jt, compile=compile_s, err=err)
-        del compiled
-    del tm, variables
+        compiled = None  # free the executable before the next task
+    tm = variables = None  # free the weights before the next model
     return results
 
 
