@@ -155,6 +155,11 @@ CONV_CASES = [
     (6, 6, 3, 1, 1, 1, 6, True, (7, 7)),  # depthwise
     (2, 3, 3, 2, 2, 2, 1, True, (12, 9)),  # dilated
     (3, 8, 11, 4, 2, 1, 1, True, (31, 27)),  # AlexNet conv1 geometry
+    # tiny output maps, computed as one matrix product on CPU (layers._tiny_map)
+    (4, 6, 3, 1, 1, 1, 1, True, (2, 3)),  # VGG's conv5 at a 32x48 input
+    (3, 5, 5, 1, 2, 1, 1, False, (4, 4)),  # 16 positions, 25 taps
+    (3, 4, (3, 5), (2, 1), (1, 2), 1, 1, True, (1, 9)),  # strided, one output row
+    (3, 8, 11, 4, 2, 1, 1, True, (15, 15)),  # AlexNet conv1 at a 15 px input: 3x3
 ]
 
 
@@ -205,6 +210,25 @@ def test_conv2d_derivatives_match_torch(cin, cout, k, s, p, d, groups, bias, siz
         direct = F.conv2d(nchw(x.astype(np.float32)), torch.from_numpy(w_t.astype(np.float32)),
                           stride=s, padding=p)
         assert max_rel_err(as_valid, nhwc(direct)) <= F32_TOL
+
+
+def test_tiny_maps_are_one_matrix_product_on_cpu():
+    """XLA:CPU runs convolutions with tiny output maps 10-200x below its usual speed
+    (layers.conv2d's docstring), so conv2d computes them as one matrix product there; a
+    map of usual size stays a convolution. The values are checked in the two tests above
+    (CONV_CASES' tiny cases)."""
+    def primitives(size, k, p, s=1):
+        x, w = jnp.ones((2, *size, 4)), jnp.ones((k, k, 4, 6))
+        jaxpr = jax.make_jaxpr(lambda x: layers.conv2d(x, w, stride=s, padding=p))(x)
+        return {e.primitive.name for e in jaxpr.jaxpr.eqns}
+
+    assert jax.default_backend() == "cpu"
+    for size, k, p, s in [((2, 3), 3, 1, 1), ((4, 4), 5, 2, 1), ((1, 9), 3, 1, 1),
+                          ((15, 15), 11, 2, 4), ((5, 1), 3, 1, 1)]:
+        used = primitives(size, k, p, s)
+        assert "dot_general" in used and "conv_general_dilated" not in used, (size, k, used)
+    for size, k, p in [((4, 6), 3, 1), ((14, 14), 3, 1), ((2, 3), 1, 0)]:
+        assert "conv_general_dilated" in primitives(size, k, p), (size, k)
 
 
 @pytest.mark.parametrize("use_bias", [True, False])

@@ -59,18 +59,27 @@ def conv2d(
     Returns:
       (N, H', W', C_out) with ``H' = (H + 2p - d (k - 1) - 1) // s + 1``.
 
-    The value is always ``lax.conv_general_dilated``'s. On the CPU backend the
-    derivative with respect to ``x`` of a strided convolution (ungrouped, undilated) is
-    taken through :func:`conv2d_as_valid`, the same sum written as a stride-1
-    convolution, whose transpose XLA:CPU runs 2.3-4x faster than the transpose of the
-    strided one (AlexNet's and GoogLeNet's first layers; ``benchmarks/RESULTS.md``). The
-    gradient agrees with the plain one to rounding; forward and reverse mode both work.
+    The value is ``lax.conv_general_dilated``'s, to the order of summation. On the CPU
+    backend, for ungrouped, undilated convolutions:
+
+    - a convolution whose output map is tiny (:func:`_tiny_map`: a row or column of
+      one, or no more positions than the kernel has taps) is computed by
+      :func:`conv2d_as_patches`, one matrix product. XLA:CPU runs such convolutions
+      10-200x below its usual speed (VGG16's 3x3 convolutions on a 2x3 map, at a
+      32x48 input: 0.3 GFLOP/s, against 35-130 at 4x6; ``benchmarks/RESULTS.md``);
+    - otherwise the derivative with respect to ``x`` of a strided convolution is taken
+      through :func:`conv2d_as_valid`, the same sum written as a stride-1 convolution,
+      whose transpose XLA:CPU runs 2.3-4x faster than the transpose of the strided one
+      (AlexNet's and GoogLeNet's first layers). The gradient agrees with the plain one
+      to rounding; forward and reverse mode both work.
     """
     stride, padding, dilation = pair(stride), pair(padding), pair(dilation)
     dtype = jnp.result_type(x, kernel)
     x, kernel = x.astype(dtype), kernel.astype(dtype)
-    if (groups == 1 and dilation == (1, 1) and stride != (1, 1)
-            and jax.default_backend() == "cpu"):
+    plain = groups == 1 and dilation == (1, 1) and jax.default_backend() == "cpu"
+    if plain and _tiny_map(x.shape, kernel.shape, stride, padding):
+        y = conv2d_as_patches(x, kernel, stride, padding, precision)
+    elif plain and stride != (1, 1):
         y = _conv_fast_transpose(x, kernel, stride, padding, precision)
     else:
         y = _conv_direct(x, kernel, stride, padding, precision, dilation, groups)
@@ -85,6 +94,35 @@ def _conv_direct(x, kernel, stride, padding, precision, dilation=(1, 1), groups=
         x, kernel, window_strides=stride, padding=((ph, ph), (pw, pw)),
         rhs_dilation=dilation, dimension_numbers=("NHWC", "HWIO", "NHWC"),
         feature_group_count=groups, precision=precision)
+
+
+def _tiny_map(x_shape, kernel_shape, stride, padding) -> bool:
+    """Whether a convolution's output map is one XLA:CPU runs far below its usual speed:
+    a single row or column, or no more positions than the kernel has taps (measured:
+    10-200x slower than :func:`conv2d_as_patches` there, 0.5-2x elsewhere)."""
+    (kh, kw), (sh, sw), (ph, pw) = kernel_shape[:2], stride, padding
+    ho = (x_shape[1] + 2 * ph - kh) // sh + 1
+    wo = (x_shape[2] + 2 * pw - kw) // sw + 1
+    return kh * kw > 1 and ho > 0 and wo > 0 and (min(ho, wo) == 1 or ho * wo <= kh * kw)
+
+
+def conv2d_as_patches(x: jax.Array, kernel: jax.Array, stride: IntPair = 1,
+                      padding: IntPair = 0, precision: lax.PrecisionLike = None) -> jax.Array:
+    """The strided, padded ``conv2d`` (no bias) as one matrix product: the ``kh * kw``
+    shifted, strided views of the zero-padded input side by side on the channel axis
+    (``(N, H', W', kh * kw * C)``, tap-major), times the kernel as a
+    ``(kh * kw * C, C_out)`` matrix. Equal to :func:`conv2d` up to the order of
+    summation; meant for small output maps, where the patches are small."""
+    (sh, sw), (ph, pw) = pair(stride), pair(padding)
+    n, h, w, c = x.shape
+    kh, kw, _, o = kernel.shape
+    ho, wo = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+    xp = jnp.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0)))
+    taps = [lax.slice(xp, (0, i, j, 0), (n, i + sh * (ho - 1) + 1, j + sw * (wo - 1) + 1, c),
+                      (1, sh, sw, 1))
+            for i in range(kh) for j in range(kw)]
+    patches = taps[0] if len(taps) == 1 else jnp.concatenate(taps, axis=-1)
+    return jnp.matmul(patches, kernel.reshape(kh * kw * c, o), precision=precision)
 
 
 def conv2d_as_valid(x: jax.Array, kernel: jax.Array, stride: IntPair = 1,
