@@ -171,7 +171,7 @@ def test_transform_specs():
     assert transforms.as_transform(None)(None, _image()).shape == (20, 20, 3)
     assert isinstance(transforms.as_transform("standard"), transforms.Compose)
     with pytest.raises(ValueError, match="unknown transforms"):
-        transforms.as_transform("lucid")
+        transforms.as_transform("lucent")
     with pytest.raises(TypeError, match="expected transforms"):
         transforms.as_transform(3)
     with pytest.raises(ValueError, match="one image"):

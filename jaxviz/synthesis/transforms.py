@@ -11,9 +11,24 @@ of a batch gets its own draw and chunking a batch does not change any image. Out
 sizes depend only on the input size (``jitter`` crops by a fixed amount; ``scale`` and
 ``rotate`` keep the size), so a batch stays rectangular.
 
-:func:`standard` is lucid's default set: pad 12 (constant 0.5), jitter 8, scale in
-{0.9, 0.92, ..., 1.1}, rotate by an integer angle in [-10, 10] degrees (0 weighted six
-times), jitter 4.
+:func:`standard` is lucid's default set in kind: pad 12 (constant 0.5), jitter 8, scale
+in {0.9, 0.92, ..., 1.1}, rotate by an integer angle in [-10, 10] degrees (0 weighted
+six times), jitter 4. It departs from lucid's ``standard_transforms``
+(``lucid/optvis/transform.py``) in two ops, to keep every size static and the gradient
+smooth: its scale zooms about the centre and keeps the size (bilinear, edge values
+beyond the border), where lucid resizes the image to ``int(s * size)`` pixels; its
+rotation is bilinear (three shears), uses the exact pi, fills with 0.5 and has the true
+adjoint as gradient, where lucid's is nearest-neighbour, converts degrees with 3.14 /
+180, fills with 0 and back-propagates through the inverse rotation (TensorFlow's
+registered gradient). Its output is 12 px larger than its input.
+
+:func:`lucid` reproduces lucid's ops themselves (pad and jitter as above,
+:func:`resize_bilinear_tf1`, :func:`rotate_nearest_tf` with lucid's 3.14 / 180), with
+one departure that static shapes force: lucid's network sees an image of
+``int(s * size) - 4`` px, one of 11 sizes drawn per step, where :func:`lucid` centres that
+same image on a canvas of the largest size (0.5 around it;
+:class:`LucidScaleRotateJitter`), so the network sees the margin too. Lucid also draws
+once per batch (one crop, scale and angle for all its images), not once per image.
 """
 
 from __future__ import annotations
@@ -233,6 +248,214 @@ class Compose:
         return image
 
 
+# --- lucid's own ops (TensorFlow 1) -----------------------------------------------------------
+
+
+def lucid_size(n: int, scale: float) -> int:
+    """lucid's resized length: ``int32(float32(scale) * float32(n))``, truncated (1.06 *
+    150 is 158, since float32(1.06) < 1.06)."""
+    return int(np.float32(scale) * np.float32(n))
+
+
+def lucid_radians(degrees: Sequence[float]) -> np.ndarray:
+    """lucid's ``_angle2rads``: ``3.14 * float32(angle) / 180.`` in float32 (3.14, not pi:
+    lucid's 10 degrees are 9.9949)."""
+    return (np.float32(3.14) * np.asarray(degrees, np.float32)) / np.float32(180.0)
+
+
+def _tf1_weights(n_in: int, n: jax.Array, step: jax.Array, rows: int, dtype) -> jax.Array:
+    """(rows, n_in): TF1 ``resize_bilinear`` to length ``n`` along one axis, row i < n
+    reading at ``float32(i) * step`` (``step = float32(n_in) / float32(n)``, float32 as
+    TF's kernel computes it) between lower = floor and upper = min(lower + 1, n_in - 1);
+    rows from n on are 0."""
+    pos = jnp.arange(rows, dtype=jnp.float32) * step
+    lower = jnp.floor(pos)
+    upper = jnp.minimum(lower + 1, n_in - 1)
+    lerp = (pos - lower).astype(dtype)[:, None]
+    taps = jnp.arange(n_in, dtype=jnp.float32)
+    w = (1 - lerp) * (taps == lower[:, None]) + lerp * (taps == upper[:, None])
+    return jnp.where((jnp.arange(rows) < n)[:, None], w, 0).astype(dtype)
+
+
+def _resize_tf1(image: jax.Array, hw: jax.Array, step: jax.Array, rows: tuple[int, int]):
+    """The ``hw`` resize of ``image`` in the top-left corner of a ``rows`` array (0 beyond);
+    ``step`` (2,) float32 the per-axis read step. Two matmuls: each output is
+    ``(1 - l) a + l b`` where TF writes ``a + (b - a) l``, equal up to float32 rounding."""
+    h, w, _ = image.shape
+    ry = _tf1_weights(h, hw[0], step[0], rows[0], image.dtype)
+    rx = _tf1_weights(w, hw[1], step[1], rows[1], image.dtype)
+    hp = jax.lax.Precision.HIGHEST
+    out = jnp.einsum("yi,ixc->yxc", ry, image, precision=hp)
+    return jnp.einsum("xj,yjc->yxc", rx, out, precision=hp)
+
+
+def _steps(n_in: tuple[int, int], n_out: tuple[int, int]) -> np.ndarray:
+    return np.float32(n_in) / np.float32(n_out)
+
+
+def resize_bilinear_tf1(image: jax.Array, hw: tuple[int, int]) -> jax.Array:
+    """``tf.image.resize_bilinear(image, hw)`` of TensorFlow 1, as lucid's ``random_scale``
+    calls it (``align_corners=False, half_pixel_centers=False``): output (i, j) is the
+    bilinear interpolation of the input at (i * h / oh, j * w / ow), corner-aligned
+    ("asymmetric") sampling, positions in float32 as TF computes them. Its gradient
+    (autodiff) is the adjoint, as TF's ``ResizeBilinearGrad`` is."""
+    _check_image(image, "resize")
+    (h, w, _), hw = image.shape, (int(hw[0]), int(hw[1]))
+    if min(hw) < 1:
+        raise InputError(f"expected a positive size to resize to, got {hw}")
+    return _resize_tf1(image, jnp.asarray(hw), jnp.asarray(_steps((h, w), hw)), hw)
+
+
+def _round_half_away(v: jax.Array) -> jax.Array:
+    """C's ``std::round``: to the nearest integer, halves away from zero (jnp.round
+    rounds halves to even; ``floor(v + 0.5)`` rounds 0.49999997 up in float32)."""
+    a = jnp.abs(v)
+    f = jnp.floor(a)
+    r = f + (a - f >= 0.5)  # a - f is exact for a >= 0 (not for a negative v - floor(v))
+    return jnp.where(v < 0, -r, r).astype(jnp.int32)
+
+
+def _tf_rotation(radians: jax.Array, hw: jax.Array) -> tuple:
+    """``tf.contrib.image.angles_to_projective_transforms`` for an hw image: the affine
+    map from output (x, y) to input (a0 x + a1 y + a2, b0 x + b1 y + b2), a rotation about
+    ((w - 1) / 2, (h - 1) / 2), in float32."""
+    c, s = jnp.cos(radians), jnp.sin(radians)
+    h1, w1 = (hw[0] - 1).astype(jnp.float32), (hw[1] - 1).astype(jnp.float32)
+    return (c, -s, (w1 - (c * w1 - s * h1)) / 2, s, c, (h1 - (s * w1 + c * h1)) / 2)
+
+
+def _inverse(t: tuple) -> tuple:
+    """The inverse affine map (closed form; TF inverts the 3x3 matrix by LU: equal up to
+    float32 rounding)."""
+    a0, a1, a2, b0, b1, b2 = t
+    det = a0 * b1 - a1 * b0
+    i0, i1, j0, j1 = b1 / det, -a1 / det, -b0 / det, a0 / det
+    return (i0, i1, -(i0 * a2 + i1 * b2), j0, j1, -(j0 * a2 + j1 * b2))
+
+
+def _projective_nearest(image: jax.Array, t: tuple, hw: jax.Array) -> jax.Array:
+    """``ImageProjectiveTransform``, NEAREST, of the hw image in ``image``'s top-left
+    corner: output (y, x) is input (round(y'), round(x')), positions in float32 as TF
+    computes them, 0 where that falls outside the hw image."""
+    h, w, _ = image.shape
+    a0, a1, a2, b0, b1, b2 = t
+    y = jnp.arange(h, dtype=jnp.float32)[:, None]
+    x = jnp.arange(w, dtype=jnp.float32)[None, :]
+    iy = _round_half_away(b0 * x + b1 * y + b2)
+    ix = _round_half_away(a0 * x + a1 * y + a2)
+    inside = (iy >= 0) & (iy < hw[0]) & (ix >= 0) & (ix < hw[1])
+    values = image[jnp.clip(iy, 0, h - 1), jnp.clip(ix, 0, w - 1)]
+    return jnp.where(inside[..., None], values, jnp.zeros((), image.dtype))
+
+
+@jax.custom_vjp
+def _rotate_tf(image: jax.Array, radians: jax.Array, hw: jax.Array) -> jax.Array:
+    return _projective_nearest(image, _tf_rotation(radians, hw), hw)
+
+
+def _rotate_tf_fwd(image, radians, hw):
+    return _rotate_tf(image, radians, hw), (radians, hw)
+
+
+def _rotate_tf_bwd(residual, g):
+    radians, hw = residual
+    grad = _projective_nearest(g, _inverse(_tf_rotation(radians, hw)), hw)
+    return grad, jnp.zeros_like(radians), np.zeros(hw.shape, jax.dtypes.float0)
+
+
+_rotate_tf.defvjp(_rotate_tf_fwd, _rotate_tf_bwd)
+
+
+def rotate_nearest_tf(image: jax.Array, radians: float | jax.Array) -> jax.Array:
+    """``tf.contrib.image.rotate(image, radians)``, as lucid's ``random_rotate`` calls it:
+    rotation about ((w - 1) / 2, (h - 1) / 2), nearest neighbour (halves away from zero),
+    0 beyond the border. The gradient is TF's registered one: the output gradient mapped
+    back by the inverse transform, nearest neighbour (not the adjoint of the forward map,
+    which would add up the pixels that two outputs read); none for the angle. XLA's
+    float32 cos and sin may differ from TF's in the last bit, so a position within about
+    1e-5 px of a half-way point may round the other way (as TF's CPU and GPU kernels
+    may)."""
+    _check_image(image, "rotate")
+    return _rotate_tf(image, jnp.asarray(radians, jnp.float32), jnp.asarray(image.shape[:2]))
+
+
+@dataclasses.dataclass(frozen=True)
+class LucidScaleRotateJitter:
+    """lucid's ``random_scale(scales)``, ``random_rotate(angles)`` and ``jitter(d)`` at
+    lucid's sizes: with s drawn from ``scales``, the image is resized to ``n = (lucid_size(h,
+    s), lucid_size(w, s))`` (:func:`resize_bilinear_tf1`), rotated at that size by an
+    angle drawn from ``angles`` in degrees (:func:`lucid_radians`,
+    :func:`rotate_nearest_tf`) and cropped to ``n - d`` at an offset uniform in 0..d;
+    that image is centred (offset ``(N - n) // 2``, N the largest n) on a canvas of the
+    largest such size filled with ``fill``, so every draw has the same static shape.
+
+    One op rather than three because the rotation and the crop act on the resized image
+    at its own size, which a fixed-size canvas cannot carry from op to op; computed once
+    on an N-sized buffer (two interpolation matmuls, one gather), whatever s is drawn."""
+
+    scales: tuple[float, ...]
+    angles: tuple[float, ...]
+    d: int = 4
+    fill: float = 0.5
+
+    def __post_init__(self):
+        if not self.scales or any(s <= 0 for s in self.scales):
+            raise InputError(f"expected a non-empty sequence of positive scales, got {self.scales}")
+        if not self.angles:
+            raise InputError("expected a non-empty sequence of angles")
+        if int(self.d) < 0:
+            raise InputError(f"expected a non-negative jitter, got {self.d}")
+
+    def sizes(self, h: int, w: int) -> list[tuple[int, int]]:
+        """The resized size of each scale, in order."""
+        out = [(lucid_size(h, s), lucid_size(w, s)) for s in self.scales]
+        if min(min(hw) for hw in out) <= int(self.d):
+            raise InputError(f"scales {self.scales} and jitter {self.d} leave nothing of a "
+                             f"{h}x{w} image")
+        return out
+
+    def draw(self, key: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """(scale index, angle in lucid's float32 radians, crop offset (dy, dx))."""
+        k_scale, k_angle, k_crop = jax.random.split(key, 3)
+        return (jax.random.randint(k_scale, (), 0, len(self.scales)),
+                _choice(k_angle, lucid_radians(self.angles), jnp.float32),
+                jax.random.randint(k_crop, (2,), 0, int(self.d) + 1))
+
+    def apply(self, image: jax.Array, index: jax.Array, radians: jax.Array,
+              offset: jax.Array) -> jax.Array:
+        """The op for given draws (see :meth:`draw`)."""
+        _check_image(image, "scale")
+        h, w, _ = image.shape
+        d = int(self.d)
+        sizes = np.asarray(self.sizes(h, w))                      # (k, 2)
+        big = sizes.max(axis=0)
+        shifts = (big - sizes) // 2
+        pad = shifts.max(axis=0)
+        hw = jnp.asarray(sizes)[index]
+        shift = jnp.asarray(shifts)[index]
+        step = jnp.asarray(_steps((h, w), sizes))[index]
+        rotated = _rotate_tf(_resize_tf1(image, hw, step, tuple(big)), radians, hw)
+        # canvas (Y, X) shows rotated (Y - shift + dy, X - shift + dx) inside the crop
+        padded = jnp.pad(rotated, ((pad[0], pad[0]), (pad[1], pad[1]), (0, 0)))
+        start = jnp.asarray(pad) - shift + offset
+        out = jax.lax.dynamic_slice(padded, (start[0], start[1], 0),
+                                    (big[0] - d, big[1] - d, image.shape[2]))
+        ys, xs = jnp.arange(big[0] - d)[:, None], jnp.arange(big[1] - d)[None, :]
+        inside = ((ys >= shift[0]) & (ys < shift[0] + hw[0] - d)
+                  & (xs >= shift[1]) & (xs < shift[1] + hw[1] - d))
+        return jnp.where(inside[..., None], out, jnp.asarray(self.fill, image.dtype))
+
+    def __call__(self, key: jax.Array, image: jax.Array) -> jax.Array:
+        return self.apply(image, *self.draw(key))
+
+
+def lucid_scale_rotate_jitter(scales: Sequence[float], angles: Sequence[float], d: int = 4,
+                              fill: float = 0.5) -> LucidScaleRotateJitter:
+    """:class:`LucidScaleRotateJitter`."""
+    return LucidScaleRotateJitter(tuple(float(s) for s in scales),
+                                  tuple(float(a) for a in angles), int(d), float(fill))
+
+
 def pad(width: int, mode: str = "constant", value: float = 0.5) -> Pad:
     """:class:`Pad`."""
     return Pad(int(width), mode, value)
@@ -259,7 +482,8 @@ def compose(*transforms: Transform) -> Compose:
 
 
 def standard() -> Compose:
-    """lucid's standard transforms (see the module docstring)."""
+    """lucid's standard transforms in kind, with static sizes (see the module docstring
+    for where it departs from lucid)."""
     return compose(
         pad(12, "constant", 0.5),
         jitter(8),
@@ -269,28 +493,47 @@ def standard() -> Compose:
     )
 
 
+def lucid() -> Compose:
+    """lucid's ``standard_transforms``, op by op: pad 12 (constant 0.5), jitter 8 (a random
+    crop), then :class:`LucidScaleRotateJitter`: resize by ``1 + (i - 5) / 50`` for i in
+    0..10, rotate by ``range(-10, 11)`` or five more 0 degrees, jitter 4, at lucid's
+    sizes, centred on a 0.5 canvas of the largest (see the module docstring). For an
+    ``n x n`` image the network sees ``int(float32(1.1) * (n + 16)) - 4`` px (154 for 128)."""
+    return compose(
+        pad(12, "constant", 0.5),
+        jitter(8),
+        lucid_scale_rotate_jitter([1 + (i - 5) / 50.0 for i in range(11)],
+                                  list(range(-10, 11)) + 5 * [0], 4, 0.5),
+    )
+
+
 def none() -> Compose:
     """No transform."""
     return compose()
 
 
 def as_transform(spec: Any) -> Transform:
-    """``"standard"``, ``None``/``"none"``, a transform, or a sequence of transforms."""
+    """``"standard"``, ``"lucid"``, ``None``/``"none"``, a transform, or a sequence of
+    transforms."""
     if spec is None or (isinstance(spec, str) and spec == "none"):
         return none()
     if isinstance(spec, str):
         if spec == "standard":
             return standard()
-        raise InputError(f"unknown transforms {spec!r}; expected 'standard', 'none', a "
-                         f"transform t(key, image) or a sequence of them")
+        if spec == "lucid":
+            return lucid()
+        raise InputError(f"unknown transforms {spec!r}; expected 'standard', 'lucid', 'none', "
+                         f"a transform t(key, image) or a sequence of them")
     if isinstance(spec, (list, tuple)):
         return compose(*spec)
     if callable(spec):
         return spec
-    raise InputTypeError(f"expected transforms as 'standard', 'none', None, a callable "
+    raise InputTypeError(f"expected transforms as 'standard', 'lucid', 'none', None, a callable "
                     f"t(key, image) or a sequence of them; got {type(spec).__name__}")
 
 
-__all__ = ["Compose", "Jitter", "Pad", "RandomRotate", "RandomScale", "Transform",
-           "as_transform", "compose", "jitter", "none", "pad", "random_rotate",
-           "random_scale", "standard"]
+__all__ = ["Compose", "Jitter", "LucidScaleRotateJitter", "Pad", "RandomRotate",
+           "RandomScale", "Transform", "as_transform", "compose", "jitter", "lucid",
+           "lucid_radians", "lucid_scale_rotate_jitter", "lucid_size", "none", "pad",
+           "random_rotate", "random_scale", "resize_bilinear_tf1", "rotate_nearest_tf",
+           "standard"]
