@@ -4,11 +4,13 @@ For each layer geometry (batch ``--batch``, float32, random normal input and ker
 forward (``y = conv(x, w)``) and input gradient (``dx = J^T dy`` for a random ``dy``;
 no weight gradient), jax jitted (``jaxviz.models.layers.conv2d``, compiled before
 timing) and torch (``F.conv2d`` and ``torch.nn.grad.conv2d_input``, NCHW), the contenders
-called in turn; median of ``--repeats`` calls after one warm-up, milliseconds.
+called in turn; median of ``--pairs`` calls after one warm-up, milliseconds, and jaxviz's
+speedup: the median over those paired rounds of torch time / jax time (above 1: jaxviz is
+faster).
 
 Run it twice to see what the XLA:CPU switch does (under a minute each on 2 cores)::
 
-    PYTHONPATH=. python benchmarks/bench_convs.py                  # XLA's own conv path
+    PYTHONPATH=. python benchmarks/bench_convs.py [--batch 32] [--pairs 5] [--out FILE]
     PYTHONPATH=. python benchmarks/bench_convs.py --xla-default    # jaxlib's default
 """
 
@@ -16,10 +18,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 
 import numpy as np
 
-from common import add_xla_option, apply_xla_option, timed_alternating
+from common import (add_pairs_option, add_xla_option, apply_xla_option, speedup, time_alternating,
+                    write_atomic)
 
 # name, input size, C_in, C_out, kernel, stride, padding
 LAYERS = [
@@ -37,7 +41,7 @@ LAYERS = [
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--repeats", type=int, default=5)
+    add_pairs_option(p, 5)
     p.add_argument("--out", default=None, help="also write the markdown table to this file")
     add_xla_option(p)
     args = p.parse_args(argv)
@@ -68,30 +72,31 @@ def main(argv=None) -> int:
         xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
         wt = torch.from_numpy(w.transpose(3, 2, 0, 1).copy())
         dyt = torch.from_numpy(dy.transpose(0, 3, 1, 2).copy())
-        (jf, _, _), (tf, _, _), (jd, _, _), (td, _, _) = timed_alternating([
+        (jf, tf, jd, td), _ = time_alternating([
             lambda: j_fwd(xj, wj).block_until_ready(),
             lambda: F.conv2d(xt, wt, stride=s, padding=pad),
             lambda: j_dx(xj, wj, dyj).block_until_ready(),
             lambda: torch.nn.grad.conv2d_input(xt.shape, wt, dyt, stride=s, padding=pad)],
-            args.repeats)
+            args.pairs)
         rows.append((name, f"{k}x{k}/{s}, {cin}->{cout} at {size}", tf, jf, td, jd))
-        print(rows[-1], flush=True)
+        print(f"{name}: fwd speedup {speedup(tf, jf):.2f}, dx speedup {speedup(td, jd):.2f}",
+              flush=True)
 
     lines = [f"Batch {args.batch}, float32, CPU, {os.cpu_count()} cores, torch "
              f"{torch.get_num_threads()} threads; jax {jax.__version__}, torch {torch.__version__}; "
-             f"{xla}. Median of {args.repeats} calls, ms.", "",
-             "| layer | geometry | torch fwd | jax fwd | ratio | torch dx | jax dx | ratio |",
+             f"{xla}. Median of {args.pairs} calls, ms; speedup = median over the {args.pairs} "
+             f"paired rounds of torch / jax time (above 1: jaxviz faster).", "",
+             "| layer | geometry | torch fwd | jax fwd | fwd speedup vs torch (>1: jaxviz faster) "
+             "| torch dx | jax dx | dx speedup vs torch (>1: jaxviz faster) |",
              "|---|---|---|---|---|---|---|---|"]
     for name, geo, tf, jf, td, jd in rows:
-        lines.append(f"| {name} | {geo} | {tf * 1e3:.1f} | {jf * 1e3:.1f} | {jf / tf:.2f} | "
-                     f"{td * 1e3:.1f} | {jd * 1e3:.1f} | {jd / td:.2f} |")
+        med = {k: statistics.median(v) * 1e3 for k, v in dict(tf=tf, jf=jf, td=td, jd=jd).items()}
+        lines.append(f"| {name} | {geo} | {med['tf']:.1f} | {med['jf']:.1f} | {speedup(tf, jf):.2f} | "
+                     f"{med['td']:.1f} | {med['jd']:.1f} | {speedup(td, jd):.2f} |")
     text = "\n".join(lines)
     print(text)
     if args.out:
-        tmp = args.out + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(text + "\n")
-        os.replace(tmp, args.out)
+        write_atomic(args.out, text + "\n")
     return 0
 
 

@@ -40,7 +40,7 @@ import time
 
 import numpy as np
 
-from common import add_xla_option, apply_xla_option, time_alternating
+from common import add_xla_option, apply_xla_option, time_alternating, write_atomic
 
 SCALES = (1, 4, 16)
 
@@ -214,8 +214,7 @@ def main(argv=None) -> int:
     print()
     print(report)
     if args.out:
-        with open(args.out, "w") as f:
-            f.write(report + "\n")
+        write_atomic(args.out, report + "\n")
     return 0
 
 

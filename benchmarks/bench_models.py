@@ -16,14 +16,27 @@ last layer's bias set to zero on both sides, see ``zero_final_bias``), so the ti
 compare equal work.
 
 JAX: ``jax.jit`` with ``variables`` passed as an argument (closing over them would bake
-the weights in as constants), compiled ahead of time (lower + compile, reported
-separately as "jax compile s"), then warm-up calls, then ``repeats`` timed calls with
-``block_until_ready``. PyTorch: ``eval()``, parameters with ``requires_grad=False``,
-``torch.no_grad()`` for the forward, ``requires_grad_`` on the input + ``backward`` for
-the gradient, default thread count, same warm-up and repeats. Times are wall clock
-(``time.perf_counter``), torch and jax calls alternating; the table shows the median
-and, in parentheses, the minimum. The 1-minute load average before and after the run is
-printed: on a shared machine, other processes distort the timings.
+the weights in as constants), ``block_until_ready`` after each call. PyTorch: ``eval()``,
+parameters with ``requires_grad=False``, ``torch.no_grad()`` for the forward,
+``requires_grad_`` on the input + ``backward`` for the gradient, default thread count.
+Times are wall clock (``time.perf_counter``). For each task three rows:
+
+  <task>               steady state: after the first calls and ``--warmup`` more, ``--pairs``
+                       rounds of one torch call then one jax call; median (minimum) seconds,
+                       and jaxviz's speedup = the median over rounds of torch / jax time
+                       (above 1: jaxviz faster);
+  <task>, first call   each framework's first call (jax: tracing + compiling + running);
+  <task>, compile      first call minus the steady-state median: jax's tracing and compile
+                       time (torch's first-call overhead beside it).
+
+The steady-state row also gives each side's GFLOP/s: XLA's FLOP count of the compiled jax
+program (``cost_analysis``; the same work on both sides) over the median time, and its
+fraction of this machine's fp32 peak, measured at the start as the faster of a jitted jax
+and a torch 2048 x 2048 matmul (``common.measured_peak_gflops``).
+
+The 1-minute load average before and after the run is printed: on a shared machine,
+other processes distort the timings. VGG16's forward speedup is also printed as an
+acceptance row for ``python -m benchmarks`` (target ``vgg16_forward``).
 
 On a machine where jax's default backend is a GPU and ``torch.cuda.is_available()``,
 both run on the GPU (torch with ``cudnn.benchmark=True`` and ``cuda.synchronize``).
@@ -34,7 +47,7 @@ Run (from the repository root)::
 
     PYTHONPATH=. python benchmarks/bench_models.py
     PYTHONPATH=. python benchmarks/bench_models.py --models alexnet --batch 32 --size 128 \\
-        --repeats 10 --out /tmp/bench.md
+        --pairs 10 --out /tmp/bench.md
 
 The default run took about 3 minutes (2 min 40 s) on a 2-core CPU.
 """
@@ -52,7 +65,8 @@ import time
 
 import numpy as np
 
-from common import add_xla_option, apply_xla_option, time_alternating
+from common import (add_pairs_option, add_xla_option, apply_xla_option, emit_row,
+                    measured_peak_gflops, speedup, time_alternating, xla_flops)
 
 MODELS = ("alexnet", "vgg16", "googlenet")
 REL_TOL = 1e-4  # agreement above this is flagged in the output
@@ -64,7 +78,7 @@ def parse_args(argv=None):
                    help="comma-separated subset of %s (default: all)" % ",".join(MODELS))
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--size", type=int, default=224, help="image height = width (pixels)")
-    p.add_argument("--repeats", type=int, default=5, help="timed calls per measurement")
+    add_pairs_option(p, 5)
     p.add_argument("--warmup", type=int, default=1, help="untimed calls before timing")
     p.add_argument("--tasks", default="forward,grad", help="comma-separated: forward,grad")
     p.add_argument("--allow-tf32", action="store_true",
@@ -79,8 +93,8 @@ def parse_args(argv=None):
     args.tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     if any(t not in ("forward", "grad") for t in args.tasks):
         p.error("--tasks takes forward and/or grad")
-    if args.repeats < 1 or args.warmup < 0:
-        p.error("--repeats must be >= 1 and --warmup >= 0")
+    if args.pairs < 1 or args.warmup < 0:
+        p.error("--pairs must be >= 1 and --warmup >= 0")
     return args
 
 
@@ -200,9 +214,15 @@ def bench_model(name, args, on_gpu, jdev, log):
         else:
             fn, jargs, tfn = j_grad, (x_j, variables, t_j), t_grad
 
+        # first calls: jax traces, compiles and runs; torch runs (its own first-call set-up)
         t0 = time.perf_counter()
         compiled = jax.jit(fn).lower(*jargs).compile()
-        compile_s = time.perf_counter() - t0
+        jax.block_until_ready(compiled(*jargs))
+        jax_first = time.perf_counter() - t0
+        flops = xla_flops(compiled)
+        t0 = time.perf_counter()
+        tsync(tfn())
+        torch_first = time.perf_counter() - t0
 
         # agreement on the same inputs and weights (outside the timed region)
         if task == "forward":
@@ -216,13 +236,15 @@ def bench_model(name, args, on_gpu, jdev, log):
             out_t = tfn().detach().cpu().numpy().transpose(0, 2, 3, 1)
         err = rel_err(out_j, out_t)
 
-        log(f"  {name} {task}: jax compile {compile_s:.2f} s, max rel err {err:.2e}; timing ...")
+        log(f"  {name} {task}: first call jax {jax_first:.2f} s, torch {torch_first:.2f} s, "
+            f"max rel err {err:.2e}; timing ...")
         (tt, jt), _ = time_alternating([lambda: tsync(tfn()),
                                         lambda: jax.block_until_ready(compiled(*jargs))],
-                                       args.repeats, args.warmup)
+                                       args.pairs, args.warmup)
         log(f"  {name} {task}: torch median {statistics.median(tt):.4f} s, "
-            f"jax median {statistics.median(jt):.4f} s")
-        results[task] = dict(torch=tt, jax=jt, compile=compile_s, err=err)
+            f"jax median {statistics.median(jt):.4f} s, speedup {speedup(tt, jt):.2f}")
+        results[task] = dict(torch=tt, jax=jt, jax_first=jax_first, torch_first=torch_first,
+                             err=err, flops=flops)
         compiled = None  # free the executable before the next task
     tm = variables = None  # free the weights before the next model
     return results
@@ -235,17 +257,35 @@ def fmt_times(ts):
 def report(all_results, args, info) -> str:
     lines = [
         f"Batch {args.batch}, {args.size} x {args.size} px, float32, device: {info['device']}; "
-        f"median of {args.repeats} timed calls after {args.warmup} warm-up "
-        f"(minimum in parentheses), seconds.",
+        f"seconds: median (minimum) of {args.pairs} paired rounds (torch, jax) after the first "
+        f"calls and {args.warmup} warm-up; speedup = median over the rounds of torch / jax "
+        f"time. First call: jax traces, compiles and runs. Compile: first call minus the "
+        f"median. GFLOP/s: XLA's FLOP count of the jax program (the same work on both sides) "
+        f"over the median time, and its fraction of the measured fp32 matmul peak "
+        f"({info['peak']}).",
         "",
-        "| model | task | torch s | jax s | jax/torch ratio | jax compile s |",
-        "|---|---|---|---|---|---|",
+        "| model | task | torch s | jax s | speedup vs torch (>1: jaxviz faster) "
+        "| torch GFLOP/s (of peak) | jax GFLOP/s (of peak) |",
+        "|---|---|---|---|---|---|---|",
     ]
+    peak = info["peak_gflops"]
+
+    def rate(flops, seconds):
+        if not flops:
+            return "-"
+        gflops = flops / seconds / 1e9
+        return f"{gflops:.1f} ({gflops / peak:.0%})"
     for name, res in all_results.items():
         for task, r in res.items():
-            ratio = statistics.median(r["jax"]) / statistics.median(r["torch"])
-            lines.append(f"| {name} | {task} | {fmt_times(r['torch'])} | {fmt_times(r['jax'])} "
-                         f"| {ratio:.2f} | {r['compile']:.2f} |")
+            tmed, jmed = statistics.median(r["torch"]), statistics.median(r["jax"])
+            lines += [
+                f"| {name} | {task} | {fmt_times(r['torch'])} | {fmt_times(r['jax'])} "
+                f"| {speedup(r['torch'], r['jax']):.2f} | {rate(r['flops'], tmed)} "
+                f"| {rate(r['flops'], jmed)} |",
+                f"| {name} | {task}, first call | {r['torch_first']:.4f} | {r['jax_first']:.4f} "
+                f"| {r['torch_first'] / r['jax_first']:.2f} | - | - |",
+                f"| {name} | {task}, compile (first call - median) | "
+                f"{r['torch_first'] - tmed:.4f} | {r['jax_first'] - jmed:.4f} | - | - | - |"]
     lines += ["", "Agreement, jax vs torch on the same weights and inputs "
               "(max |jax - torch| / max |torch|; forward: logits with the last bias zeroed, "
               "grad: input gradient):", ""]
@@ -320,6 +360,10 @@ def main(argv=None) -> int:
         print(msg, file=sys.stderr, flush=True)
 
     log(f"device: {device}\nmachine: {machine}")
+    peaks = measured_peak_gflops()
+    info["peak_gflops"] = max(peaks.values())
+    info["peak"] = (f"{info['peak_gflops']:.0f} GFLOP/s, the faster of jax {peaks['jax']:.0f} and "
+                    f"torch {peaks['torch']:.0f} on a 2048 x 2048 matmul")
     all_results = {}
     t_start = time.perf_counter()
     for name in args.models:
@@ -330,6 +374,10 @@ def main(argv=None) -> int:
 
     text = report(all_results, args, info)
     print(text)
+    if "forward" in all_results.get("vgg16", {}):
+        r = all_results["vgg16"]["forward"]
+        emit_row("vgg16_forward", f"VGG16 forward, batch {args.batch}, {args.size} px", "torch",
+                 speedup(r["torch"], r["jax"]), args.pairs)
     if args.out:
         write_atomic(args.out, text)
     return 0

@@ -1,9 +1,10 @@
 """The attribution methods that have a reference library, timed against it in the same run.
 
 On seeded random AlexNet (a torchvision AlexNet, ``torch.manual_seed(0)``, ported with
-``weights_port``), two bundled photographs at ``--size`` px with a class each, every
-method with the options that make it equal the peer's output (the same options the
-tests check, ``tests/test_attribution_peers.py``):
+``weights_port``), ``--batch`` images at ``--size`` px with a class each (the two bundled
+photographs, classes 281 and 7; beyond two, copies of them in turn with seeded noise of
+standard deviation 0.1 added), every method with the options that make it equal the
+peer's output (the same options the tests check, ``tests/test_attribution_peers.py``):
 
   pytorch-grad-cam  GradCAM, GradCAMPlusPlus, XGradCAM, HiResCAM, LayerCAM, EigenCAM at
                     relu5; ScoreCAM and AblationCAM at relu5 (256 channels, 16 and 32
@@ -16,22 +17,31 @@ tests check, ``tests/test_attribution_peers.py``):
   batched torch     RISE (512 masks, 32 per batch), written from its formula (no
                     reference library is packaged).
 
-Each row: median (minimum) of ``--repeats`` timed calls after one warm-up call, seconds,
-the contenders called in turn (jax, peer, jax, ...); jax compile time apart (the
-warm-up's extra time); the ratio peer / jax (above 1: jax is faster); the max relative
-difference of the two maps.
+Each row: median (minimum) of ``--pairs`` timed rounds after one warm-up call, seconds,
+each round calling jax then the peer; jax compile time apart (the first call's extra
+time over the median); jaxviz's speedup, the median over the rounds of peer time / jax
+time (above 1: jaxviz is faster); the max relative difference of the two maps. The
+IntegratedGradients, NoiseTunnel(Saliency) and Occlusion rows are also printed as
+acceptance rows for ``python -m benchmarks`` (targets ``integrated_gradients``,
+``smoothgrad``, ``occlusion``).
 
-Run (from the repository root; about 6 minutes on 2 CPU cores)::
+Run (from the repository root; about 10 minutes on 2 CPU cores)::
 
-    PYTHONPATH=. python benchmarks/bench_peers.py [--repeats 3] [--size 224] [--out FILE]
+    PYTHONPATH=. python benchmarks/bench_peers.py [--pairs 5] [--size 224] [--batch 2] \\
+        [--only NAMES] [--out FILE]
+
+``python -m benchmarks`` also runs the CAM rows alone on a batch of 64 (workload
+``cams``): ``--batch 64 --only GradCAM,GradCAMPlusPlus,XGradCAM,HiResCAM,LayerCAM,EigenCAM``.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -39,12 +49,19 @@ import warnings
 
 import numpy as np
 
-from common import add_xla_option, apply_xla_option, seeded_alexnet, timed_alternating
+from common import (add_pairs_option, add_xla_option, apply_xla_option, emit_row, seeded_alexnet,
+                    speedup, time_alternating)
+
+# rows also printed as acceptance rows for `python -m benchmarks`: name -> target
+ACCEPTANCE = {"IntegratedGradients 50 (Captum)": "integrated_gradients",
+              "NoiseTunnel(Saliency) 50 (Captum)": "smoothgrad",
+              "Occlusion w32 s8 (Captum)": "occlusion"}
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--repeats", type=int, default=3)
+    add_pairs_option(p, 5)
+    p.add_argument("--batch", type=int, default=2, help="images per call (default 2)")
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--only", default=None, help="comma list of row names")
     p.add_argument("--out", default=None, help="append the Markdown report to this file")
@@ -72,11 +89,15 @@ def main(argv=None) -> int:
     for prm in tmodel.parameters():  # pytorch-grad-cam backpropagates from the parameters
         prm.requires_grad_(True)
     size = (args.size, args.size)
-    x = jv.data.preprocess([jv.data.sample_image("chelsea"), jv.data.sample_image("coffee")],
-                           size, resize="exact")
+    n = args.batch
+    photos = jv.data.preprocess([jv.data.sample_image("chelsea"), jv.data.sample_image("coffee")],
+                                size, resize="exact")
+    x = photos[np.arange(n) % 2]
+    if n > 2:
+        x[2:] += 0.1 * np.random.default_rng(0).standard_normal(x[2:].shape).astype(np.float32)
     xj = jnp.asarray(x)
     xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
-    targets = np.array([281, 7], np.int32)
+    targets = np.array([281, 7], np.int32)[np.arange(n) % 2]
     tt = torch.from_numpy(targets).long()
     relu5 = tmodel.features[11]
     nhwc = lambda t: t.detach().numpy().transpose(0, 2, 3, 1)  # noqa: E731
@@ -88,19 +109,23 @@ def main(argv=None) -> int:
             return cam(input_tensor=xt, targets=[ClassifierOutputTarget(int(t)) for t in targets])
         return run
 
-    # Captum's NoiseTunnel draws (N * 50, C, H, W) noise after torch.manual_seed(0), for the
-    # inputs repeated example by example: the same draws as our (50, N, H, W, C)
-    torch.manual_seed(0)
-    noise = torch.normal(0, torch.tensor(1.0).repeat((2 * 50, 3, *size))).numpy()
-    eps = noise.reshape(2, 50, 3, *size).transpose(1, 0, 3, 4, 2)
+    @functools.cache
+    def eps():
+        # Captum's NoiseTunnel draws (N * 50, C, H, W) noise after torch.manual_seed(0), for
+        # the inputs repeated example by example: the same draws as our (50, N, H, W, C).
+        # Made only when its row runs (at --batch 64 and 224 px it is 1.9 GB).
+        torch.manual_seed(0)
+        noise = torch.normal(0, torch.tensor(1.0).repeat((n * 50, 3, *size))).numpy()
+        return noise.reshape(n, 50, 3, *size).transpose(1, 0, 3, 4, 2)
+
     base = np.zeros((1, *x.shape[1:]), np.float32)
     np.random.seed(0)
-    indices, positions = np.random.choice(1, 100), np.random.uniform(0, 1, 100)
+    indices, positions = np.random.choice(1, n * 50), np.random.uniform(0, 1, n * 50)
     blocks = (np.arange(size[0])[:, None] * 7 // size[0]) * 7 + np.arange(size[1])[None] * 7 // size[1]
-    onehot = torch.zeros(2, 1000)
-    onehot[torch.arange(2), tt] = 1
+    onehot = torch.zeros(n, 1000)
+    onehot[torch.arange(n), tt] = 1
     low, high = [torch.from_numpy(((b - np.array(jv.data.IMAGENET_MEAN)) / np.array(jv.data.IMAGENET_STD))
-                                  .astype(np.float32)).reshape(1, 3, 1, 1).expand(2, 3, *size)
+                                  .astype(np.float32)).reshape(1, 3, 1, 1).expand(n, 3, *size)
                  for b in (0.0, 1.0)]
 
     def zennit(comp):
@@ -117,13 +142,13 @@ def main(argv=None) -> int:
     masks_t = torch.from_numpy(rise_masks)
 
     def torch_rise(chunk):
-        """RISE from its formula, ``chunk`` masks x both images per forward pass."""
+        """RISE from its formula, ``chunk`` masks x every image per forward pass."""
         with torch.no_grad():
-            total = torch.zeros(2, *size)
+            total = torch.zeros(n, *size)
             for start in range(0, len(masks_t), chunk):
                 m = masks_t[start:start + chunk]
                 out = tmodel((xt[None] * m[:, None, None]).reshape(-1, 3, *size))
-                scores = out.reshape(len(m), 2, -1)[:, torch.arange(2), tt]      # (k, N)
+                scores = out.reshape(len(m), n, -1)[:, torch.arange(n), tt]      # (k, N)
                 total += torch.einsum("kn,khw->nhw", scores, m)
             return (total / (len(masks_t) * 0.5)).numpy()
 
@@ -157,7 +182,7 @@ def main(argv=None) -> int:
             lambda: nhwc(ca.IntegratedGradients(tmodel).attribute(xt, target=tt, n_steps=50,
                                                                   internal_batch_size=50))),
         "NoiseTunnel(Saliency) 50 (Captum)": (
-            lambda: block(A.smoothgrad(model, variables, xj, targets, noise_samples=eps, stdev=1.0,
+            lambda: block(A.smoothgrad(model, variables, xj, targets, noise_samples=eps(), stdev=1.0,
                                        variant="abs", batch_size=25)),
             lambda: (torch.manual_seed(0), nhwc(ca.NoiseTunnel(ca.Saliency(tmodel)).attribute(
                 xt, target=tt, nt_samples=50)))[1]),
@@ -174,7 +199,7 @@ def main(argv=None) -> int:
                 perturbations_per_eval=16))),
         "GradientShap 50 (Captum)": (
             lambda: block(A.gradient_shap(model, variables, xj, targets, baselines=base,
-                                          draws=(indices.reshape(2, 50).T, positions.reshape(2, 50).T),
+                                          draws=(indices.reshape(n, 50).T, positions.reshape(n, 50).T),
                                           batch_size=25)),
             lambda: (np.random.seed(0), nhwc(ca.GradientShap(tmodel).attribute(
                 xt, baselines=torch.from_numpy(base.transpose(0, 3, 1, 2).copy()), n_samples=50,
@@ -196,12 +221,15 @@ def main(argv=None) -> int:
             lambda: block(A.lrp(model, variables, xj, targets, composite="epsilon_gamma_box", start="one")),
             zennit(composites.EpsilonGammaBox(low=low, high=high))),
     }
-    only = None if args.only is None else set(args.only.split(","))
+    only = None if args.only is None else {name.strip() for name in args.only.split(",")}
+    if only is not None and not only <= rows.keys():
+        p.error(f"unknown rows {sorted(only - rows.keys())}; rows: {', '.join(rows)}")
     lines = [
-        f"Two images, {size[0]} x {size[1]} px, AlexNet (seeded random weights), float32, CPU; "
-        f"median of {args.repeats} timed calls after 1 warm-up (minimum in parentheses), "
-        f"seconds. {xla}.", "",
-        "| method | peer s | jax s | peer/jax | jax compile s | max rel diff |",
+        f"{n} images, {size[0]} x {size[1]} px, AlexNet (seeded random weights), float32, CPU; "
+        f"median of {args.pairs} timed rounds (jax, peer) after 1 warm-up (minimum in "
+        f"parentheses), seconds; speedup = median over the rounds of peer / jax time. {xla}.", "",
+        "| method | peer s | jax s | speedup vs peer (>1: jaxviz faster) | jax compile s "
+        "| max rel diff |",
         "|---|---|---|---|---|---|"]
     for name, (ours, theirs) in rows.items():
         if only is not None and name not in only:
@@ -209,11 +237,16 @@ def main(argv=None) -> int:
         t = time.perf_counter()
         ours()
         first = time.perf_counter() - t
-        (jm, jmin, got), (tm, tmin, want) = timed_alternating([ours, theirs], args.repeats)
+        (jt, tt_), (got, want) = time_alternating([ours, theirs], args.pairs)
         got, want = np.asarray(got), np.asarray(want)
         diff = float(np.abs(got - want).max() / np.abs(want).max())
-        lines.append(f"| {name} | {tm:.3f} ({tmin:.3f}) | {jm:.3f} ({jmin:.3f}) | {tm / jm:.2f} | "
-                     f"{max(first - jm, 0):.1f} | {diff:.1e} |")
+        jm, tm = statistics.median(jt), statistics.median(tt_)
+        gain = speedup(tt_, jt)
+        lines.append(f"| {name} | {tm:.3f} ({min(tt_):.3f}) | {jm:.3f} ({min(jt):.3f}) | "
+                     f"{gain:.2f} | {max(first - jm, 0):.1f} | {diff:.1e} |")
+        if name in ACCEPTANCE:
+            emit_row(ACCEPTANCE[name], f"{name.rsplit(' (', 1)[0]}, AlexNet {size[0]} px, {n} images",
+                     name.rsplit("(", 1)[1].rstrip(")"), gain, args.pairs)
         print(lines[-1], flush=True)
     cpu = platform.processor() or platform.machine()
     lines += ["", f"Machine: {cpu}, {os.cpu_count()} cores; Python {platform.python_version()}, "

@@ -18,18 +18,27 @@ Three implementations per configuration:
   jaxviz         ``jv.synthesis.sweep(..., batch_size=C)``: one compiled step per
                  iteration for the whole batch.
 
-Reported: channel-steps per second (median of ``--repeats`` timed sweeps after a warm-up;
-the jax compile time apart; jaxviz with its CPU default, a Python loop of compiled steps,
-and with ``loop="scan"``), the ratio to torch batched, and the fraction of this
+Reported, per configuration: channel-steps per second (median of ``--pairs`` timed
+rounds after the first calls and a warm-up, each round running jaxviz with its CPU
+default, a Python loop of compiled steps, jaxviz with ``loop="scan"`` and torch batched
+in turn; the torch loop is timed apart, ``--pairs`` - 1 times, on ``--loop-channels``
+channels); jaxviz's speedup against the best torch contender (the higher rate: the median
+over the rounds of torch time / jax time for torch batched, the ratio of medians for the
+loop) and against the torch loop (above 1: jaxviz faster); and the fraction of this
 machine's fp32 limit reached by the jax sweep, from XLA's FLOP count of the forward and
-input-gradient to conv5 and ``--peak-gflops`` (default 250, the measured fp32 matmul peak
-of the 2-core development CPU, measured with a large jax matmul; pass the device's peak on
-a GPU).
+input-gradient to conv5 and the fp32 peak: ``--peak-gflops``, or by default the faster of
+a jitted jax and a torch 2048 x 2048 matmul measured at the start
+(``common.measured_peak_gflops``; about 250 GFLOP/s on the 2-core development CPU). The
+speedup against the best torch contender is printed as an acceptance row for
+``python -m benchmarks`` (target ``sweep``).
+
+A second table gives each contender's first sweep, its median, and their difference
+(for jax: tracing and compiling).
 
 Run (from the repository root; about 4 minutes on 2 CPU cores)::
 
     PYTHONPATH=. python benchmarks/bench_synthesis.py [--channels 32] [--steps 20] \\
-        [--loop-channels 8] [--repeats 2] [--out FILE]
+        [--loop-channels 8] [--pairs 5] [--out FILE]
 """
 
 from __future__ import annotations
@@ -39,12 +48,15 @@ import datetime
 import math
 import os
 import platform
+import statistics
 import sys
 import time
 
 import numpy as np
 
-from common import add_xla_option, apply_xla_option, seeded_alexnet, timed, timed_alternating
+from common import (add_pairs_option, add_xla_option, apply_xla_option, emit_row,
+                    measured_peak_gflops, seeded_alexnet, speedup, time_alternating, timed,
+                    write_atomic)
 
 SIZE, LAYER, LR = 128, "conv5", 0.05
 
@@ -126,8 +138,9 @@ def main(argv=None) -> int:
     p.add_argument("--loop-channels", type=int, default=8,
                    help="channels for the one-at-a-time torch loop (its rate is per channel-step)")
     p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--repeats", type=int, default=2)
-    p.add_argument("--peak-gflops", type=float, default=250.0)
+    add_pairs_option(p, 5)
+    p.add_argument("--peak-gflops", type=float, default=None,
+                   help="the fp32 peak, GFLOP/s (default: measured with a matmul at the start)")
     p.add_argument("--out", default=None)
     add_xla_option(p)
     args = p.parse_args(argv)
@@ -157,7 +170,14 @@ def main(argv=None) -> int:
         cost = cost[0] if isinstance(cost, list) else cost
         return float(cost["flops"])
 
-    rows = []
+    if args.peak_gflops is None:
+        peaks = measured_peak_gflops()
+        args.peak_gflops = max(peaks.values())
+        peak_note = (f"fp32 peak {args.peak_gflops:.0f} GFLOP/s, the faster of a jax "
+                     f"({peaks['jax']:.0f}) and a torch ({peaks['torch']:.0f}) 2048 x 2048 matmul")
+    else:
+        peak_note = f"fp32 peak {args.peak_gflops:.0f} GFLOP/s (--peak-gflops)"
+    rows, firsts = [], []
     load_before = os.getloadavg()[0]
     for name, cfg in configs.items():
         def jax_sweep(loop="python"):
@@ -166,46 +186,70 @@ def main(argv=None) -> int:
                                                  size=SIZE, batch_size=len(channels),
                                                  progress=False, loop=loop, **cfg))
 
-        t0 = time.perf_counter()
-        jax_sweep()
-        first = time.perf_counter() - t0
-        (jmed, jmin, _), (smed, smin, _), (bmed, bmin, _) = timed_alternating(
-            [jax_sweep, lambda: jax_sweep("scan"),
-             lambda: torch_sweep(tmodel, channels, args.steps, name)], args.repeats)
+        contenders = {"jaxviz": jax_sweep, "jaxviz, lax.scan loop": lambda: jax_sweep("scan"),
+                      "torch batched": lambda: torch_sweep(tmodel, channels, args.steps, name)}
+        first = {}
+        for who, fn in contenders.items():  # first calls: jax traces and compiles
+            t0 = time.perf_counter()
+            fn()
+            first[who] = time.perf_counter() - t0
+        times, _ = time_alternating(list(contenders.values()), args.pairs)
+        times = dict(zip(contenders, times))
+        med = {who: statistics.median(ts) for who, ts in times.items()}
+        firsts.append((name, [(who, first[who], med[who]) for who in contenders]))
 
         def loop():
             for c in loop_channels:
                 torch_sweep(tmodel, [c], args.steps, name, seed=c)
 
-        lmed, lmin = timed(loop, max(1, args.repeats - 1))[:2]
+        lmed = timed(loop, max(1, args.pairs - 1))[0]
         work = len(channels) * args.steps
+        rate = {who: work / m for who, m in med.items()}
+        rate["torch loop"] = len(loop_channels) * args.steps / lmed
+        jt = times["jaxviz"]
+        gain_loop = rate["jaxviz"] / rate["torch loop"]
+        if rate["torch loop"] > rate["torch batched"]:
+            best, gain = "torch loop", gain_loop
+        else:
+            best, gain = "torch batched", speedup(times["torch batched"], jt)
+        emit_row("sweep", f"channel sweep ({name}), AlexNet conv5 {SIZE} px, "
+                 f"{len(channels)} channels x {args.steps} steps", best, gain, args.pairs)
         seen = SIZE + 12 if name == "lucid" else SIZE
         gflop = flops_per_image(seen) * work / 1e9
-        rows.append((name, len(loop_channels) * args.steps / lmed, work / bmed, work / jmed,
-                     work / smed, bmed / jmed, first - jmed, gflop / jmed / args.peak_gflops))
+        rows.append((name, rate["torch loop"], rate["torch batched"], rate["jaxviz"],
+                     rate["jaxviz, lax.scan loop"], best, gain, gain_loop,
+                     gflop / med["jaxviz"] / args.peak_gflops))
 
     device = jax.devices()[0]
     dev = f"{device.platform.upper()}" + ("" if device.platform == "cpu" else f" ({device.device_kind})")
     header = (f"AlexNet conv5, {SIZE} px, {args.channels} channels x {args.steps} Adam steps "
               f"(torch loop: {args.loop_channels} channels, one at a time); float32, device: {dev}; "
               f"{os.cpu_count()} cores, torch {torch.get_num_threads()} threads; median of "
-              f"{args.repeats} timed sweeps after a warm-up. jax {jax.__version__}, torch "
+              f"{args.pairs} timed rounds after a warm-up; speedup = median over the rounds of "
+              f"torch / jax time. jax {jax.__version__}, torch "
               f"{torch.__version__}, Python {platform.python_version()}. "
               f"{datetime.date.today().isoformat()}; load average {load_before:.2f} before, "
-              f"{os.getloadavg()[0]:.2f} after. {xla}.")
+              f"{os.getloadavg()[0]:.2f} after. {xla}. {peak_note}.")
     lines = [header, "",
              "| configuration | torch loop ch-steps/s | torch batched ch-steps/s | jaxviz ch-steps/s "
-             "| jaxviz, lax.scan loop | jaxviz / torch batched (speed) | jax compile s "
-             "| fraction of fp32 peak |",
-             "|---|---|---|---|---|---|---|---|"]
-    for name, lr, br, jr, sr, ratio, comp, frac in rows:
-        lines.append(f"| {name} | {lr:.1f} | {br:.1f} | {jr:.1f} | {sr:.1f} | {ratio:.2f} | "
-                     f"{comp:.1f} | {frac:.1%} |")
+             "| jaxviz, lax.scan loop ch-steps/s | best torch "
+             "| speedup vs best torch (>1: jaxviz faster) "
+             "| speedup vs torch loop (>1: jaxviz faster) | fraction of fp32 peak |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, lr, br, jr, sr, best, gain, gain_loop, frac in rows:
+        lines.append(f"| {name} | {lr:.1f} | {br:.1f} | {jr:.1f} | {sr:.1f} | {best} | {gain:.2f} "
+                     f"| {gain_loop:.2f} | {frac:.1%} |")
+    lines += ["", "First sweep against the median, seconds (jax: tracing and compiling the step "
+              "in the first; the scan loop compiles all steps as one program):", "",
+              "| configuration | contender | first sweep s | median s | compile (first - median) s |",
+              "|---|---|---|---|---|"]
+    for name, entries in firsts:
+        for who, first, median in entries:
+            lines.append(f"| {name} | {who} | {first:.2f} | {median:.2f} | {first - median:.2f} |")
     text = "\n".join(lines)
     print(text)
     if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
+        write_atomic(args.out, text + "\n")
     return 0
 
 

@@ -28,6 +28,8 @@ import sys
 import time
 from pathlib import Path
 
+from common import write_atomic
+
 BATCH = 64
 
 
@@ -201,12 +203,12 @@ def main() -> None:
     for n in sizes:
         jx, tr = (r for m, _, r in rows if m == n)
         lines.append("")
-        lines.append(f"{n:,} images: jaxviz / torch throughput = "
-                     f"{tr['seconds'] / jx['seconds']:.2f}x")
+        lines.append(f"{n:,} images: jaxviz speedup vs torch (torch s / jaxviz s; >1: jaxviz "
+                     f"faster) = {tr['seconds'] / jx['seconds']:.2f}")
     report = "\n".join(lines)
     print(report)
     if args.out:
-        Path(args.out).write_text(report + "\n")
+        write_atomic(args.out, report + "\n")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,13 @@
-"""Shared by the benchmark scripts: the seeded AlexNet both frameworks run, and timing."""
+"""Shared by the benchmark scripts: the seeded AlexNet both frameworks run, timing, paired
+speedups (baseline time / jaxviz time: above 1, jaxviz is faster) and the machine-readable
+acceptance rows that ``python -m benchmarks`` summarizes."""
 
 from __future__ import annotations
 
+import json
+import os
 import statistics
+import tempfile
 import time
 
 
@@ -67,3 +72,89 @@ def timed_alternating(fns, repeats: int) -> list[tuple[float, float, object]]:
     """:func:`time_alternating` with one warm-up: per function (median s, minimum s, last output)."""
     times, outs = time_alternating(fns, repeats)
     return [(statistics.median(ts), min(ts), out) for ts, out in zip(times, outs)]
+
+
+# --- paired timings and the rows `python -m benchmarks` summarizes ------------------------------
+
+#: prefix of the machine-readable lines a script prints on stdout (one JSON object each);
+#: ``python -m benchmarks`` collects them into its acceptance table and drops them from the
+#: Markdown reports.
+ROW_MARKER = "@@bench-row "
+
+
+def add_pairs_option(parser, default: int) -> None:
+    """``--pairs N`` (alias ``--repeats``): N timed rounds, each calling every contender once
+    in turn, so every round pairs jaxviz's call with each PyTorch contender's call."""
+    parser.add_argument("--pairs", "--repeats", dest="pairs", type=int, default=default,
+                        help="timed rounds after the warm-up, each calling every contender once "
+                             "in turn (jax, torch, jax, ...); speedups are the median over rounds "
+                             f"of each round's ratio (default {default})")
+
+
+def speedup(baseline_times, jax_times) -> float:
+    """Median over paired rounds of baseline time / jaxviz time (above 1: jaxviz faster)."""
+    return statistics.median(b / j for b, j in zip(baseline_times, jax_times, strict=True))
+
+
+def best_contender(times: dict[str, list[float]]) -> str:
+    """The name of the fastest contender (lowest median time)."""
+    return min(times, key=lambda name: statistics.median(times[name]))
+
+
+def emit_row(target: str, workload: str, contender: str, value: float, pairs: int) -> None:
+    """Prints one acceptance row for ``python -m benchmarks``: jaxviz's median speedup over
+    ``pairs`` paired rounds against ``contender`` (the best PyTorch one in this run) on
+    ``workload``; ``target`` names the goal it is checked against (benchmarks/__main__.py)."""
+    print(ROW_MARKER + json.dumps({"target": target, "workload": workload, "contender": contender,
+                                   "speedup": float(value), "pairs": int(pairs)}), flush=True)
+
+
+def write_atomic(path, text: str) -> None:
+    """Writes ``text`` to ``path`` through a temporary file in the same folder and a rename,
+    so a reader never sees half a report."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+# --- FLOP rates against the machine's measured peak ---------------------------------------------
+
+
+def measured_peak_gflops(n: int = 2048, repeats: int = 5) -> dict[str, float]:
+    """This machine's float32 matmul rate, GFLOP/s: the best of ``repeats`` (n x n) @ (n x n)
+    products in jax (jitted, on its default device) and in torch (on the CPU, or on CUDA when
+    jax runs on a GPU and torch sees one), after a warm-up; ``{"jax": ..., "torch": ...}``."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import torch
+
+    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+    flop = 2.0 * n ** 3
+    aj = jnp.asarray(a)
+    mm = jax.jit(lambda x: x @ x)
+    on_gpu = jax.default_backend() == "gpu" and torch.cuda.is_available()
+    at = torch.from_numpy(a).to("cuda" if on_gpu else "cpu")
+    sync = torch.cuda.synchronize if on_gpu else (lambda: None)
+    times, _ = time_alternating([lambda: mm(aj).block_until_ready(),
+                                 lambda: (at @ at, sync())], repeats)
+    return {"jax": flop / min(times[0]) / 1e9, "torch": flop / min(times[1]) / 1e9}
+
+
+def xla_flops(compiled) -> float | None:
+    """The FLOP count XLA reports for a compiled function (``jax.jit(f).lower(...).compile()``),
+    or None where the backend gives none."""
+    try:
+        cost = compiled.cost_analysis()
+    except Exception:  # not every backend implements it
+        return None
+    cost = cost[0] if isinstance(cost, list) else cost
+    flops = (cost or {}).get("flops")
+    return float(flops) if flops and flops > 0 else None
