@@ -1,20 +1,29 @@
 """Faster float32 convolutions on XLA:CPU, on request.
 
-jaxlib 0.10 hands every convolution on the CPU backend to YNNPACK (XLA's
-"individual convolution" library fusion). On the x86 machines we measure on (2 AVX2
-cores), XLA's own float32 convolution path, which it uses when that fusion is off, runs
-the convolutions of AlexNet and GoogLeNet up to 2x faster (5x on other shapes), and
-makes jaxviz's float32 CPU timings match or beat PyTorch's (``benchmarks/RESULTS.md``).
-The price: float64 convolutions, which YNNPACK also runs, fall back to XLA's generic
-loop and become about 8x slower, so keep the default for float64 work (the test suite
-does). The switch is an XLA flag, so it must be set before JAX starts its backends::
+jaxlib 0.10 hands work on the CPU backend to YNNPACK through "library fusions". Two of
+them are slow on the x86 machines we measure on (2 AVX2 cores):
+
+- the individual-convolution fusion: XLA's own float32 convolution path, which it uses
+  when that fusion is off, runs the convolutions of AlexNet and GoogLeNet up to 2x
+  faster (5x on other shapes);
+- the reduce fusion: in VGG16's forward pass it takes the whole network, every
+  convolution and pool up to the classifier, into one YNN fusion, which runs 4x the
+  CPU work of XLA's own code (2.4 against 0.6 CPU-seconds for 2 images at 224 px) and
+  made the forward 3x slower than PyTorch's; without it, VGG16's forward is 1.6x
+  PyTorch's speed on the same machine.
+
+:func:`use_fast_convolutions` turns both off. That makes jaxviz's float32 CPU timings
+match or beat PyTorch's (``benchmarks/RESULTS.md``). The price: float64 convolutions,
+which YNNPACK also runs, fall back to XLA's generic loop and become about 8x slower, so
+keep the default for float64 work (the test suite does). The switch is an XLA flag, so
+it must be set before JAX starts its backends::
 
     import jaxviz as jv
     jv.cpu.use_fast_convolutions()   # before the first JAX computation
     ...
 
 or, equivalently, in the shell:
-``XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=-individual_convolution``.
+``XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=-individual_convolution,-reduce``.
 The ``jaxviz`` command and the benchmarks (float32) do it for themselves.
 Importing jaxviz changes nothing: XLA flags are process-wide, and yours stay yours.
 
@@ -27,7 +36,7 @@ from __future__ import annotations
 
 import os
 
-FLAG = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
+FLAG = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution,-reduce"
 KNOWN_JAXLIB = ((0, 10),)  # (major, minor) versions that accept FLAG
 _SETTING = "xla_cpu_experimental_ynn_fusion_type"
 
