@@ -105,9 +105,10 @@ def test_size_arguments():
 # --- activations -------------------------------------------------------------------------
 
 
-# (convolutions, dot products) of the whole forward at 64x64: AlexNet 5 convs, 3 linears
-# and 2 for the adaptive pool (rows, then columns: 1x1 -> 6x6); VGG11 8 convs, 3 + 2;
-# GoogLeNet 3 + 9 x 6 convs, 1 linear (its adaptive pool to 1x1 is a mean)
+# (convolutions, dot products) of the whole forward at 128x128: AlexNet 5 convs, 3 linears
+# and 2 for the adaptive pool (rows, then columns: 3x3 -> 6x6); VGG11 8 convs, 3 + 2;
+# GoogLeNet 3 + 9 x 6 convs, 1 linear (its adaptive pool to 1x1 is a mean). At this size
+# no map is tiny enough for conv2d's one-matrix-product form (models/layers.py).
 FULL = {"alexnet": (5, 5), "vgg11": (8, 5), "googlenet": (57, 1)}
 
 
@@ -120,7 +121,7 @@ FULL = {"alexnet": (5, 5), "vgg11": (8, 5), "googlenet": (57, 1)}
 def test_forward_stops_at_the_last_requested_layer(arch, layer, convs, linears):
     model = jv.models.create(arch)
     variables = shapes_only(model)
-    x = jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32)
+    x = jax.ShapeDtypeStruct((1, 128, 128, 3), jnp.float32)
     for run, counts in [(lambda v, x: jv.activations(model, v, x, [layer]), (convs, linears)),
                         (model.apply, FULL[arch])]:
         jaxpr = jax.make_jaxpr(run)(variables, x)
