@@ -60,13 +60,12 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 
 import numpy as np
 
 from common import (add_pairs_option, add_xla_option, apply_xla_option, emit_row,
-                    measured_peak_gflops, speedup, time_alternating, xla_flops)
+                    measured_peak_gflops, speedup, time_alternating, write_atomic, xla_flops)
 
 MODELS = ("alexnet", "vgg16", "googlenet")
 REL_TOL = 1e-4  # agreement above this is flagged in the output
@@ -306,19 +305,6 @@ def report(all_results, args, info) -> str:
               f"Load average (1 min) before / after: {info['load']}",
               f"Date: {info['date']}", ""]
     return "\n".join(lines)
-
-
-def write_atomic(path: str, text: str) -> None:
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=".md")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def main(argv=None) -> int:
