@@ -132,6 +132,10 @@ def _run(name: str, args: argparse.Namespace) -> tuple[int, str, float, list[dic
         argv += ["--out", out]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}
+    if args.device == "cpu":  # on a GPU machine too: both frameworks on the CPU
+        env.update(JAX_PLATFORMS="cpu", CUDA_VISIBLE_DEVICES="")
+    else:  # jax and torch share the GPU: jax allocates on demand
+        env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     t = time.perf_counter()
     proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - t

@@ -34,13 +34,13 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 
 import numpy as np
 
-from common import (add_pairs_option, add_xla_option, apply_xla_option, best_contender, emit_row,
-                    seeded_alexnet, speedup, time_alternating)
+from common import (add_pairs_option, add_tf32_option, add_xla_option, apply_xla_option,
+                    best_contender, emit_row, publish, seeded_alexnet, speedup, time_alternating,
+                    torch_device)
 
 SAMPLES, NOISE = 50, 0.15
 WINDOW, STRIDE, CHUNK = 32, 8, 64
@@ -51,27 +51,35 @@ def rel(a, b) -> float:
     return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))
 
 
+def _device(tmodel):
+    return next(tmodel.parameters()).device
+
+
 def torch_smoothgrad(tmodel, x, eps, sigma, target, batched: bool):
+    """On the device ``tmodel`` is on, from host arrays to a host array (the copy back
+    waits for a GPU), as a user's call would."""
     import torch
 
-    xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
-    et = torch.from_numpy(eps.transpose(0, 1, 4, 2, 3).copy())[:, 0]  # (S, 3, H, W)
+    dev = _device(tmodel)
+    xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).to(dev)
+    et = torch.from_numpy(eps.transpose(0, 1, 4, 2, 3).copy())[:, 0].to(dev)  # (S, 3, H, W)
     if batched:
         noisy = (xt + sigma * et).requires_grad_(True)
         tmodel(noisy)[:, target].sum().backward()
-        return noisy.grad.mean(0, keepdim=True).permute(0, 2, 3, 1).numpy()
+        return noisy.grad.mean(0, keepdim=True).permute(0, 2, 3, 1).cpu().numpy()
     total = torch.zeros_like(xt)
     for s in range(len(et)):
         noisy = (xt + sigma * et[s : s + 1]).requires_grad_(True)
         tmodel(noisy)[0, target].backward()
         total += noisy.grad
-    return (total / len(et)).permute(0, 2, 3, 1).numpy()
+    return (total / len(et)).permute(0, 2, 3, 1).cpu().numpy()
 
 
 def torch_occlusion(tmodel, x, target, positions, batched: bool):
     import torch
 
-    xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
+    dev = _device(tmodel)
+    xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).to(dev)
     h, w = xt.shape[2:]
     windows = [(i, j) for i in positions for j in positions]
     with torch.no_grad():
@@ -85,11 +93,11 @@ def torch_occlusion(tmodel, x, target, positions, batched: bool):
                 batch[b, :, i : i + WINDOW, j : j + WINDOW] = 0.0
             drops.append(reference - tmodel(batch)[:, target])
         drops = torch.cat(drops)
-        total, count = torch.zeros(h, w), torch.zeros(h, w)
+        total, count = torch.zeros(h, w, device=dev), torch.zeros(h, w, device=dev)
         for d, (i, j) in zip(drops, windows):
             total[i : i + WINDOW, j : j + WINDOW] += d
             count[i : i + WINDOW, j : j + WINDOW] += 1
-    return (total / count)[None].numpy()
+    return (total / count)[None].cpu().numpy()
 
 
 def main(argv=None) -> int:
@@ -97,6 +105,7 @@ def main(argv=None) -> int:
     add_pairs_option(p, 5)
     p.add_argument("--out", default=None, help="also write the markdown table to this file")
     add_xla_option(p)
+    add_tf32_option(p)
     args = p.parse_args(argv)
     xla = apply_xla_option(args)
 
@@ -106,7 +115,8 @@ def main(argv=None) -> int:
 
     import jaxviz as jv
 
-    tmodel, model, variables = seeded_alexnet()
+    tdev, device_note = torch_device(args.allow_tf32)
+    tmodel, model, variables = seeded_alexnet(tdev)
     x = jv.data.preprocess(jv.data.sample_image("chelsea"))
     target = int(np.argmax(np.asarray(jax.jit(model.apply)(variables, x))[0]))
     sigma = NOISE * float(x.max() - x.min())
@@ -135,16 +145,16 @@ def main(argv=None) -> int:
                      rel(jout, bout), rel(lout, bout)))
 
     def jax_smoothgrad():
-        return jv.attribution.smoothgrad(model, variables, x, target, noise=NOISE,
-                                         noise_samples=jnp.asarray(eps)).block_until_ready()
+        return np.asarray(jv.attribution.smoothgrad(model, variables, x, target, noise=NOISE,
+                                                    noise_samples=jnp.asarray(eps)))
 
     measure(f"smoothgrad, {SAMPLES} samples", "smoothgrad", jax_smoothgrad,
             lambda: torch_smoothgrad(tmodel, x, eps, sigma, target, False),
             lambda: torch_smoothgrad(tmodel, x, eps, sigma, target, True))
 
     def jax_occlusion():
-        return jv.attribution.occlusion(model, variables, x, target, window=WINDOW, stride=STRIDE,
-                                        baseline=0.0, batch_size=CHUNK).block_until_ready()
+        return np.asarray(jv.attribution.occlusion(model, variables, x, target, window=WINDOW,
+                                                   stride=STRIDE, baseline=0.0, batch_size=CHUNK))
 
     measure(f"occlusion, window {WINDOW}, stride {STRIDE} (625)", "occlusion", jax_occlusion,
             lambda: torch_occlusion(tmodel, x, target, positions, False),
@@ -154,7 +164,8 @@ def main(argv=None) -> int:
         return f"{statistics.median(ts):.3f} ({min(ts):.3f})"
 
     lines = [
-        f"AlexNet, 224 x 224, one image, float32, CPU ({platform.processor() or platform.machine()}, "
+        f"AlexNet, 224 x 224, one image, float32, {device_note} "
+        f"({platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} cores, torch {torch.get_num_threads()} threads); median (minimum) of "
         f"{args.pairs} timed rounds (jax, torch batched) after a warm-up, seconds, the torch "
         f"loop timed apart ({loop_calls} call{'s' if loop_calls > 1 else ''}); speedup vs best "
@@ -172,13 +183,7 @@ def main(argv=None) -> int:
     for name, lt, bt, jt, best, gain, gain_loop, comp, dj, dl in rows:
         lines.append(f"| {name} | {fmt(lt)} | {fmt(bt)} | {fmt(jt)} | {best} | {gain:.2f} "
                      f"| {gain_loop:.2f} | {comp:.2f} | {dj:.1e} | {dl:.1e} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(args.out)) or ".")
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, args.out)
+    publish("\n".join(lines) + "\n", args.out)
     return 0
 
 

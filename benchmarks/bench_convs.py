@@ -23,7 +23,7 @@ import statistics
 import numpy as np
 
 from common import (add_pairs_option, add_xla_option, apply_xla_option, speedup, time_alternating,
-                    write_atomic)
+                    publish)
 
 # name, input size, C_in, C_out, kernel, stride, padding
 LAYERS = [
@@ -93,10 +93,7 @@ def main(argv=None) -> int:
         med = {k: statistics.median(v) * 1e3 for k, v in dict(tf=tf, jf=jf, td=td, jd=jd).items()}
         lines.append(f"| {name} | {geo} | {med['tf']:.1f} | {med['jf']:.1f} | {speedup(tf, jf):.2f} | "
                      f"{med['td']:.1f} | {med['jd']:.1f} | {speedup(td, jd):.2f} |")
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        write_atomic(args.out, text + "\n")
+    publish("\n".join(lines), args.out)
     return 0
 
 

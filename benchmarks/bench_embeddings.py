@@ -40,7 +40,7 @@ import time
 
 import numpy as np
 
-from common import add_xla_option, apply_xla_option, time_alternating, write_atomic
+from common import add_xla_option, apply_xla_option, time_alternating, publish
 
 SCALES = (1, 4, 16)
 
@@ -210,11 +210,8 @@ def main(argv=None) -> int:
         out.append("")
 
     out.append(f"Load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after.")
-    report = "\n".join(out)
     print()
-    print(report)
-    if args.out:
-        write_atomic(args.out, report + "\n")
+    publish("\n".join(out), args.out)
     return 0
 
 

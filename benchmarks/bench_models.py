@@ -32,7 +32,7 @@ Times are wall clock (``time.perf_counter``). For each task three rows:
 The steady-state row also gives each side's GFLOP/s: XLA's FLOP count of the compiled jax
 program (``cost_analysis``; the same work on both sides) over the median time, and its
 fraction of this machine's fp32 peak, measured at the start as the faster of a jitted jax
-and a torch 2048 x 2048 matmul (``common.measured_peak_gflops``).
+and a torch 2048 x 2048 matmul, 8192 x 8192 on a GPU (``common.measured_peak_gflops``).
 
 The 1-minute load average before and after the run is printed: on a shared machine,
 other processes distort the timings. VGG16's forward speedup is also printed as an
@@ -64,8 +64,9 @@ import time
 
 import numpy as np
 
-from common import (add_pairs_option, add_xla_option, apply_xla_option, emit_row,
-                    measured_peak_gflops, speedup, time_alternating, write_atomic, xla_flops)
+from common import (add_pairs_option, add_tf32_option, add_xla_option, apply_xla_option, emit_row,
+                    measured_peak_gflops, speedup, time_alternating, torch_device, write_atomic,
+                    xla_flops)
 
 MODELS = ("alexnet", "vgg16", "googlenet")
 REL_TOL = 1e-4  # agreement above this is flagged in the output
@@ -80,8 +81,7 @@ def parse_args(argv=None):
     add_pairs_option(p, 5)
     p.add_argument("--warmup", type=int, default=1, help="untimed calls before timing")
     p.add_argument("--tasks", default="forward,grad", help="comma-separated: forward,grad")
-    p.add_argument("--allow-tf32", action="store_true",
-                   help="GPU only: leave TF32 on in both frameworks (default: strict fp32)")
+    add_tf32_option(p)
     p.add_argument("--out", default=None, help="also write the markdown report to this file")
     add_xla_option(p)
     args = p.parse_args(argv)
@@ -218,7 +218,7 @@ def bench_model(name, args, on_gpu, jdev, log):
         compiled = jax.jit(fn).lower(*jargs).compile()
         jax.block_until_ready(compiled(*jargs))
         jax_first = time.perf_counter() - t0
-        flops = xla_flops(compiled)
+        flops = xla_flops(fn, *jargs)
         t0 = time.perf_counter()
         tsync(tfn())
         torch_first = time.perf_counter() - t0
@@ -317,22 +317,8 @@ def main(argv=None) -> int:
     import torch
     import torchvision
 
-    on_gpu = jax.default_backend() == "gpu" and torch.cuda.is_available()
-    if on_gpu:
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = args.allow_tf32
-        torch.backends.cudnn.allow_tf32 = args.allow_tf32
-        if not args.allow_tf32:
-            # XLA:GPU's default precision may run fp32 dots/convs as TF32.
-            jax.config.update("jax_default_matmul_precision", "float32")
-        device = (f"GPU: {torch.cuda.get_device_name(0)} "
-                  f"(jax {jax.devices()[0].device_kind}); "
-                  f"TF32 {'allowed' if args.allow_tf32 else 'off (strict fp32) in both'}")
-    else:
-        device = "CPU"
-        if jax.default_backend() != "cpu" or torch.cuda.is_available():
-            device += (f" (jax backend {jax.default_backend()}, torch cuda "
-                       f"{torch.cuda.is_available()}: not both on GPU, so both run on CPU)")
+    tdev, device = torch_device(args.allow_tf32)
+    on_gpu = tdev.type == "cuda"
     jdev = jax.devices()[0] if on_gpu else jax.devices("cpu")[0]
 
     machine = (f"{cpu_model()}, {os.cpu_count()} cores; {xla}; Python {platform.python_version()}, "
@@ -346,10 +332,11 @@ def main(argv=None) -> int:
         print(msg, file=sys.stderr, flush=True)
 
     log(f"device: {device}\nmachine: {machine}")
-    peaks = measured_peak_gflops()
+    n = 8192 if on_gpu else 2048
+    peaks = measured_peak_gflops(n)
     info["peak_gflops"] = max(peaks.values())
     info["peak"] = (f"{info['peak_gflops']:.0f} GFLOP/s, the faster of jax {peaks['jax']:.0f} and "
-                    f"torch {peaks['torch']:.0f} on a 2048 x 2048 matmul")
+                    f"torch {peaks['torch']:.0f} on a {n} x {n} matmul")
     all_results = {}
     t_start = time.perf_counter()
     for name in args.models:

@@ -40,7 +40,7 @@ import sys
 import tempfile
 import time
 
-from common import add_pairs_option, speedup, write_atomic
+from common import add_pairs_option, speedup, publish
 
 CONTENDERS = {
     "torch.load": "torch.load(weights_only=True), tensors only",
@@ -136,10 +136,7 @@ def main(argv=None) -> int:
         gain = "-" if name == "port" else f"{speedup(secs[name], secs['port']):.2f}"
         lines.append(f"| {label} | {statistics.median(secs[name]):.2f} ({min(secs[name]):.2f}) | "
                      f"{peak:.0f} | {growth:.0f} | {gain} |")
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        write_atomic(args.out, text + "\n")
+    publish("\n".join(lines), args.out)
     return 0
 
 

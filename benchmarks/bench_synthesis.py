@@ -27,7 +27,7 @@ over the rounds of torch time / jax time for torch batched, the ratio of medians
 loop) and against the torch loop (above 1: jaxviz faster); and the fraction of this
 machine's fp32 limit reached by the jax sweep, from XLA's FLOP count of the forward and
 input-gradient to conv5 and the fp32 peak: ``--peak-gflops``, or by default the faster of
-a jitted jax and a torch 2048 x 2048 matmul measured at the start
+a jitted jax and a torch 2048 x 2048 matmul (8192 on a GPU) measured at the start
 (``common.measured_peak_gflops``; about 250 GFLOP/s on the 2-core development CPU). The
 speedup against the best torch contender is printed as an acceptance row for
 ``python -m benchmarks`` (target ``sweep``).
@@ -54,9 +54,9 @@ import time
 
 import numpy as np
 
-from common import (add_pairs_option, add_xla_option, apply_xla_option, emit_row,
-                    measured_peak_gflops, seeded_alexnet, speedup, time_alternating, timed,
-                    write_atomic)
+from common import (add_pairs_option, add_tf32_option, add_xla_option, apply_xla_option,
+                    emit_row, measured_peak_gflops, seeded_alexnet, speedup, time_alternating,
+                    timed, torch_device, publish, xla_flops)
 
 SIZE, LAYER, LR = 128, "conv5", 0.05
 
@@ -65,26 +65,30 @@ SIZE, LAYER, LR = 128, "conv5", 0.05
 
 
 def torch_sweep(tmodel, channels, steps: int, config: str, seed: int = 0):
-    """Optimizes one image per channel as one batch; returns the images (B, 3, H, W)."""
+    """Optimizes one image per channel as one batch, on the device ``tmodel`` is on; returns
+    the images (B, 3, H, W) on the CPU (which waits for a GPU to finish). The random draws
+    come from a CPU generator (the same on either device) and move to the device."""
     import torch
     import torch.nn.functional as F
 
     from jaxviz.synthesis import param as jparam
 
+    dev = next(tmodel.parameters()).device
     g = torch.Generator().manual_seed(seed)
     b = len(channels)
-    idx = torch.as_tensor(channels)
-    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    idx = torch.as_tensor(channels, device=dev)
+    mean = torch.tensor([0.485, 0.456, 0.406], device=dev).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225], device=dev).view(1, 3, 1, 1)
     features = tmodel.features[:11]
     if config == "lucid":
-        scale = torch.as_tensor(jparam.spectrum_scale(SIZE, SIZE), dtype=torch.float32)
+        scale = torch.as_tensor(jparam.spectrum_scale(SIZE, SIZE), dtype=torch.float32, device=dev)
         color = torch.as_tensor(jparam.COLOR_CORRELATION_SQRT
                                 / np.max(np.linalg.norm(jparam.COLOR_CORRELATION_SQRT, axis=0)),
-                                dtype=torch.float32)
-        p = (0.01 * torch.randn(b, 2, 3, SIZE, SIZE // 2 + 1, generator=g)).requires_grad_(True)
+                                dtype=torch.float32, device=dev)
+        p = 0.01 * torch.randn(b, 2, 3, SIZE, SIZE // 2 + 1, generator=g)
     else:
-        p = torch.empty(b, 3, SIZE, SIZE).uniform_(-1, 1, generator=g).requires_grad_(True)
+        p = torch.empty(b, 3, SIZE, SIZE).uniform_(-1, 1, generator=g)
+    p = p.to(dev).requires_grad_(True)
     opt = torch.optim.Adam([p], lr=LR)
     scales = torch.tensor([1 + (i - 5) / 50.0 for i in range(11)])
     angles = torch.tensor(list(range(-10, 11)) + 5 * [0], dtype=torch.float32) * math.pi / 180
@@ -98,8 +102,8 @@ def torch_sweep(tmodel, channels, steps: int, config: str, seed: int = 0):
 
     def jitter(x, d):
         h, w = x.shape[2] - d, x.shape[3] - d
-        off = torch.randint(0, d + 1, (b, 2), generator=g)
-        return torch.stack([x[i, :, off[i, 0]:off[i, 0] + h, off[i, 1]:off[i, 1] + w]
+        off = torch.randint(0, d + 1, (b, 2), generator=g).tolist()  # host ints: no GPU sync
+        return torch.stack([x[i, :, off[i][0]:off[i][0] + h, off[i][1]:off[i][1] + w]
                             for i in range(b)])
 
     def warp(x, theta):
@@ -109,11 +113,11 @@ def torch_sweep(tmodel, channels, steps: int, config: str, seed: int = 0):
     def transform(x):
         x = F.pad(x, (12, 12, 12, 12), value=0.5)
         x = jitter(x, 8)
-        s = scales[torch.randint(0, len(scales), (b,), generator=g)]
-        zero = torch.zeros(b)
+        s = scales[torch.randint(0, len(scales), (b,), generator=g)].to(dev)
+        zero = torch.zeros(b, device=dev)
         x = warp(x, torch.stack([torch.stack([1 / s, zero, zero], 1),
                                  torch.stack([zero, 1 / s, zero], 1)], 1))
-        a = angles[torch.randint(0, len(angles), (b,), generator=g)]
+        a = angles[torch.randint(0, len(angles), (b,), generator=g)].to(dev)
         c, sn = torch.cos(a), torch.sin(a)
         x = warp(x, torch.stack([torch.stack([c, -sn, zero], 1),
                                  torch.stack([sn, c, zero], 1)], 1))
@@ -124,12 +128,12 @@ def torch_sweep(tmodel, channels, steps: int, config: str, seed: int = 0):
         if config == "lucid":
             x = transform(x)
         act = features((x - mean) / std)
-        values = act[torch.arange(b), idx].mean(dim=(1, 2))
+        values = act[torch.arange(b, device=dev), idx].mean(dim=(1, 2))
         opt.zero_grad()
         (-values.sum()).backward()
         opt.step()
     with torch.no_grad():
-        return image()
+        return image().cpu()
 
 
 def main(argv=None) -> int:
@@ -141,9 +145,15 @@ def main(argv=None) -> int:
     add_pairs_option(p, 5)
     p.add_argument("--peak-gflops", type=float, default=None,
                    help="the fp32 peak, GFLOP/s (default: measured with a matmul at the start)")
+    p.add_argument("--configs", default="lucid,pixels",
+                   help="comma-separated configurations among lucid, pixels (default both)")
     p.add_argument("--out", default=None)
     add_xla_option(p)
+    add_tf32_option(p)
     args = p.parse_args(argv)
+    names = [c.strip() for c in args.configs.split(",") if c.strip()]
+    if not names or set(names) - {"lucid", "pixels"}:
+        p.error(f"--configs: expected names among lucid, pixels; got {args.configs!r}")
     xla = apply_xla_option(args)
 
     import jax
@@ -153,28 +163,31 @@ def main(argv=None) -> int:
     import jaxviz as jv
     from jaxviz.synthesis import param
 
-    tmodel, model, variables = seeded_alexnet()
+    tdev, device_note = torch_device(args.allow_tf32)
+    tmodel, model, variables = seeded_alexnet(tdev)
     channels = list(range(args.channels))
     loop_channels = channels[:args.loop_channels]
     configs = {
         "lucid": dict(param=param.Fourier(), transforms="standard"),
         "pixels": dict(param=param.Pixels(-1.0, 1.0), transforms=None),
     }
+    configs = {name: configs[name] for name in names}
 
     def flops_per_image(seen: int) -> float:
-        def f(x):
-            return jv.activations(model, variables, x, LAYER)[LAYER].mean(axis=(1, 2))[:, 0].sum()
+        """Forward and input gradient to conv5 of one image (XLA:CPU's count)."""
+        def f(x, v):
+            return jv.activations(model, v, x, LAYER)[LAYER].mean(axis=(1, 2))[:, 0].sum()
 
         x = jax.ShapeDtypeStruct((1, seen, seen, 3), jnp.float32)
-        cost = jax.jit(jax.grad(f)).lower(x).compile().cost_analysis()
-        cost = cost[0] if isinstance(cost, list) else cost
-        return float(cost["flops"])
+        return xla_flops(jax.grad(f), x, variables) or math.nan
 
     if args.peak_gflops is None:
-        peaks = measured_peak_gflops()
+        n = 8192 if tdev.type == "cuda" else 2048
+        peaks = measured_peak_gflops(n)
         args.peak_gflops = max(peaks.values())
-        peak_note = (f"fp32 peak {args.peak_gflops:.0f} GFLOP/s, the faster of a jax "
-                     f"({peaks['jax']:.0f}) and a torch ({peaks['torch']:.0f}) 2048 x 2048 matmul")
+        kind = "TF32" if args.allow_tf32 and tdev.type == "cuda" else "fp32"
+        peak_note = (f"{kind} peak {args.peak_gflops:.0f} GFLOP/s, the faster of a jax "
+                     f"({peaks['jax']:.0f}) and a torch ({peaks['torch']:.0f}) {n} x {n} matmul")
     else:
         peak_note = f"fp32 peak {args.peak_gflops:.0f} GFLOP/s (--peak-gflops)"
     rows, firsts = [], []
@@ -218,12 +231,10 @@ def main(argv=None) -> int:
         gflop = flops_per_image(seen) * work / 1e9
         rows.append((name, rate["torch loop"], rate["torch batched"], rate["jaxviz"],
                      rate["jaxviz, lax.scan loop"], best, gain, gain_loop,
-                     gflop / med["jaxviz"] / args.peak_gflops))
+                     gflop / med["jaxviz"] / args.peak_gflops, med["jaxviz"]))
 
-    device = jax.devices()[0]
-    dev = f"{device.platform.upper()}" + ("" if device.platform == "cpu" else f" ({device.device_kind})")
     header = (f"AlexNet conv5, {SIZE} px, {args.channels} channels x {args.steps} Adam steps "
-              f"(torch loop: {args.loop_channels} channels, one at a time); float32, device: {dev}; "
+              f"(torch loop: {args.loop_channels} channels, one at a time); float32, device: {device_note}; "
               f"{os.cpu_count()} cores, torch {torch.get_num_threads()} threads; median of "
               f"{args.pairs} timed rounds after a warm-up; speedup = median over the rounds of "
               f"torch / jax time. jax {jax.__version__}, torch "
@@ -234,11 +245,12 @@ def main(argv=None) -> int:
              "| configuration | torch loop ch-steps/s | torch batched ch-steps/s | jaxviz ch-steps/s "
              "| jaxviz, lax.scan loop ch-steps/s | best torch "
              "| speedup vs best torch (>1: jaxviz faster) "
-             "| speedup vs torch loop (>1: jaxviz faster) | fraction of fp32 peak |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for name, lr, br, jr, sr, best, gain, gain_loop, frac in rows:
+             "| speedup vs torch loop (>1: jaxviz faster) | fraction of fp32 peak "
+             "| jaxviz sweep s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, lr, br, jr, sr, best, gain, gain_loop, frac, jsec in rows:
         lines.append(f"| {name} | {lr:.1f} | {br:.1f} | {jr:.1f} | {sr:.1f} | {best} | {gain:.2f} "
-                     f"| {gain_loop:.2f} | {frac:.1%} |")
+                     f"| {gain_loop:.2f} | {frac:.1%} | {jsec:.2f} |")
     lines += ["", "First sweep against the median, seconds (jax: tracing and compiling the step "
               "in the first; the scan loop compiles all steps as one program):", "",
               "| configuration | contender | first sweep s | median s | compile (first - median) s |",
@@ -246,10 +258,7 @@ def main(argv=None) -> int:
     for name, entries in firsts:
         for who, first, median in entries:
             lines.append(f"| {name} | {who} | {first:.2f} | {median:.2f} | {first - median:.2f} |")
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        write_atomic(args.out, text + "\n")
+    publish("\n".join(lines), args.out)
     return 0
 
 

@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import write_atomic
+from common import publish
 
 BATCH = 64
 
@@ -205,10 +205,7 @@ def main() -> None:
         lines.append("")
         lines.append(f"{n:,} images: jaxviz speedup vs torch (torch s / jaxviz s; >1: jaxviz "
                      f"faster) = {tr['seconds'] / jx['seconds']:.2f}")
-    report = "\n".join(lines)
-    print(report)
-    if args.out:
-        write_atomic(args.out, report + "\n")
+    publish("\n".join(lines), args.out)
 
 
 if __name__ == "__main__":

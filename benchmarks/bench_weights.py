@@ -24,7 +24,8 @@ import time
 
 import numpy as np
 
-from benchmarks.common import add_pairs_option, add_xla_option, apply_xla_option, speedup, time_alternating
+from benchmarks.common import (add_pairs_option, add_tf32_option, add_xla_option,
+                               apply_xla_option, speedup, time_alternating, torch_device)
 
 FROM, TO = "features.10", "features.17"  # conv3_1 -> relu, conv, relu, conv, relu, pool, conv4_1
 
@@ -42,8 +43,9 @@ def torch_side(tmodel, width: int):
         else:
             layers.append(m)
     net = torch.nn.Sequential(*layers).eval()
+    dev = next(tmodel.parameters()).device
     c_from = tmodel.features[int(FROM.split(".")[1])].out_channels
-    x = torch.zeros(1, c_from, width, width, requires_grad=True)
+    x = torch.zeros(1, c_from, width, width, requires_grad=True, device=dev)
 
     def centre(out):
         h, w = out.shape[2:]
@@ -53,13 +55,13 @@ def torch_side(tmodel, width: int):
         out = centre(net(x))
         grads = [torch.autograd.grad(out[j], x, retain_graph=True)[0][0]
                  for j in range(out.shape[0])]
-        return torch.stack(grads, -1).permute(1, 2, 0, 3).numpy()  # (W, W, C_from, C_to)
+        return torch.stack(grads, -1).permute(1, 2, 0, 3).cpu().numpy()  # (W, W, C_from, C_to)
 
     def batched():
         out = centre(net(x))
-        eye = torch.eye(out.shape[0])
+        eye = torch.eye(out.shape[0], device=dev)
         (g,) = torch.autograd.grad(out, x, eye, is_grads_batched=True)
-        return g[:, 0].permute(2, 3, 1, 0).numpy()
+        return g[:, 0].permute(2, 3, 1, 0).cpu().numpy()
 
     return loop, batched
 
@@ -69,6 +71,7 @@ def main(argv=None) -> int:
     p.add_argument("--width", type=int, default=5)
     add_pairs_option(p, 5)
     add_xla_option(p)
+    add_tf32_option(p)
     args = p.parse_args(argv)
     xla = apply_xla_option(args)
 
@@ -80,12 +83,13 @@ def main(argv=None) -> int:
     from jaxviz.analysis import weights
     from weights_port import from_torchvision
 
+    tdev, device_note = torch_device(args.allow_tf32)
     torch.manual_seed(0)
     tmodel = torchvision.models.vgg16(weights=None).eval()
     for prm in tmodel.parameters():
         prm.requires_grad_(False)
     model, variables = from_torchvision(tmodel)
-    loop, batched = torch_side(tmodel, args.width)
+    loop, batched = torch_side(tmodel.to(tdev), args.width)
 
     t = time.perf_counter()
     first = weights.expanded_weights(model, variables, FROM, TO, width=args.width)
@@ -101,8 +105,8 @@ def main(argv=None) -> int:
            for name, o in zip(("torch batched", "jaxviz"), outs[1:])}
     med = [float(np.median(t)) for t in times]
     print(f"VGG16 (seeded), expanded weights {FROM} -> {TO}, width {args.width}: "
-          f"output {ref.shape}; CPU {platform.machine()} ({torch.get_num_threads()} torch "
-          f"threads); jax {jax.__version__}, torch {torch.__version__}, jaxviz "
+          f"output {ref.shape}; {device_note}, {platform.machine()} ({torch.get_num_threads()} "
+          f"torch threads); jax {jax.__version__}, torch {torch.__version__}, jaxviz "
           f"{jaxviz.__version__}; {xla}; median of {args.pairs} rounds, the three in turn; "
           f"jaxviz's speedup = median over the rounds of the contender's / jaxviz's time.\n")
     print("| contender | s | jaxviz (warm) speedup vs it (>1: jaxviz faster) "

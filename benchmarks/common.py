@@ -27,9 +27,51 @@ def apply_xla_option(args) -> str:
     return "XLA:CPU convolutions as jaxlib's default (YNNPACK in jaxlib 0.10)"
 
 
-def seeded_alexnet():
-    """torchvision's AlexNet with ``torch.manual_seed(0)`` weights, frozen and in eval mode,
-    and its port: ``(torch_module, model, variables)``."""
+def add_tf32_option(parser) -> None:
+    """``--allow-tf32``: on a GPU, leave both frameworks at TF32 (default: strict float32)."""
+    parser.add_argument("--allow-tf32", action="store_true",
+                        help="GPU only: leave TF32 on in both frameworks (default: strict fp32)")
+
+
+def torch_device(allow_tf32: bool = False):
+    """Where the torch side runs, set up like jax's side: ``(device, phrase for the report)``.
+
+    ``cuda`` when jax's default backend is a GPU and torch sees CUDA, else the CPU (both
+    frameworks on the same kind of device, never one on each). On a GPU, float32 is strict in
+    both unless ``allow_tf32``: torch's TF32 switches are turned off and jax's default matmul
+    and convolution precision is set to float32 (XLA:GPU may otherwise run them as TF32);
+    cuDNN picks its fastest algorithms (``cudnn.benchmark``). Call it once, before any jitted
+    work."""
+    import jax
+    import torch
+
+    if not (jax.default_backend() == "gpu" and torch.cuda.is_available()):
+        note = ""
+        if jax.default_backend() != "cpu" or torch.cuda.is_available():
+            note = (f" (jax backend {jax.default_backend()}, torch cuda "
+                    f"{torch.cuda.is_available()}: not both on a GPU, so torch runs on the CPU)")
+        return torch.device("cpu"), "CPU" + note
+    torch.backends.cudnn.benchmark = True
+    torch.backends.cuda.matmul.allow_tf32 = allow_tf32
+    torch.backends.cudnn.allow_tf32 = allow_tf32
+    if not allow_tf32:
+        jax.config.update("jax_default_matmul_precision", "float32")
+    return torch.device("cuda"), (
+        f"GPU: {torch.cuda.get_device_name(0)} (jax {jax.devices()[0].device_kind}); "
+        f"TF32 {'allowed in both' if allow_tf32 else 'off (strict fp32) in both'}")
+
+
+def torch_sync(device) -> None:
+    """Waits for the torch work queued on ``device`` (a no-op on the CPU)."""
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def seeded_alexnet(device="cpu"):
+    """torchvision's AlexNet with ``torch.manual_seed(0)`` weights, frozen and in eval mode
+    (on ``device``), and its port: ``(torch_module, model, variables)``."""
     import torch
     import torchvision
 
@@ -40,7 +82,7 @@ def seeded_alexnet():
     for prm in tmodel.parameters():
         prm.requires_grad_(False)
     model, variables = from_torchvision(tmodel)
-    return tmodel, model, variables
+    return tmodel.to(device), model, variables
 
 
 def timed(fn, repeats: int) -> tuple[float, float, object]:
@@ -124,23 +166,34 @@ def write_atomic(path, text: str) -> None:
         raise
 
 
+def publish(text: str, out: str | None) -> None:
+    """Prints a script's Markdown report and, with ``--out``, writes it there
+    (:func:`write_atomic`, ending in one newline)."""
+    print(text)
+    if out:
+        write_atomic(out, text.rstrip("\n") + "\n")
+
+
 # --- FLOP rates against the machine's measured peak ---------------------------------------------
 
 
-def measured_peak_gflops(n: int = 2048, repeats: int = 5) -> dict[str, float]:
+def measured_peak_gflops(n: int | None = None, repeats: int = 5) -> dict[str, float]:
     """This machine's float32 matmul rate, GFLOP/s: the best of ``repeats`` (n x n) @ (n x n)
     products in jax (jitted, on its default device) and in torch (on the CPU, or on CUDA when
-    jax runs on a GPU and torch sees one), after a warm-up; ``{"jax": ..., "torch": ...}``."""
+    jax runs on a GPU and torch sees one), after a warm-up; ``{"jax": ..., "torch": ...}``.
+    ``n`` is 2048 on a CPU and 8192 on a GPU (a smaller product does not fill one). The
+    rate is at the precision set when it runs: call :func:`torch_device` first on a GPU."""
     import jax
     import jax.numpy as jnp
     import numpy as np
     import torch
 
+    on_gpu = jax.default_backend() == "gpu" and torch.cuda.is_available()
+    n = n or (8192 if on_gpu else 2048)
     a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
     flop = 2.0 * n ** 3
     aj = jnp.asarray(a)
     mm = jax.jit(lambda x: x @ x)
-    on_gpu = jax.default_backend() == "gpu" and torch.cuda.is_available()
     at = torch.from_numpy(a).to("cuda" if on_gpu else "cpu")
     sync = torch.cuda.synchronize if on_gpu else (lambda: None)
     times, _ = time_alternating([lambda: mm(aj).block_until_ready(),
@@ -148,12 +201,19 @@ def measured_peak_gflops(n: int = 2048, repeats: int = 5) -> dict[str, float]:
     return {"jax": flop / min(times[0]) / 1e9, "torch": flop / min(times[1]) / 1e9}
 
 
-def xla_flops(compiled) -> float | None:
-    """The FLOP count XLA reports for a compiled function (``jax.jit(f).lower(...).compile()``),
-    or None where the backend gives none."""
+def xla_flops(fn, *args) -> float | None:
+    """The FLOP count of ``jax.jit(fn)`` at ``args`` (arrays or ShapeDtypeStructs), from
+    XLA:CPU's cost analysis whatever the default device: XLA:GPU's does not count the
+    convolutions it hands to cuDNN (seen on an H100: 370 GFLOP for a channel sweep that
+    does 83.5 TFLOP). None where the CPU backend is unavailable or gives no count."""
+    import jax
+
     try:
-        cost = compiled.cost_analysis()
-    except Exception:  # not every backend implements it
+        cpu = jax.sharding.SingleDeviceSharding(jax.devices("cpu")[0])
+        specs = jax.tree_util.tree_map(
+            lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=cpu), args)
+        cost = jax.jit(fn).lower(*specs).compile().cost_analysis()
+    except Exception:  # no CPU backend (JAX_PLATFORMS without cpu), or no cost analysis
         return None
     cost = cost[0] if isinstance(cost, list) else cost
     flops = (cost or {}).get("flops")

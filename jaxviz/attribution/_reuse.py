@@ -39,7 +39,8 @@ A stage runs in one of two ways, both exact:
   holds the whole field of every unit that is kept.
 
 The cuts are chosen by dynamic programming over a cost model (multiply-accumulates of
-the layers on their crops, plus memory passes) unless named; "auto" leaves out a stage
+the layers on their crops, plus memory passes) unless named. "auto" splits on the CPU
+only (the cost model is XLA:CPU's; on a GPU the plain batch wins), and leaves out a stage
 whose convolution would take ``conv2d``'s tiny-map route on its crop but not on the full
 map (see :func:`_patches_on_crop`), so its drops are usually bit for bit the plain
 path's. Crops and pastes are
@@ -580,6 +581,12 @@ def plan(model: nn.Module, variables: Any, x_shape: tuple[int, ...], objective: 
     if isinstance(reuse, str) and reuse in REUSE_CHOICES:
         if reuse == "off":
             return None
+        if jax.default_backend() != "cpu":
+            # The cost model counts multiply-adds, which bound XLA:CPU. On a GPU a batch of
+            # whole forwards is cheap and the split's slices and pastes are not: on an H100
+            # the split took 117 ms for AlexNet 224 w32 s8 where torch's plain batched
+            # forward took 43 ms (docs/architecture.md). Named cuts still split.
+            return None
     else:
         explicit = [reuse] if isinstance(reuse, str) else reuse
         if (not isinstance(explicit, (list, tuple)) or not explicit
@@ -595,7 +602,8 @@ def plan(model: nn.Module, variables: Any, x_shape: tuple[int, ...], objective: 
     shape = (1, h, w, c)
     chain = _chain(static(model), shape, _kernel_shapes(variables))
     if chain is None:
-        if explicit:
+        if explicit:  # an unknown name says so first (LayerError); a known one cannot split
+            capture.resolve(model, list(explicit), capture.layer_names(model, shape))
             raise InputError(f"reuse at named layers works on AlexNet, VGG, GoogLeNet and a "
                              f"jaxviz Sequential; {type(model).__name__} takes reuse='auto' "
                              f"or 'off' (both the plain path)")

@@ -162,11 +162,12 @@ def occlusion(model: nn.Module, variables: Any, x: jax.Array, target: Target, *,
         ``"truncate"`` (Captum's: the last window cut off by the edge).
       batch_size: windows per compiled chunk (each runs ``batch_size * N`` images).
       return_windows: also return the raw drops on the window grid.
-      reuse: recompute only what each window changes. ``"auto"`` (default): on AlexNet,
-        VGG, GoogLeNet and a jaxviz ``Sequential``, the first layers run per window only
-        on the crop of the map a window can change, pasted into activations of the
-        unoccluded input computed once, when that is estimated to save at least 15 %;
-        cut layers chosen by a cost model. ``"off"``: every copy runs the whole network.
+      reuse: recompute only what each window changes. ``"auto"`` (default): on the CPU,
+        on AlexNet, VGG, GoogLeNet and a jaxviz ``Sequential``, the first layers run per
+        window only on the crop of the map a window can change, pasted into activations
+        of the unoccluded input computed once, when that is estimated to save at least 15 %;
+        cut layers chosen by a cost model; on a GPU or TPU the plain path (a batch of
+        whole forwards is what those run well). ``"off"``: every copy runs the whole network.
         A layer name or a sequence of names (in forward order): cut there. The result
         is the plain path's up to float rounding (each convolution sums the same
         products in another order). Any other model, or an objective that reads a layer

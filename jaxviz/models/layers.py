@@ -66,7 +66,7 @@ def conv2d(
       one, or no more positions than the kernel has taps) is computed by
       :func:`conv2d_as_patches`, one matrix product. XLA:CPU runs such convolutions
       10-200x below its usual speed (VGG16's 3x3 convolutions on a 2x3 map, at a
-      32x48 input: 0.3 GFLOP/s, against 35-130 at 4x6; ``benchmarks/RESULTS.md``);
+      32x48 input: 0.3 GFLOP/s, against 35-130 at 4x6; docs/architecture.md);
     - otherwise the derivative with respect to ``x`` of a strided convolution is taken
       through :func:`conv2d_as_valid`, the same sum written as a stride-1 convolution,
       whose transpose XLA:CPU runs 2.3-4x faster than the transpose of the strided one

@@ -109,14 +109,20 @@ def _centred(n: int, dtype) -> jax.Array:
     return jnp.arange(n, dtype=dtype) - (n - 1) / 2.0
 
 
+def _separable(ry: jax.Array, rx: jax.Array, image: jax.Array) -> jax.Array:
+    """``ry @ image @ rx.T`` per channel: rows (oh, h), columns (ow, w), image (h, w, c);
+    two matmuls at full precision."""
+    hp = jax.lax.Precision.HIGHEST
+    out = jnp.einsum("yi,ixc->yxc", ry, image, precision=hp)
+    return jnp.einsum("xj,yjc->yxc", rx, out, precision=hp)
+
+
 def _zoom(image: jax.Array, s: jax.Array) -> jax.Array:
     """Output pixel p reads the input at c + (p - c) / s, bilinear, as two matmuls."""
     h, w, _ = image.shape
     ry = _interpolation(_centred(h, image.dtype) / s + (h - 1) / 2.0, h)   # (h, h)
     rx = _interpolation(_centred(w, image.dtype) / s + (w - 1) / 2.0, w)   # (w, w)
-    hp = jax.lax.Precision.HIGHEST
-    out = jnp.einsum("yi,ixc->yxc", ry, image, precision=hp)
-    return jnp.einsum("xj,yjc->yxc", rx, out, precision=hp)
+    return _separable(ry, rx, image)
 
 
 def _blend_shifts(padded: jax.Array, k: jax.Array, f: jax.Array, width: int,
@@ -266,15 +272,10 @@ def lucid_radians(degrees: Sequence[float]) -> np.ndarray:
 def _tf1_weights(n_in: int, n: jax.Array, step: jax.Array, rows: int, dtype) -> jax.Array:
     """(rows, n_in): TF1 ``resize_bilinear`` to length ``n`` along one axis, row i < n
     reading at ``float32(i) * step`` (``step = float32(n_in) / float32(n)``, float32 as
-    TF's kernel computes it) between lower = floor and upper = min(lower + 1, n_in - 1);
-    rows from n on are 0."""
-    pos = jnp.arange(rows, dtype=jnp.float32) * step
-    lower = jnp.floor(pos)
-    upper = jnp.minimum(lower + 1, n_in - 1)
-    lerp = (pos - lower).astype(dtype)[:, None]
-    taps = jnp.arange(n_in, dtype=jnp.float32)
-    w = (1 - lerp) * (taps == lower[:, None]) + lerp * (taps == upper[:, None])
-    return jnp.where((jnp.arange(rows) < n)[:, None], w, 0).astype(dtype)
+    TF's kernel computes it) between floor and the next sample, clamped to the last (the
+    weights of :func:`_interpolation`); rows from n on are 0."""
+    pos = (jnp.arange(rows, dtype=jnp.float32) * step).astype(dtype)
+    return jnp.where((jnp.arange(rows) < n)[:, None], _interpolation(pos, n_in), 0)
 
 
 def _resize_tf1(image: jax.Array, hw: jax.Array, step: jax.Array, rows: tuple[int, int]):
@@ -284,9 +285,7 @@ def _resize_tf1(image: jax.Array, hw: jax.Array, step: jax.Array, rows: tuple[in
     h, w, _ = image.shape
     ry = _tf1_weights(h, hw[0], step[0], rows[0], image.dtype)
     rx = _tf1_weights(w, hw[1], step[1], rows[1], image.dtype)
-    hp = jax.lax.Precision.HIGHEST
-    out = jnp.einsum("yi,ixc->yxc", ry, image, precision=hp)
-    return jnp.einsum("xj,yjc->yxc", rx, out, precision=hp)
+    return _separable(ry, rx, image)
 
 
 def _steps(n_in: tuple[int, int], n_out: tuple[int, int]) -> np.ndarray:

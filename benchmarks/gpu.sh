@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The GPU benchmarks in one go, for a machine with one CUDA GPU that jax and torch both see:
+#   bash benchmarks/gpu.sh [OUT_DIR]        (from the repository root; about 10 minutes on an H100)
+# 1. the channel sweep at the GPU target's size (AlexNet conv5, 256 channels x 512 steps,
+#    128 px, the lucid configuration), strict fp32 in both frameworks; with GPU_TF32=1 also
+#    with TF32 allowed in both (about 2 minutes more);
+# 2. `python -m benchmarks --device gpu --quick` over the workloads with a GPU torch side
+#    (models, attribution, synthesis, weights);
+# 3. the tests most sensitive to the device (float32 comparisons of the split occlusion
+#    path and the lucid transforms), at full float32 precision.
+# Reports go to OUT_DIR (default benchmarks/gpu-out); each step has its own time limit and
+# the script goes on after a failed step, so one failure still leaves the others' figures.
+# On an H100 (2026-11-26) the jax sweep took 5.5 s and torch's batched twin 37 s a call;
+# three calls each (first, warm-up, one timed round) make step 1 about 3 minutes.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-benchmarks/gpu-out}
+mkdir -p "$out"
+export PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
+py=${PYTHON:-python3}
+status=0
+step() {  # step NAME SECONDS COMMAND...: runs COMMAND under a time limit, output to OUT_DIR/NAME.log
+  local name=$1 limit=$2; shift 2
+  echo "== $name (limit ${limit} s): $*"
+  local t0=$SECONDS
+  timeout "$limit" "$@" 2>&1 | tee "$out/$name.log" | grep -v '^@@bench-row' | tail -n 40
+  local rc=${PIPESTATUS[0]}
+  echo "== $name: exit $rc after $((SECONDS - t0)) s"
+  [ "$rc" = 0 ] || status=1
+}
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$out/gpu.txt"
+"$py" -c "import jax, torch; print('jax', jax.__version__, jax.devices(), '| torch', torch.__version__, torch.cuda.is_available())" | tee -a "$out/gpu.txt"
+sweep=(benchmarks/bench_synthesis.py --channels 256 --steps 512 --loop-channels 1 --pairs 1
+       --configs lucid)
+step sweep-fp32 300 "$py" "${sweep[@]}" --out "$out/sweep-fp32.md"
+if [ "${GPU_TF32:-0}" = 1 ]; then
+  step sweep-tf32 200 "$py" "${sweep[@]}" --allow-tf32 --out "$out/sweep-tf32.md"
+fi
+step suite 200 "$py" -m benchmarks --device gpu --quick --only models,attribution,synthesis,weights \
+  --out "$out/benchmarks.md"
+step tests 100 env JAX_DEFAULT_MATMUL_PRECISION=highest "$py" -m pytest -q -x -p no:cacheprovider \
+  -p no:benchmark -n 8 tests/test_occlusion_reuse.py tests/test_transforms_lucid.py
+exit $status
