@@ -61,14 +61,6 @@ def torch_device(allow_tf32: bool = False):
         f"TF32 {'allowed in both' if allow_tf32 else 'off (strict fp32) in both'}")
 
 
-def torch_sync(device) -> None:
-    """Waits for the torch work queued on ``device`` (a no-op on the CPU)."""
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def seeded_alexnet(device="cpu"):
     """torchvision's AlexNet with ``torch.manual_seed(0)`` weights, frozen and in eval mode
     (on ``device``), and its port: ``(torch_module, model, variables)``."""
