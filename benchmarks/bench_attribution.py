@@ -21,9 +21,13 @@ jax map from the torch batched map. Both speedups against the best torch contend
 also printed as acceptance rows for ``python -m benchmarks`` (targets ``smoothgrad`` and
 ``occlusion``).
 
+On a GPU both sides run there in strict fp32 (``common.torch_device``); with
+``--allow-tf32`` both run at TF32, and a last column gives each side's map against its
+own strict-fp32 map.
+
 Run (from the repository root; about 5 minutes on 2 CPU cores with 5 pairs)::
 
-    PYTHONPATH=. python benchmarks/bench_attribution.py [--pairs 5] [--out FILE]
+    PYTHONPATH=. python benchmarks/bench_attribution.py [--pairs 5] [--allow-tf32] [--out FILE]
 """
 
 from __future__ import annotations
@@ -142,7 +146,21 @@ def main(argv=None) -> int:
         gain = speedup(bt, jt) if best == "torch batched" else gain_loop
         emit_row(target, f"{name}, AlexNet 224 px, one image", best, gain, args.pairs)
         rows.append((name, lt, bt, jt, best, gain, gain_loop, first - jmed,
-                     rel(jout, bout), rel(lout, bout)))
+                     rel(jout, bout), rel(lout, bout), tf32_error(jax_fn, batched_fn, jout, bout)))
+
+    def tf32_error(jax_fn, batched_fn, jout, bout):
+        """With TF32 allowed on a GPU: each side's result against its own strict-fp32 one,
+        "jax / torch"; elsewhere "-"."""
+        if not (args.allow_tf32 and tdev.type == "cuda"):
+            return "-"
+        with jax.default_matmul_precision("float32"):
+            jref = jax_fn()
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+        try:
+            tref = batched_fn()
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        return f"{rel(jout, jref):.1e} / {rel(bout, tref):.1e}"
 
     def jax_smoothgrad():
         return np.asarray(jv.attribution.smoothgrad(model, variables, x, target, noise=NOISE,
@@ -177,12 +195,13 @@ def main(argv=None) -> int:
         "",
         "| method | torch loop s | torch batched s | jaxviz s | best torch "
         "| speedup vs best torch (>1: jaxviz faster) | speedup vs torch loop (>1: jaxviz faster) "
-        "| jax compile s | max rel diff jax vs batched | loop vs batched |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| jax compile s | max rel diff jax vs batched | loop vs batched "
+        "| TF32 vs strict fp32, jax / torch batched |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for name, lt, bt, jt, best, gain, gain_loop, comp, dj, dl in rows:
+    for name, lt, bt, jt, best, gain, gain_loop, comp, dj, dl, tf in rows:
         lines.append(f"| {name} | {fmt(lt)} | {fmt(bt)} | {fmt(jt)} | {best} | {gain:.2f} "
-                     f"| {gain_loop:.2f} | {comp:.2f} | {dj:.1e} | {dl:.1e} |")
+                     f"| {gain_loop:.2f} | {comp:.2f} | {dj:.1e} | {dl:.1e} | {tf} |")
     publish("\n".join(lines) + "\n", args.out)
     return 0
 

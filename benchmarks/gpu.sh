@@ -3,7 +3,8 @@
 #   bash benchmarks/gpu.sh [OUT_DIR]        (from the repository root; about 10 minutes on an H100)
 # 1. the channel sweep at the GPU target's size (AlexNet conv5, 256 channels x 512 steps,
 #    128 px, the lucid configuration), strict fp32 in both frameworks; with GPU_TF32=1 also
-#    with TF32 allowed in both (about 2 minutes more);
+#    with TF32 allowed in both, and SmoothGrad / occlusion at TF32 with their error against
+#    strict fp32 (about 3 minutes more);
 # 2. `python -m benchmarks --device gpu --quick` over the workloads with a GPU torch side
 #    (models, attribution, synthesis, weights);
 # 3. the tests most sensitive to the device (float32 comparisons of the split occlusion
@@ -35,9 +36,11 @@ sweep=(benchmarks/bench_synthesis.py --channels 256 --steps 512 --loop-channels 
 step sweep-fp32 300 "$py" "${sweep[@]}" --out "$out/sweep-fp32.md"
 if [ "${GPU_TF32:-0}" = 1 ]; then
   step sweep-tf32 200 "$py" "${sweep[@]}" --allow-tf32 --out "$out/sweep-tf32.md"
+  step attribution-tf32 120 "$py" benchmarks/bench_attribution.py --pairs 3 --allow-tf32 \
+    --out "$out/attribution-tf32.md"
 fi
 step suite 200 "$py" -m benchmarks --device gpu --quick --only models,attribution,synthesis,weights \
   --out "$out/benchmarks.md"
-step tests 100 env JAX_DEFAULT_MATMUL_PRECISION=highest "$py" -m pytest -q -x -p no:cacheprovider \
+step tests 100 env JAX_DEFAULT_MATMUL_PRECISION=highest "$py" -m pytest -q -p no:cacheprovider \
   -p no:benchmark -n 8 tests/test_occlusion_reuse.py tests/test_transforms_lucid.py
 exit $status

@@ -63,3 +63,15 @@ def test_every_cited_document_is_in_the_repository():
             if not ((ROOT / ref).exists() or any(ROOT.glob(f"**/{ref}"))):
                 missing.append(f"{path.relative_to(ROOT)} cites {ref}")
     assert not missing, missing
+
+
+def test_every_shell_script_parses():
+    """Every shell script of the repository parses (``bash -n``): some, such as
+    benchmarks/gpu.sh, run only on machines the suite never sees."""
+    scripts = sorted(p for d in ("scripts", "benchmarks", ".ci") for p in (ROOT / d).glob("*")
+                     if p.is_file() and (p.suffix == ".sh" or p.read_text(errors="replace")
+                                         .startswith("#!/usr/bin/env bash")))
+    assert ROOT / "benchmarks" / "gpu.sh" in scripts and ROOT / "scripts" / "test.sh" in scripts
+    for script in scripts:
+        out = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+        assert out.returncode == 0, f"{script.relative_to(ROOT)}: {out.stderr}"
