@@ -29,6 +29,12 @@ step() {  # step NAME SECONDS COMMAND...: runs COMMAND under a time limit, outpu
   echo "== $name: exit $rc after $((SECONDS - t0)) s"
   [ "$rc" = 0 ] || status=1
 }
+if ! "$py" -c "import jax, torch, sys; sys.exit(jax.default_backend() != 'gpu' or not torch.cuda.is_available())" \
+    2>/dev/null; then
+  echo "benchmarks/gpu.sh: needs one GPU that jax and torch (in $py; PYTHON= for another) both" \
+       "see; on a CPU run: python -m benchmarks [--quick]" >&2
+  exit 2
+fi
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$out/gpu.txt"
 "$py" -c "import jax, torch; print('jax', jax.__version__, jax.devices(), '| torch', torch.__version__, torch.cuda.is_available())" | tee -a "$out/gpu.txt"
 sweep=(benchmarks/bench_synthesis.py --channels 256 --steps 512 --loop-channels 1 --pairs 1
