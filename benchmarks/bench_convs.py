@@ -1,4 +1,4 @@
-"""Single convolutions of AlexNet and GoogLeNet: jaxviz's conv2d against torch, same run.
+"""Single convolutions of AlexNet, GoogLeNet and VGG16: jaxviz's conv2d against torch, same run.
 
 For each layer geometry (batch ``--batch``, float32, random normal input and kernel):
 forward (``y = conv(x, w)``) and input gradient (``dx = J^T dy`` for a random ``dy``;
@@ -6,7 +6,9 @@ no weight gradient), jax jitted (``jaxviz.models.layers.conv2d``, compiled befor
 timing) and torch (``F.conv2d`` and ``torch.nn.grad.conv2d_input``, NCHW), the contenders
 called in turn; median of ``--pairs`` calls after one warm-up, milliseconds, and jaxviz's
 speedup: the median over those paired rounds of torch time / jax time (above 1: jaxviz is
-faster).
+faster), with each side's GFLOP/s (``2 B H' W' C_out C_in k^2`` over the median time).
+Both sides run on a GPU when jax and torch both see one (strict fp32,
+``common.torch_device``), else on the CPU. ``--models`` picks the networks.
 
 Run it twice to see what the XLA:CPU switch does (under a minute each on 2 cores)::
 
@@ -23,7 +25,7 @@ import statistics
 import numpy as np
 
 from common import (add_pairs_option, add_xla_option, apply_xla_option, speedup, time_alternating,
-                    publish)
+                    torch_device, publish)
 
 # name, input size, C_in, C_out, kernel, stride, padding
 LAYERS = [
@@ -35,16 +37,28 @@ LAYERS = [
     ("googlenet conv1", 224, 3, 64, 7, 2, 3),
     ("googlenet inception3a 3x3", 28, 96, 128, 3, 1, 1),
     ("googlenet inception3a 1x1", 28, 192, 64, 1, 1, 0),
+    ("vgg16 conv1_2", 224, 64, 64, 3, 1, 1),
+    ("vgg16 conv2_2", 112, 128, 128, 3, 1, 1),
+    ("vgg16 conv3_2", 56, 256, 256, 3, 1, 1),
+    ("vgg16 conv4_2", 28, 512, 512, 3, 1, 1),
+    ("vgg16 conv5_2", 14, 512, 512, 3, 1, 1),
 ]
+MODELS = ("alexnet", "googlenet", "vgg16")
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--models", default=",".join(MODELS),
+                   help=f"comma-separated, from {', '.join(MODELS)} (default: all)")
     add_pairs_option(p, 5)
     p.add_argument("--out", default=None, help="also write the markdown table to this file")
     add_xla_option(p)
     args = p.parse_args(argv)
+    models = [m for m in args.models.split(",") if m]
+    unknown = sorted(set(models) - set(MODELS))
+    if unknown or not models:
+        p.error(f"--models: expected names from {', '.join(MODELS)}, got {args.models!r}")
     xla = apply_xla_option(args)
 
     import jax
@@ -54,9 +68,13 @@ def main(argv=None) -> int:
 
     from jaxviz.models import layers
 
+    dev, where = torch_device()
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     rows = []
     rng = np.random.default_rng(0)
     for name, size, cin, cout, k, s, pad in LAYERS:
+        if name.split()[0] not in models:
+            continue
         x = rng.standard_normal((args.batch, size, size, cin), dtype=np.float32)
         w = rng.standard_normal((k, k, cin, cout), dtype=np.float32)
 
@@ -69,30 +87,41 @@ def main(argv=None) -> int:
         j_fwd = jax.jit(fwd).lower(xj, wj).compile()
         j_dx = jax.jit(lambda x, w, dy: jax.vjp(lambda x: fwd(x, w), x)[1](dy)[0]).lower(
             xj, wj, dyj).compile()
-        xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
-        wt = torch.from_numpy(w.transpose(3, 2, 0, 1).copy())
-        dyt = torch.from_numpy(dy.transpose(0, 3, 1, 2).copy())
+        xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).to(dev)
+        wt = torch.from_numpy(w.transpose(3, 2, 0, 1).copy()).to(dev)
+        dyt = torch.from_numpy(dy.transpose(0, 3, 1, 2).copy()).to(dev)
+
+        def t_fwd():
+            F.conv2d(xt, wt, stride=s, padding=pad)
+            sync()
+
+        def t_dx():
+            torch.nn.grad.conv2d_input(xt.shape, wt, dyt, stride=s, padding=pad)
+            sync()
+
         (jf, tf, jd, td), _ = time_alternating([
-            lambda: j_fwd(xj, wj).block_until_ready(),
-            lambda: F.conv2d(xt, wt, stride=s, padding=pad),
-            lambda: j_dx(xj, wj, dyj).block_until_ready(),
-            lambda: torch.nn.grad.conv2d_input(xt.shape, wt, dyt, stride=s, padding=pad)],
-            args.pairs)
-        rows.append((name, f"{k}x{k}/{s}, {cin}->{cout} at {size}", tf, jf, td, jd))
+            lambda: j_fwd(xj, wj).block_until_ready(), t_fwd,
+            lambda: j_dx(xj, wj, dyj).block_until_ready(), t_dx], args.pairs)
+        gflop = 2 * np.prod(y.shape) * cin * k * k / 1e9
+        rows.append((name, f"{k}x{k}/{s}, {cin}->{cout} at {size}", gflop, tf, jf, td, jd))
         print(f"{name}: fwd speedup {speedup(tf, jf):.2f}, dx speedup {speedup(td, jd):.2f}",
               flush=True)
 
-    lines = [f"Batch {args.batch}, float32, CPU, {os.cpu_count()} cores, torch "
+    lines = [f"Batch {args.batch}, float32, {where}, {os.cpu_count()} cores, torch "
              f"{torch.get_num_threads()} threads; jax {jax.__version__}, torch {torch.__version__}; "
              f"{xla}. Median of {args.pairs} calls, ms; speedup = median over the {args.pairs} "
              f"paired rounds of torch / jax time (above 1: jaxviz faster).", "",
-             "| layer | geometry | torch fwd | jax fwd | fwd speedup vs torch (>1: jaxviz faster) "
-             "| torch dx | jax dx | dx speedup vs torch (>1: jaxviz faster) |",
-             "|---|---|---|---|---|---|---|---|"]
-    for name, geo, tf, jf, td, jd in rows:
+             "| layer | geometry | GFLOP | torch fwd | jax fwd | fwd speedup vs torch (>1: jaxviz "
+             "faster) | fwd GFLOP/s torch / jax | torch dx | jax dx | dx speedup vs torch (>1: "
+             "jaxviz faster) | dx GFLOP/s torch / jax |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, geo, gflop, tf, jf, td, jd in rows:
         med = {k: statistics.median(v) * 1e3 for k, v in dict(tf=tf, jf=jf, td=td, jd=jd).items()}
-        lines.append(f"| {name} | {geo} | {med['tf']:.1f} | {med['jf']:.1f} | {speedup(tf, jf):.2f} | "
-                     f"{med['td']:.1f} | {med['jd']:.1f} | {speedup(td, jd):.2f} |")
+        rate = {k: gflop / (v / 1e3) for k, v in med.items()}
+        lines.append(f"| {name} | {geo} | {gflop:.2f} | {med['tf']:.2f} | {med['jf']:.2f} | "
+                     f"{speedup(tf, jf):.2f} | {rate['tf']:.0f} / {rate['jf']:.0f} | "
+                     f"{med['td']:.2f} | {med['jd']:.2f} | {speedup(td, jd):.2f} | "
+                     f"{rate['td']:.0f} / {rate['jd']:.0f} |")
     publish("\n".join(lines), args.out)
     return 0
 

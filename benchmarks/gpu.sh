@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
 # The GPU benchmarks in one go, for a machine with one CUDA GPU that jax and torch both see:
-#   bash benchmarks/gpu.sh [OUT_DIR]        (from the repository root; about 10 minutes on an H100)
-# 1. the channel sweep at the GPU target's size (AlexNet conv5, 256 channels x 512 steps,
-#    128 px, the lucid configuration), strict fp32 in both frameworks; with GPU_TF32=1 also
-#    with TF32 allowed in both, and SmoothGrad / occlusion at TF32 with their error against
-#    strict fp32 (about 3 minutes more);
-# 2. `python -m benchmarks --device gpu --quick` over the workloads with a GPU torch side
-#    (models, attribution, synthesis, weights);
+#   bash benchmarks/gpu.sh [OUT_DIR]        (from the repository root; about 9 minutes on an H100)
+# Steps, most wanted first (each has its own time limit, and the script goes on after a
+# failed step, so one failure still leaves the others' figures):
+# 1. `python -m benchmarks --device gpu --pairs 3` with full settings over the workloads with
+#    a GPU torch side (models at batch 8 and 224 px, SmoothGrad 50, occlusion, a 32-channel
+#    sweep, expanded weights), every contender on the GPU, strict fp32 in both frameworks;
+# 2. the sweep at 256 channels (both configurations, 32 steps): a batch that fills the GPU;
 # 3. the tests most sensitive to the device (float32 comparisons of the split occlusion
-#    path and the lucid transforms), at full float32 precision.
-# Reports go to OUT_DIR (default benchmarks/gpu-out); each step has its own time limit and
-# the script goes on after a failed step, so one failure still leaves the others' figures.
-# On an H100 (2026-11-26) the jax sweep took 5.5 s and torch's batched twin 37 s a call;
-# three calls each (first, warm-up, one timed round) make step 1 about 3 minutes.
+#    path and the lucid transforms), at full float32 precision;
+# 4. with GPU_TF32=1: SmoothGrad and occlusion with TF32 allowed in both frameworks, each
+#    map's error against its strict-fp32 map;
+# 5. the GPU target itself: AlexNet conv5, 256 channels x 512 steps at 128 px, the lucid
+#    configuration, strict fp32 (one timed round; about 3 minutes, torch's batched twin
+#    taking 37 s a call on an H100), and with GPU_TF32=1 again with TF32 allowed.
+# Reports go to OUT_DIR (default benchmarks/gpu-out).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-benchmarks/gpu-out}
@@ -37,16 +39,19 @@ if ! "$py" -c "import jax, torch, sys; sys.exit(jax.default_backend() != 'gpu' o
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$out/gpu.txt"
 "$py" -c "import jax, torch; print('jax', jax.__version__, jax.devices(), '| torch', torch.__version__, torch.cuda.is_available())" | tee -a "$out/gpu.txt"
-sweep=(benchmarks/bench_synthesis.py --channels 256 --steps 512 --loop-channels 1 --pairs 1
-       --configs lucid)
-step sweep-fp32 300 "$py" "${sweep[@]}" --out "$out/sweep-fp32.md"
+sweep=(benchmarks/bench_synthesis.py --channels 256 --loop-channels 1)
+step suite 240 "$py" -m benchmarks --device gpu --pairs 3 --only models,attribution,synthesis,weights \
+  --out "$out/benchmarks.md"
+step sweep-256 150 "$py" "${sweep[@]}" --steps 32 --pairs 2 --out "$out/sweep-256.md"
+step tests 100 env JAX_DEFAULT_MATMUL_PRECISION=highest "$py" -m pytest -q -p no:cacheprovider \
+  -p no:benchmark -n 8 tests/test_occlusion_reuse.py tests/test_transforms_lucid.py
 if [ "${GPU_TF32:-0}" = 1 ]; then
-  step sweep-tf32 200 "$py" "${sweep[@]}" --allow-tf32 --out "$out/sweep-tf32.md"
   step attribution-tf32 120 "$py" benchmarks/bench_attribution.py --pairs 3 --allow-tf32 \
     --out "$out/attribution-tf32.md"
 fi
-step suite 200 "$py" -m benchmarks --device gpu --quick --only models,attribution,synthesis,weights \
-  --out "$out/benchmarks.md"
-step tests 100 env JAX_DEFAULT_MATMUL_PRECISION=highest "$py" -m pytest -q -p no:cacheprovider \
-  -p no:benchmark -n 8 tests/test_occlusion_reuse.py tests/test_transforms_lucid.py
+step sweep-fp32 300 "$py" "${sweep[@]}" --steps 512 --pairs 1 --configs lucid --out "$out/sweep-fp32.md"
+if [ "${GPU_TF32:-0}" = 1 ]; then
+  step sweep-tf32 200 "$py" "${sweep[@]}" --steps 512 --pairs 1 --configs lucid --allow-tf32 \
+    --out "$out/sweep-tf32.md"
+fi
 exit $status

@@ -221,7 +221,10 @@ def occlusion(model: nn.Module, variables: Any, x: jax.Array, target: Target, *,
     grid = jnp.concatenate(drops).reshape(len(rows), len(cols), len(chans), n)
     grid = grid.transpose(3, 0, 1, 2).astype(x.dtype)                     # (N, a, b, d)
     cover = [_cover(rows, wh, h), _cover(cols, ww, w), _cover(chans, wc, c)]
-    count = np.einsum("ah,bw,dc->hwc", *(m.astype(np.float64) for m in cover))
+    # windows covering each pixel: a product of per-axis counts (numpy's unoptimized
+    # three-way einsum took 78 ms here at 224 px, twice the whole GPU occlusion)
+    rc, cc, dc = (m.sum(axis=0, dtype=np.float64) for m in cover)
+    count = rc[:, None, None] * cc[None, :, None] * dc[None, None, :]
     summed = jnp.einsum("ah,nabd,bw,dc->nhwc", jnp.asarray(cover[0], x.dtype), grid,
                         jnp.asarray(cover[1], x.dtype), jnp.asarray(cover[2], x.dtype))
     heat = (summed / jnp.asarray(count, x.dtype)).astype(x.dtype)
