@@ -332,11 +332,8 @@ def main(argv=None) -> int:
         print(msg, file=sys.stderr, flush=True)
 
     log(f"device: {device}\nmachine: {machine}")
-    n = 8192 if on_gpu else 2048
-    peaks = measured_peak_gflops(n)
-    info["peak_gflops"] = max(peaks.values())
-    info["peak"] = (f"{info['peak_gflops']:.0f} GFLOP/s, the faster of jax {peaks['jax']:.0f} and "
-                    f"torch {peaks['torch']:.0f} on a {n} x {n} matmul")
+    peak = measured_peak_gflops()
+    info["peak_gflops"], info["peak"] = peak.best, peak.phrase()
     all_results = {}
     t_start = time.perf_counter()
     for name in args.models:

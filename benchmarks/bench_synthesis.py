@@ -182,12 +182,10 @@ def main(argv=None) -> int:
         return xla_flops(jax.grad(f), x, variables) or math.nan
 
     if args.peak_gflops is None:
-        n = 8192 if tdev.type == "cuda" else 2048
-        peaks = measured_peak_gflops(n)
-        args.peak_gflops = max(peaks.values())
+        peak = measured_peak_gflops()
+        args.peak_gflops = peak.best
         kind = "TF32" if args.allow_tf32 and tdev.type == "cuda" else "fp32"
-        peak_note = (f"{kind} peak {args.peak_gflops:.0f} GFLOP/s, the faster of a jax "
-                     f"({peaks['jax']:.0f}) and a torch ({peaks['torch']:.0f}) {n} x {n} matmul")
+        peak_note = f"{kind} peak {peak.phrase()}"
     else:
         peak_note = f"fp32 peak {args.peak_gflops:.0f} GFLOP/s (--peak-gflops)"
     rows, firsts = [], []

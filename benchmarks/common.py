@@ -9,6 +9,7 @@ import os
 import statistics
 import tempfile
 import time
+from typing import NamedTuple
 
 
 def add_xla_option(parser) -> None:
@@ -169,10 +170,27 @@ def publish(text: str, out: str | None) -> None:
 # --- FLOP rates against the machine's measured peak ---------------------------------------------
 
 
-def measured_peak_gflops(n: int | None = None, repeats: int = 5) -> dict[str, float]:
-    """This machine's float32 matmul rate, GFLOP/s: the best of ``repeats`` (n x n) @ (n x n)
+class Peak(NamedTuple):
+    """A measured float32 matmul rate (:func:`measured_peak_gflops`)."""
+
+    jax: float    # GFLOP/s, jitted jax on its default device
+    torch: float  # GFLOP/s, torch on the CPU or CUDA
+    n: int        # the matmul's size: (n x n) @ (n x n)
+
+    @property
+    def best(self) -> float:
+        return max(self.jax, self.torch)
+
+    def phrase(self) -> str:
+        """The rate in words, for a report's header."""
+        return (f"{self.best:.0f} GFLOP/s, the faster of a jax ({self.jax:.0f}) and a torch "
+                f"({self.torch:.0f}) {self.n} x {self.n} matmul")
+
+
+def measured_peak_gflops(n: int | None = None, repeats: int = 5) -> Peak:
+    """This machine's float32 matmul rate: the best of ``repeats`` (n x n) @ (n x n)
     products in jax (jitted, on its default device) and in torch (on the CPU, or on CUDA when
-    jax runs on a GPU and torch sees one), after a warm-up; ``{"jax": ..., "torch": ...}``.
+    jax runs on a GPU and torch sees one), after a warm-up, in GFLOP/s, with the size used.
     ``n`` is 2048 on a CPU and 8192 on a GPU (a smaller product does not fill one). The
     rate is at the precision set when it runs: call :func:`torch_device` first on a GPU."""
     import jax
@@ -190,7 +208,7 @@ def measured_peak_gflops(n: int | None = None, repeats: int = 5) -> dict[str, fl
     sync = torch.cuda.synchronize if on_gpu else (lambda: None)
     times, _ = time_alternating([lambda: mm(aj).block_until_ready(),
                                  lambda: (at @ at, sync())], repeats)
-    return {"jax": flop / min(times[0]) / 1e9, "torch": flop / min(times[1]) / 1e9}
+    return Peak(flop / min(times[0]) / 1e9, flop / min(times[1]) / 1e9, n)
 
 
 def xla_flops(fn, *args) -> float | None:
