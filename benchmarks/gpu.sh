@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU benchmarks in one go, for a machine with one CUDA GPU that jax and torch both see:
-#   bash benchmarks/gpu.sh [OUT_DIR]        (from the repository root; about 9 minutes on an H100)
+#   bash benchmarks/gpu.sh [OUT_DIR]   (from the repository root; on an H100 about 8.5 minutes,
+#                                      about 14 with GPU_TF32=1)
 # Steps, most wanted first (each has its own time limit, and the script goes on after a
 # failed step, so one failure still leaves the others' figures):
 # 1. `python -m benchmarks --device gpu --pairs 3` with full settings over the workloads with
