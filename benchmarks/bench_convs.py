@@ -25,7 +25,7 @@ import statistics
 import numpy as np
 
 from common import (add_pairs_option, add_xla_option, apply_xla_option, speedup, time_alternating,
-                    torch_device, publish)
+                    torch_device, torch_waiter, publish)
 
 # name, input size, C_in, C_out, kernel, stride, padding
 LAYERS = [
@@ -69,7 +69,7 @@ def main(argv=None) -> int:
     from jaxviz.models import layers
 
     dev, where = torch_device()
-    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    sync = torch_waiter(dev)
     rows = []
     rng = np.random.default_rng(0)
     for name, size, cin, cout, k, s, pad in LAYERS:

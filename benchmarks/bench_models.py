@@ -65,8 +65,8 @@ import time
 import numpy as np
 
 from common import (add_pairs_option, add_tf32_option, add_xla_option, apply_xla_option, emit_row,
-                    measured_peak_gflops, speedup, time_alternating, torch_device, write_atomic,
-                    xla_flops)
+                    measured_peak_gflops, speedup, time_alternating, torch_device, torch_waiter,
+                    write_atomic, xla_flops)
 
 MODELS = ("alexnet", "vgg16", "googlenet")
 REL_TOL = 1e-4  # agreement above this is flagged in the output
@@ -175,7 +175,10 @@ def bench_model(name, args, on_gpu, jdev, log):
 
     n, s = args.batch, args.size
     tdev = torch.device("cuda" if on_gpu else "cpu")
-    tsync = (lambda _: torch.cuda.synchronize()) if on_gpu else (lambda _: None)
+    wait = torch_waiter(tdev)
+
+    def tsync(_):  # after a torch call: its result is ready
+        wait()
 
     tm = torch_module(name)
     model, variables = from_torchvision(tm)

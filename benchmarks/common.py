@@ -62,6 +62,15 @@ def torch_device(allow_tf32: bool = False):
         f"TF32 {'allowed in both' if allow_tf32 else 'off (strict fp32) in both'}")
 
 
+def torch_waiter(device):
+    """A function that waits for the torch work queued on ``device``: ``cuda.synchronize``
+    on a GPU, nothing on the CPU (whose calls return when done). Time a torch call on a
+    GPU only with it: otherwise the clock stops at the kernel launch."""
+    import torch
+
+    return torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+
 def seeded_alexnet(device="cpu"):
     """torchvision's AlexNet with ``torch.manual_seed(0)`` weights, frozen and in eval mode
     (on ``device``), and its port: ``(torch_module, model, variables)``."""
@@ -205,7 +214,7 @@ def measured_peak_gflops(n: int | None = None, repeats: int = 5) -> Peak:
     aj = jnp.asarray(a)
     mm = jax.jit(lambda x: x @ x)
     at = torch.from_numpy(a).to("cuda" if on_gpu else "cpu")
-    sync = torch.cuda.synchronize if on_gpu else (lambda: None)
+    sync = torch_waiter(at.device)
     times, _ = time_alternating([lambda: mm(aj).block_until_ready(),
                                  lambda: (at @ at, sync())], repeats)
     return Peak(flop / min(times[0]) / 1e9, flop / min(times[1]) / 1e9, n)

@@ -222,7 +222,7 @@ def occlusion(model: nn.Module, variables: Any, x: jax.Array, target: Target, *,
     grid = grid.transpose(3, 0, 1, 2).astype(x.dtype)                     # (N, a, b, d)
     cover = [_cover(rows, wh, h), _cover(cols, ww, w), _cover(chans, wc, c)]
     # windows covering each pixel: a product of per-axis counts (numpy's unoptimized
-    # three-way einsum took 78 ms here at 224 px, twice the whole GPU occlusion)
+    # three-way einsum took 78 ms here at 224 px, more than the rest of a GPU occlusion)
     rc, cc, dc = (m.sum(axis=0, dtype=np.float64) for m in cover)
     count = rc[:, None, None] * cc[None, :, None] * dc[None, None, :]
     summed = jnp.einsum("ah,nabd,bw,dc->nhwc", jnp.asarray(cover[0], x.dtype), grid,
