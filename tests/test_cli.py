@@ -372,3 +372,57 @@ def test_examples_bad_arguments(tmp_path, argv, message):
     code, out, err = run(argv)
     assert code == 2 and message in err, err
     assert err.count("error:") == 1 and "Traceback" not in err
+
+
+# One ``jaxviz explain`` in a fresh process, counting JAX's persistent-cache events.
+_CACHED_RUN = """
+import json, sys
+import jax
+from jaxviz.cli import main
+events = {"hits": 0, "misses": 0}
+def count(event, **kwargs):
+    for name in events:
+        if event == "/jax/compilation_cache/cache_" + name:
+            events[name] += 1
+jax.monitoring.register_event_listener(count)
+code = main(["explain", "lenet_digits", "--out", sys.argv[1], "-q"])
+print(json.dumps({"code": code, **events}))
+"""
+
+
+def test_compile_cache_serves_the_second_run(tmp_path):
+    """``--compile-cache DIR`` (here through $JAXVIZ_COMPILE_CACHE): the first run fills
+    DIR, a second process compiles nothing (every program a cache hit) and draws the same
+    picture bit for bit."""
+    cache = tmp_path / "cache" / "xla"  # created, parents too
+    env = dict(os.environ, JAXVIZ_COMPILE_CACHE=str(cache))
+    counts = []
+    for i in range(2):
+        proc = subprocess.run([sys.executable, "-c", _CACHED_RUN, str(tmp_path / f"{i}.png")],
+                              capture_output=True, text=True, env=env, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        counts.append(__import__("json").loads(proc.stdout.splitlines()[-1]))
+    first, second = counts
+    assert first["code"] == second["code"] == 0
+    assert first["misses"] > 0 and first["hits"] == 0, first
+    assert len(list(cache.iterdir())) == first["misses"], "one file per program compiled"
+    assert second["hits"] == first["misses"] and second["misses"] == 0, (first, second)
+    assert (tmp_path / "0.png").read_bytes() == (tmp_path / "1.png").read_bytes()
+
+
+def test_compile_cache_option_and_its_errors(tmp_path, monkeypatch):
+    from jaxviz.cli import build_parser
+
+    monkeypatch.delenv("JAXVIZ_COMPILE_CACHE", raising=False)
+    assert build_parser().parse_args(["layers", "alexnet"]).compile_cache is None
+    monkeypatch.setenv("JAXVIZ_COMPILE_CACHE", str(tmp_path / "env"))
+    args = build_parser().parse_args(["layers", "alexnet"])
+    assert args.compile_cache == str(tmp_path / "env")
+    args = build_parser().parse_args(["layers", "alexnet", "--compile-cache", "elsewhere"])
+    assert args.compile_cache == "elsewhere"
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder")
+    code, out, err = run(["layers", "alexnet", "--compile-cache", str(a_file)])
+    assert code == 2 and out == ""
+    assert err.strip() == (f"jaxviz: error: --compile-cache {str(a_file)!r} is a file; "
+                           f"expected a folder (it is created when missing)")

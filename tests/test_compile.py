@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import pkgutil
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -234,10 +235,21 @@ CALLS: dict[str, Callable] = {
 _GALLERIES: dict = {}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _remove_galleries():
+    """The galleries' temporary folders go when the module's tests are done."""
+    yield
+    for folder in _GALLERIES.values():
+        shutil.rmtree(folder, ignore_errors=True)
+    _GALLERIES.clear()
+
+
 def _gallery(model, variables, x, layer) -> np.ndarray:
     """A two-channel gallery in one folder per model: the second call resumes it (reads
     the sweep and top-k back and redraws the index), compiling nothing."""
-    folder = _GALLERIES.setdefault(id(model), Path(tempfile.mkdtemp(prefix="jaxviz-gallery-")))
+    if id(model) not in _GALLERIES:
+        _GALLERIES[id(model)] = Path(tempfile.mkdtemp(prefix="jaxviz-gallery-"))
+    folder = _GALLERIES[id(model)]
     index = gallery.build(model, variables, layer, folder, images=np.asarray(x), channels=2,
                           steps=2, k=1, connections=2, quiet=True)
     return np.frombuffer(index.read_bytes(), np.uint8)

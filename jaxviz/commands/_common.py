@@ -129,6 +129,38 @@ def add_quiet(p: argparse.ArgumentParser) -> None:
                    help="no progress bars or progress lines (results and errors still print)")
 
 
+COMPILE_CACHE_ENV = "JAXVIZ_COMPILE_CACHE"
+
+
+def add_compile_cache(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--compile-cache", metavar="DIR", default=os.environ.get(COMPILE_CACHE_ENV) or None,
+        help=f"keep XLA's compiled programs in DIR (created if missing) so that the next run "
+             f"with the same model, shapes and settings skips compiling them (default: "
+             f"${COMPILE_CACHE_ENV}, else no cache). Only use a folder no one else can write "
+             f"to: JAX runs what it finds there")
+
+
+def use_compile_cache(folder: str | os.PathLike) -> Path:
+    """Turn on JAX's persistent compilation cache in ``folder`` for this process.
+
+    Every program is kept, however quickly it compiled (JAX's own default keeps only those
+    over one second; a command's many sub-second programs are most of its start-up).
+    Process-wide, as JAX's cache is: called from Python, it stays on after the command.
+
+    Raises:
+      ValueError: ``folder`` exists and is not a folder.
+    """
+    path = Path(folder).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--compile-cache {str(folder)!r} is a file; expected a folder "
+                         f"(it is created when missing)")
+    path.mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(path.resolve()))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    return path
+
+
 def check_model(args: argparse.Namespace) -> None:
     """A typo in MODEL, or --seed with weights, fails before anything is loaded."""
     check_name(args.model, MODELS)
