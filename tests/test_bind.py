@@ -230,3 +230,8 @@ def test_bind_errors(data):
         A.gradient(bound, bv, jnp.concatenate([x, x[:1]]), 0)
     with pytest.raises(jv.JaxvizError):  # the bound arrays left out of the variables
         A.gradient(bound, variables, x, 0)
+    # a keyword named like a positional array's key would silently overwrite it
+    with pytest.raises(jv.InputError, match=r"keyword argument 'arg0' and positional "
+                       r"argument 0 \(after x\) would both be stored"):
+        jv.bind(model, variables, S, arg0=S)
+    jv.bind(model, variables, 1.0, arg0=S)  # a fixed positional 0 stores nothing: no clash

@@ -143,6 +143,12 @@ def bind(model: nn.Module, variables: Any, *args: Any, **kwargs: Any) -> tuple[B
     arrays, fixed, values = [], [], {}
     for position, value in [*enumerate(args), *kwargs.items()]:
         if _is_array(value):
+            if _key(position) in values:  # a keyword named like a positional one's key
+                raise InputError(
+                    f"keyword argument {position!r} and positional argument "
+                    f"{position[3:]} (after x) would both be stored as "
+                    f"bound_variables[{COLLECTION!r}][{position!r}]: pass one of them "
+                    f"by position or rename the keyword")
             a = jnp.asarray(value)
             arrays.append((position, tuple(a.shape[1:]), a.dtype))
             values[_key(position)] = a
