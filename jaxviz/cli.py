@@ -10,8 +10,8 @@ DEFAULT|PATH`` or seeded random weights, or a bundled trained model such as
 and writes its files atomically. A mistake (an unknown model or layer, a missing image,
 an unusable weight file, a failed download, a bad option) prints one ``jaxviz: error:
 ...`` line on stderr and exits with status 2, never a traceback.
-``--compile-cache DIR`` (default ``$JAXVIZ_COMPILE_CACHE``) keeps the compiled programs
-for the next run (:func:`jaxviz.commands._common.use_compile_cache`).
+``--compile-cache DIR`` (default ``$JAXVIZ_COMPILE_CACHE``; every command but ``port``,
+which compiles nothing) keeps the compiled programs for the next run (:func:`jaxviz.commands._common.use_compile_cache`).
 
 Example::
 
@@ -67,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
         m.add_arguments(p)
         if not any("--quiet" in a.option_strings for a in p._actions):
             _common.add_quiet(p)
-        _common.add_compile_cache(p)
+        if getattr(m, "COMPILES", True):
+            _common.add_compile_cache(p)
         p.set_defaults(run=m.run, parser=p)
     return parser
 
@@ -94,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.suppress(RuntimeError):
             jv.cpu.use_fast_convolutions()
     try:
-        if args.compile_cache:
+        if getattr(args, "compile_cache", None):
             _common.use_compile_cache(args.compile_cache)
         return args.run(args, sys.stdout)
     except BrokenPipeError:  # `jaxviz layers ... | head`: stop quietly, as the reader did

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import subprocess
 import sys
@@ -401,7 +402,7 @@ def test_compile_cache_serves_the_second_run(tmp_path):
         proc = subprocess.run([sys.executable, "-c", _CACHED_RUN, str(tmp_path / f"{i}.png")],
                               capture_output=True, text=True, env=env, timeout=300)
         assert proc.returncode == 0, proc.stderr[-3000:]
-        counts.append(__import__("json").loads(proc.stdout.splitlines()[-1]))
+        counts.append(json.loads(proc.stdout.splitlines()[-1]))
     first, second = counts
     assert first["code"] == second["code"] == 0
     assert first["misses"] > 0 and first["hits"] == 0, first
@@ -413,7 +414,14 @@ def test_compile_cache_serves_the_second_run(tmp_path):
 def test_compile_cache_option_and_its_errors(tmp_path, monkeypatch):
     from jaxviz.cli import build_parser
 
+    from jaxviz.commands import COMMANDS, module
+
     monkeypatch.delenv("JAXVIZ_COMPILE_CACHE", raising=False)
+    subparsers = next(a for a in build_parser()._actions if a.dest == "command").choices
+    with_option = {name for name, p in subparsers.items()
+                   if any(a.dest == "compile_cache" for a in p._actions)}
+    assert with_option == {n for n in COMMANDS if getattr(module(n), "COMPILES", True)}
+    assert "port" not in with_option and "explain" in with_option
     assert build_parser().parse_args(["layers", "alexnet"]).compile_cache is None
     monkeypatch.setenv("JAXVIZ_COMPILE_CACHE", str(tmp_path / "env"))
     args = build_parser().parse_args(["layers", "alexnet"])

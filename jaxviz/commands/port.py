@@ -25,6 +25,7 @@ from typing import TextIO
 from jaxviz.models.loading import TORCH_SUFFIXES
 
 HELP = "torchvision weights (DEFAULT or a .pth) to a .safetensors file"
+COMPILES = False  # a file conversion: no --compile-cache (its options are weights_port's)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
