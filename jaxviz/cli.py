@@ -11,7 +11,8 @@ and writes its files atomically. A mistake (an unknown model or layer, a missing
 an unusable weight file, a failed download, a bad option) prints one ``jaxviz: error:
 ...`` line on stderr and exits with status 2, never a traceback.
 ``--compile-cache DIR`` (default ``$JAXVIZ_COMPILE_CACHE``; every command but ``port``,
-which compiles nothing) keeps the compiled programs for the next run (:func:`jaxviz.commands._common.use_compile_cache`).
+which compiles nothing) keeps the compiled programs for the next run
+(:func:`jaxviz.commands._common.use_compile_cache`).
 
 Example::
 

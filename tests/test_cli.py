@@ -413,7 +413,6 @@ def test_compile_cache_serves_the_second_run(tmp_path):
 
 def test_compile_cache_option_and_its_errors(tmp_path, monkeypatch):
     from jaxviz.cli import build_parser
-
     from jaxviz.commands import COMMANDS, module
 
     monkeypatch.delenv("JAXVIZ_COMPILE_CACHE", raising=False)
@@ -433,4 +432,4 @@ def test_compile_cache_option_and_its_errors(tmp_path, monkeypatch):
     code, out, err = run(["layers", "alexnet", "--compile-cache", str(a_file)])
     assert code == 2 and out == ""
     assert err.strip() == (f"jaxviz: error: --compile-cache {str(a_file)!r} is a file; "
-                           f"expected a folder (it is created when missing)")
+                           f"expected a folder (it is created)")

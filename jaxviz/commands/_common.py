@@ -151,11 +151,7 @@ def use_compile_cache(folder: str | os.PathLike) -> Path:
     Raises:
       ValueError: ``folder`` exists and is not a folder.
     """
-    path = Path(folder).expanduser()
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"--compile-cache {str(folder)!r} is a file; expected a folder "
-                         f"(it is created when missing)")
-    path.mkdir(parents=True, exist_ok=True)
+    path = out_folder(Path(folder).expanduser(), "--compile-cache")
     jax.config.update("jax_compilation_cache_dir", str(path.resolve()))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     return path
@@ -337,12 +333,12 @@ def sweep_progress(quiet: bool, desc: str) -> Iterator[Callable[[int, int, float
             b.close()
 
 
-def out_folder(path: str | os.PathLike, *, create: bool = True) -> Path:
+def out_folder(path: str | os.PathLike, option: str = "--out", *, create: bool = True) -> Path:
     """``path`` as a folder, created (without ``create``: only checked); an existing file
-    there is an error."""
+    there is an error that names ``option``."""
     folder = Path(path)
     if folder.exists() and not folder.is_dir():
-        raise ValueError(f"--out {str(folder)!r} is a file; expected a folder (it is created)")
+        raise ValueError(f"{option} {str(folder)!r} is a file; expected a folder (it is created)")
     if create:
         folder.mkdir(parents=True, exist_ok=True)
     return folder

@@ -83,10 +83,7 @@ def _sheets(folder: Path, quiet: bool, samples: int) -> list:
 def run(args: argparse.Namespace, out: TextIO) -> int:
     from jaxviz.analysis import gallery
 
-    folder = Path(args.out)
-    if folder.exists() and not folder.is_dir():
-        raise ValueError(f"--out {str(folder)!r} is a file; expected a folder (it is created)")
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = c.out_folder(args.out)
     samples, steps = (8, 8) if args.quick else (SAMPLES, args.steps)
     figures = _sheets(folder, args.quiet, samples)
     model, variables = jv.load("lenet_digits")
