@@ -27,6 +27,7 @@ import jax.numpy as jnp
 from jaxviz import checks
 from jaxviz.errors import InputError, InputTypeError, LayerError, ModelError
 from jaxviz.models.modules import input_spec
+from jaxviz.static import jit as static_jit
 from jaxviz.static import static, unwrap
 
 
@@ -285,7 +286,32 @@ def activations(model: nn.Module, variables: Any, x: jax.Array,
     """
     x = checks.batch(x, model)
     names = layer_list(layers, unique=False, empty_ok=True)
-    return run(model, variables, x, names, logits=False)[1]
+    if _intercepted():
+        # A Linen interceptor changes what the forward pass computes, and jax.jit's
+        # cache cannot see it: run the pass as it stands, uncompiled.
+        return run(model, variables, x, names, logits=False)[1]
+    wanted = tuple(dict.fromkeys(names))
+    outputs = _compiled_activations(model, wanted, variables, x)
+    found = dict(zip(wanted, outputs))
+    return {name: found[name] for name in names}
+
+
+def _intercepted() -> bool:
+    """Whether a ``flax.linen.intercept_methods`` context is active (or cannot be told)."""
+    stack = getattr(flax.linen.module, "_global_interceptor_stack", None)
+    return stack is None or bool(stack)
+
+
+def _activations_core(model: nn.Module, names: tuple[str, ...], variables: Any,
+                      x: jax.Array) -> tuple[jax.Array, ...]:
+    captured = run(model, variables, x, list(names), logits=False)[1]
+    return tuple(captured[name] for name in names)
+
+
+# Compiled once per model, layer list and input shape (docs/architecture.md, "Compile
+# once"): a forward pass run eagerly compiles every operation on its own, which for
+# GoogLeNet is some 300 small programs on the first call.
+_compiled_activations = static_jit(_activations_core, 2)
 
 
 def layer_list(layers: str | Sequence[str], *, unique: bool = True,

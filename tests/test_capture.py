@@ -195,6 +195,31 @@ def test_any_linen_model():
     assert list(acts) == ["head", "Conv_0"]
 
 
+def test_activations_follow_an_active_interceptor_and_do_not_keep_it():
+    """``jv.activations`` is compiled and cached, but a Linen interceptor changes the
+    forward pass without changing the cache's key: under one it must run what the
+    interceptor makes of the model, and neither call may leak into the other's cache
+    (either order: compiled first, or a layer list first seen under the interceptor)."""
+    model = TinyNet()
+    x = jax.random.normal(jax.random.key(1), (2, 6, 5, 3))
+    variables = model.init(jax.random.key(0), x)
+
+    def doubled_head(next_fun, args, kwargs, context):
+        out = next_fun(*args, **kwargs)
+        head = context.method_name == "__call__" and context.module.path == ("head",)
+        return out * 2 if head else out
+
+    plain = np.asarray(jv.activations(model, variables, x, ["head"])["head"])  # compiled
+    with nn.intercept_methods(doubled_head):
+        seen = jv.activations(model, variables, x, ["head"])["head"]
+        first_seen_here = jv.activations(model, variables, x, ["head", "Dense_0"])
+    np.testing.assert_array_equal(seen, 2 * plain)
+    np.testing.assert_array_equal(first_seen_here["head"], 2 * plain)
+    after = jv.activations(model, variables, x, ["head", "Dense_0"])
+    np.testing.assert_array_equal(after["head"], plain)
+    assert not np.allclose(after["Dense_0"], first_seen_here["Dense_0"])
+
+
 def test_alias_and_path_give_the_same_array():
     model = TinyNet()
     x = jnp.ones((1, 6, 5, 3))

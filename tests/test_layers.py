@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 
 import jax
+import jax.extend.core
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -217,10 +218,16 @@ def test_tiny_maps_are_one_matrix_product_on_cpu():
     (layers.conv2d's docstring), so conv2d computes them as one matrix product there; a
     map of usual size stays a convolution. The values are checked in the two tests above
     (CONV_CASES' tiny cases)."""
+    def names(jaxpr):  # every primitive, inside nested (jitted) programs too
+        for e in jaxpr.eqns:
+            yield e.primitive.name
+            for sub in jax.extend.core.jaxprs_in_params(e.params):
+                yield from names(sub)
+
     def primitives(size, k, p, s=1):
         x, w = jnp.ones((2, *size, 4)), jnp.ones((k, k, 4, 6))
         jaxpr = jax.make_jaxpr(lambda x: layers.conv2d(x, w, stride=s, padding=p))(x)
-        return {e.primitive.name for e in jaxpr.jaxpr.eqns}
+        return set(names(jaxpr.jaxpr))
 
     assert jax.default_backend() == "cpu"
     for size, k, p, s in [((2, 3), 3, 1, 1), ((4, 4), 5, 2, 1), ((1, 9), 3, 1, 1),

@@ -112,8 +112,17 @@ def conv2d_as_patches(x: jax.Array, kernel: jax.Array, stride: IntPair = 1,
     shifted, strided views of the zero-padded input side by side on the channel axis
     (``(N, H', W', kh * kw * C)``, tap-major), times the kernel as a
     ``(kh * kw * C, C_out)`` matrix. Equal to :func:`conv2d` up to the order of
-    summation; meant for small output maps, where the patches are small."""
-    (sh, sw), (ph, pw) = pair(stride), pair(padding)
+    summation; meant for small output maps, where the patches are small.
+
+    Compiled as one program (per shape and settings), also when called eagerly: run op
+    by op, its ``kh * kw`` slices would each compile on their own (121 for an 11 x 11
+    kernel)."""
+    return _conv2d_as_patches(x, kernel, pair(stride), pair(padding), precision)
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3, 4))
+def _conv2d_as_patches(x, kernel, stride, padding, precision):
+    (sh, sw), (ph, pw) = stride, padding
     n, h, w, c = x.shape
     kh, kw, _, o = kernel.shape
     ho, wo = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
