@@ -279,6 +279,10 @@ def activations(model: nn.Module, variables: Any, x: jax.Array,
       ``{name: array}`` keyed by the names as given; maps are NHWC. A module called
       more than once in a forward pass gives its last output.
 
+    The forward pass is compiled once per model, layer list and input shape; inside a
+    ``flax.linen.intercept_methods`` context it runs uncompiled, because ``jax.jit``'s
+    cache cannot see what an interceptor changes.
+
     Raises:
       LayerError: a name is not a layer of ``model`` (the message suggests close ones);
         a ``KeyError`` and a ``ValueError``.
