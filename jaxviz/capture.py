@@ -294,10 +294,8 @@ def activations(model: nn.Module, variables: Any, x: jax.Array,
         # A Linen interceptor changes what the forward pass computes, and jax.jit's
         # cache cannot see it: run the pass as it stands, uncompiled.
         return run(model, variables, x, names, logits=False)[1]
-    wanted = tuple(dict.fromkeys(names))
-    outputs = _compiled_activations(model, wanted, variables, x)
-    found = dict(zip(wanted, outputs))
-    return {name: found[name] for name in names}
+    wanted = tuple(dict.fromkeys(names))  # each once, in the order first asked
+    return dict(zip(wanted, _compiled_activations(model, wanted, variables, x)))
 
 
 def _intercepted() -> bool:

@@ -11,6 +11,7 @@ array, so a near-zero entry cannot blow up the ratio):
 from __future__ import annotations
 
 import jax
+import jax.extend.core
 import numpy as np
 import pytest
 
@@ -36,6 +37,19 @@ def max_rel_err(actual, expected) -> float:
     assert actual.shape == expected.shape, (actual.shape, expected.shape)
     scale = np.abs(expected).max()
     return float(np.abs(actual - expected).max() / (scale if scale > 0 else 1.0))
+
+
+def count_primitive(jaxpr, name: str) -> int:
+    """How many equations of primitive ``name`` a (closed) jaxpr runs, nested ones included."""
+    jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
+    total = 0
+    for eqn in jaxpr.eqns:
+        total += eqn.primitive.name == name
+        for param in eqn.params.values():
+            for sub in param if isinstance(param, (tuple, list)) else (param,):
+                if isinstance(sub, (jax.extend.core.Jaxpr, jax.extend.core.ClosedJaxpr)):
+                    total += count_primitive(sub, name)
+    return total
 
 
 def nhwc(t) -> np.ndarray:

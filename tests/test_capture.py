@@ -13,24 +13,12 @@ import numpy as np
 import pytest
 
 import jaxviz as jv
+from conftest import count_primitive
 
 
 def shapes_only(model, size=(64, 64)):
     """Abstract variables: enough to trace, nothing computed."""
     return jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct((1, *size, 3), jnp.float32))
-
-
-def count_primitive(jaxpr, name: str) -> int:
-    """How many equations of primitive ``name`` a (closed) jaxpr runs, nested ones included."""
-    jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
-    total = 0
-    for eqn in jaxpr.eqns:
-        total += eqn.primitive.name == name
-        for param in eqn.params.values():
-            for sub in param if isinstance(param, (tuple, list)) else (param,):
-                if isinstance(sub, (jax.extend.core.Jaxpr, jax.extend.core.ClosedJaxpr)):
-                    total += count_primitive(sub, name)
-    return total
 
 
 # --- layer tables ---------------------------------------------------------------------------
