@@ -42,6 +42,8 @@ On a machine where jax's default backend is a GPU and ``torch.cuda.is_available(
 both run on the GPU (torch with ``cudnn.benchmark=True`` and ``cuda.synchronize``).
 TF32 is switched off on both sides for a fair float32 comparison (jax's default matmul
 and convolution precision on GPU may use TF32); ``--allow-tf32`` leaves both at TF32.
+``--dtype bfloat16`` times both sides with bfloat16 weights and inputs, and the agreement
+lines give each side's error against torch's float32 result on the same weights and inputs.
 
 Run (from the repository root)::
 
@@ -55,7 +57,9 @@ The default run took about 3 minutes (2 min 40 s) on a 2-core CPU.
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime
+import functools
 import os
 import platform
 import statistics
@@ -82,6 +86,10 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=1, help="untimed calls before timing")
     p.add_argument("--tasks", default="forward,grad", help="comma-separated: forward,grad")
     add_tf32_option(p)
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                   help="weights and inputs in this dtype on both sides (default float32); with "
+                        "bfloat16 the agreement column gives each side's error against torch's "
+                        "float32 result on the same weights and inputs")
     p.add_argument("--out", default=None, help="also write the markdown report to this file")
     add_xla_option(p)
     args = p.parse_args(argv)
@@ -131,6 +139,15 @@ def rel_err(a, b) -> float:
     a = np.asarray(a, np.float64)
     b = np.asarray(b, np.float64)
     return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))
+
+
+def cast_floats(tree, dtype):
+    """``tree`` with every floating-point leaf cast to ``dtype`` (integer leaves kept)."""
+    import jax
+    import jax.numpy as jnp
+
+    return jax.tree_util.tree_map(
+        lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree)
 
 
 def zero_final_bias(tm, variables):
@@ -192,6 +209,18 @@ def bench_model(name, args, on_gpu, jdev, log):
     t_t = torch.from_numpy(t_np).long().to(tdev)
     rows_t = torch.arange(n, device=tdev)
 
+    def torch_grad(m, x):
+        x = x.detach().clone().requires_grad_(True)
+        m(x)[rows_t, t_t].sum().backward()
+        return x.grad
+
+    low = args.dtype != "float32"  # then time the low-precision twins, checked against float32
+    jcast = functools.partial(cast_floats, dtype=getattr(jnp, args.dtype))
+    if low:
+        tm32, v32, x_j32, x_t32 = tm, variables, x_j, x_t
+        tm = copy.deepcopy(tm32).to(getattr(torch, args.dtype))
+        variables, x_j, x_t = jcast(v32), jcast(x_j32), x_t32.to(getattr(torch, args.dtype))
+
     def j_forward(v, x):
         return model.apply(v, x)
 
@@ -205,9 +234,7 @@ def bench_model(name, args, on_gpu, jdev, log):
             return tm(x_t)
 
     def t_grad():
-        x = x_t.detach().clone().requires_grad_(True)
-        tm(x)[rows_t, t_t].sum().backward()
-        return x.grad
+        return torch_grad(tm, x_t)
 
     results = {}
     for task in args.tasks:
@@ -227,16 +254,21 @@ def bench_model(name, args, on_gpu, jdev, log):
         torch_first = time.perf_counter() - t0
 
         # agreement on the same inputs and weights (outside the timed region)
+        # (in bfloat16: each side against torch's float32 result, zeroed in float32 first)
+        host = lambda t: t.detach().float().cpu().numpy()  # noqa: E731
         if task == "forward":
-            tm0, v0 = zero_final_bias(tm, variables)
-            out_j = np.asarray(compiled(v0, x_j))
+            tm0, v0 = zero_final_bias(tm32 if low else tm, v32 if low else variables)
             with torch.no_grad():
-                out_t = tm0(x_t).cpu().numpy()
+                ref = host(tm0(x_t32)) if low else None
+                out_t = host(tm0.to(x_t.dtype)(x_t))
+            out_j = np.asarray(compiled(jcast(v0), x_j))
             del tm0, v0
         else:
             out_j = np.asarray(compiled(*jargs))
-            out_t = tfn().detach().cpu().numpy().transpose(0, 2, 3, 1)
-        err = rel_err(out_j, out_t)
+            out_t = host(tfn()).transpose(0, 2, 3, 1)
+            ref = host(torch_grad(tm32, x_t32)).transpose(0, 2, 3, 1) if low else None
+        err = rel_err(out_j, out_t if ref is None else ref)
+        torch_err = None if ref is None else rel_err(out_t, ref)
 
         log(f"  {name} {task}: first call jax {jax_first:.2f} s, torch {torch_first:.2f} s, "
             f"max rel err {err:.2e}; timing ...")
@@ -246,7 +278,7 @@ def bench_model(name, args, on_gpu, jdev, log):
         log(f"  {name} {task}: torch median {statistics.median(tt):.4f} s, "
             f"jax median {statistics.median(jt):.4f} s, speedup {speedup(tt, jt):.2f}")
         results[task] = dict(torch=tt, jax=jt, jax_first=jax_first, torch_first=torch_first,
-                             err=err, flops=flops)
+                             err=err, torch_err=torch_err, flops=flops)
         compiled = None  # free the executable before the next task
     tm = variables = None  # free the weights before the next model
     return results
@@ -258,7 +290,7 @@ def fmt_times(ts):
 
 def report(all_results, args, info) -> str:
     lines = [
-        f"Batch {args.batch}, {args.size} x {args.size} px, float32, device: {info['device']}; "
+        f"Batch {args.batch}, {args.size} x {args.size} px, {args.dtype}, device: {info['device']}; "
         f"seconds: median (minimum) of {args.pairs} paired rounds (torch, jax) after the first "
         f"calls and {args.warmup} warm-up; speedup = median over the rounds of torch / jax "
         f"time. First call: jax traces, compiles and runs. Compile: first call minus the "
@@ -288,17 +320,27 @@ def report(all_results, args, info) -> str:
                 f"| {r['torch_first'] / r['jax_first']:.2f} | - | - |",
                 f"| {name} | {task}, compile (first call - median) | "
                 f"{r['torch_first'] - tmed:.4f} | {r['jax_first'] - jmed:.4f} | - | - | - |"]
-    lines += ["", "Agreement, jax vs torch on the same weights and inputs "
-              "(max |jax - torch| / max |torch|; forward: logits with the last bias zeroed, "
-              "grad: input gradient):", ""]
+    low = args.dtype != "float32"
+    if low:
+        lines += ["", f"Agreement in {args.dtype}: each side's result against torch's float32 "
+                  "result on the same weights and inputs (max |x - ref| / max |ref|; forward: "
+                  "logits with the last bias zeroed, grad: input gradient); GFLOP/s are against "
+                  "the float32 peak:", ""]
+    else:
+        lines += ["", "Agreement, jax vs torch on the same weights and inputs "
+                  "(max |jax - torch| / max |torch|; forward: logits with the last bias zeroed, "
+                  "grad: input gradient):", ""]
     for name, res in all_results.items():
         parts = []
         for task, r in res.items():
+            if low:
+                parts.append(f"{task} jax {r['err']:.1e}, torch {r['torch_err']:.1e}")
+                continue
             flag = f" **ABOVE {REL_TOL:g}**" if not r["err"] <= REL_TOL else ""
             parts.append(f"{task} {r['err']:.1e}{flag}")
         lines.append(f"- {name}: " + ", ".join(parts))
-    if any(task == "grad" and not r["err"] <= REL_TOL for res in all_results.values()
-           for task, r in res.items()):
+    if not low and any(task == "grad" and not r["err"] <= REL_TOL for res in all_results.values()
+                       for task, r in res.items()):
         lines += ["", "Note: an input gradient through max pooling is discontinuous where a "
                   "window's two largest inputs nearly tie; float32 rounding can then send the "
                   "gradient to a different element in jax and torch (and either may differ "

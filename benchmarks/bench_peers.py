@@ -25,6 +25,10 @@ IntegratedGradients, NoiseTunnel(Saliency) and Occlusion rows are also printed a
 acceptance rows for ``python -m benchmarks`` (targets ``integrated_gradients``,
 ``smoothgrad``, ``occlusion``).
 
+Where jax's default backend is a GPU and torch sees CUDA, both sides run on it in strict
+float32 (``common.torch_device``: TF32 off in both); every call, jax's and the peer's,
+ends with its map on the host as a NumPy array, so both pay the same copy and wait.
+
 Run (from the repository root; about 10 minutes on 2 CPU cores)::
 
     PYTHONPATH=. python benchmarks/bench_peers.py [--pairs 5] [--size 224] [--batch 2] \\
@@ -50,7 +54,7 @@ import warnings
 import numpy as np
 
 from common import (add_pairs_option, add_xla_option, apply_xla_option, emit_row, seeded_alexnet,
-                    speedup, time_alternating)
+                    speedup, time_alternating, torch_device)
 
 # rows also printed as acceptance rows for `python -m benchmarks`: name -> target
 ACCEPTANCE = {"IntegratedGradients 50 (Captum)": "integrated_gradients",
@@ -82,7 +86,8 @@ def main(argv=None) -> int:
     import jaxviz as jv
 
     A = jv.attribution
-    tmodel, model, variables = seeded_alexnet()
+    tdev, device_note = torch_device()
+    tmodel, model, variables = seeded_alexnet(tdev)
     for m in tmodel.modules():  # hooks on a conv layer must see its output, not the ReLU's
         if hasattr(m, "inplace"):
             m.inplace = False
@@ -96,11 +101,11 @@ def main(argv=None) -> int:
     if n > 2:
         x[2:] += 0.1 * np.random.default_rng(0).standard_normal(x[2:].shape).astype(np.float32)
     xj = jnp.asarray(x)
-    xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
+    xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).to(tdev)
     targets = np.array([281, 7], np.int32)[np.arange(n) % 2]
-    tt = torch.from_numpy(targets).long()
+    tt = torch.from_numpy(targets).long().to(tdev)
     relu5 = tmodel.features[11]
-    nhwc = lambda t: t.detach().numpy().transpose(0, 2, 3, 1)  # noqa: E731
+    nhwc = lambda t: t.detach().cpu().numpy().transpose(0, 2, 3, 1)  # noqa: E731
 
     def cam_lib(cls, **kw):
         cam = getattr(pgc, cls)(model=tmodel, target_layers=[relu5], **kw)
@@ -113,19 +118,20 @@ def main(argv=None) -> int:
     def eps():
         # Captum's NoiseTunnel draws (N * 50, C, H, W) noise after torch.manual_seed(0), for
         # the inputs repeated example by example: the same draws as our (50, N, H, W, C).
-        # Made only when its row runs (at --batch 64 and 224 px it is 1.9 GB).
+        # Made only when its row runs (at --batch 64 and 224 px it is 1.9 GB). Drawn on the
+        # torch side's device, as Captum draws it (CUDA's generator differs from the CPU's).
         torch.manual_seed(0)
-        noise = torch.normal(0, torch.tensor(1.0).repeat((n * 50, 3, *size))).numpy()
+        noise = torch.normal(0, torch.tensor(1.0, device=tdev).repeat((n * 50, 3, *size))).cpu().numpy()
         return noise.reshape(n, 50, 3, *size).transpose(1, 0, 3, 4, 2)
 
     base = np.zeros((1, *x.shape[1:]), np.float32)
     np.random.seed(0)
     indices, positions = np.random.choice(1, n * 50), np.random.uniform(0, 1, n * 50)
     blocks = (np.arange(size[0])[:, None] * 7 // size[0]) * 7 + np.arange(size[1])[None] * 7 // size[1]
-    onehot = torch.zeros(n, 1000)
-    onehot[torch.arange(n), tt] = 1
+    onehot = torch.zeros(n, 1000, device=tdev)
+    onehot[torch.arange(n, device=tdev), tt] = 1
     low, high = [torch.from_numpy(((b - np.array(jv.data.IMAGENET_MEAN)) / np.array(jv.data.IMAGENET_STD))
-                                  .astype(np.float32)).reshape(1, 3, 1, 1).expand(n, 3, *size)
+                                  .astype(np.float32)).reshape(1, 3, 1, 1).expand(n, 3, *size).to(tdev)
                  for b in (0.0, 1.0)]
 
     def zennit(comp):
@@ -134,23 +140,24 @@ def main(argv=None) -> int:
                 return nhwc(attributor(xt, onehot)[1])
         return run
 
-    def block(a):
-        return jax.block_until_ready(a)
+    def block(a):  # the map on the host, as every peer's (numpy, or a tensor moved there)
+        return np.asarray(a)
 
     refs = np.random.default_rng(1).normal(0, 0.5, (8, *x.shape[1:])).astype(np.float32)
     rise_masks = np.asarray(A.rise_masks(jax.random.key(0), 512, size))
-    masks_t = torch.from_numpy(rise_masks)
+    masks_t = torch.from_numpy(rise_masks).to(tdev)
 
     def torch_rise(chunk):
         """RISE from its formula, ``chunk`` masks x every image per forward pass."""
         with torch.no_grad():
-            total = torch.zeros(n, *size)
+            total = torch.zeros(n, *size, device=tdev)
+            each = torch.arange(n, device=tdev)
             for start in range(0, len(masks_t), chunk):
                 m = masks_t[start:start + chunk]
                 out = tmodel((xt[None] * m[:, None, None]).reshape(-1, 3, *size))
-                scores = out.reshape(len(m), n, -1)[:, torch.arange(n), tt]      # (k, N)
+                scores = out.reshape(len(m), n, -1)[:, each, tt]      # (k, N)
                 total += torch.einsum("kn,khw->nhw", scores, m)
-            return (total / (len(masks_t) * 0.5)).numpy()
+            return (total / (len(masks_t) * 0.5)).cpu().numpy()
 
     rows = {
         "GradCAM": (lambda: block(A.grad_cam(model, variables, xj, targets, layer="relu5", normalize="minmax")),
@@ -171,7 +178,7 @@ def main(argv=None) -> int:
                                                      normalize="minmax")), cam_lib("AblationCAM")),
         "LayerGradCam (Captum)": (
             lambda: block(A.grad_cam(model, variables, xj, targets, layer="relu5", relu=False, resize=None)),
-            lambda: ca.LayerGradCam(tmodel, relu5).attribute(xt, target=tt).detach().numpy()[:, 0]),
+            lambda: ca.LayerGradCam(tmodel, relu5).attribute(xt, target=tt).detach().cpu().numpy()[:, 0]),
         "GuidedGradCam (Captum)": (
             lambda: block(A.guided_grad_cam(model, variables, xj, targets, layer="relu5",
                                             interpolation="nearest")),
@@ -195,14 +202,14 @@ def main(argv=None) -> int:
         "FeatureAblation 7x7 (Captum)": (
             lambda: block(A.feature_ablation(model, variables, xj, targets, mask=blocks, batch_size=16)),
             lambda: nhwc(ca.FeatureAblation(tmodel).attribute(
-                xt, target=tt, feature_mask=torch.from_numpy(blocks)[None, None],
+                xt, target=tt, feature_mask=torch.from_numpy(blocks)[None, None].to(tdev),
                 perturbations_per_eval=16))),
         "GradientShap 50 (Captum)": (
             lambda: block(A.gradient_shap(model, variables, xj, targets, baselines=base,
                                           draws=(indices.reshape(n, 50).T, positions.reshape(n, 50).T),
                                           batch_size=25)),
             lambda: (np.random.seed(0), nhwc(ca.GradientShap(tmodel).attribute(
-                xt, baselines=torch.from_numpy(base.transpose(0, 3, 1, 2).copy()), n_samples=50,
+                xt, baselines=torch.from_numpy(base.transpose(0, 3, 1, 2).copy()).to(tdev), n_samples=50,
                 target=tt)))[1]),
         "DeepLift (Captum)": (
             lambda: block(A.deeplift(model, variables, xj, targets)),
@@ -210,7 +217,7 @@ def main(argv=None) -> int:
         "DeepLiftShap 8 refs (Captum)": (
             lambda: block(A.deeplift_shap(model, variables, xj, targets, baselines=refs)),
             lambda: nhwc(ca.DeepLiftShap(tmodel).attribute(
-                xt, baselines=torch.from_numpy(refs.transpose(0, 3, 1, 2).copy()), target=tt))),
+                xt, baselines=torch.from_numpy(refs.transpose(0, 3, 1, 2).copy()).to(tdev), target=tt))),
         "RISE 512 masks (batched torch)": (
             lambda: block(A.rise(model, variables, xj, targets, masks=rise_masks, batch_size=32)),
             lambda: torch_rise(32)),
@@ -225,7 +232,7 @@ def main(argv=None) -> int:
     if only is not None and not only <= rows.keys():
         p.error(f"unknown rows {sorted(only - rows.keys())}; rows: {', '.join(rows)}")
     lines = [
-        f"{n} images, {size[0]} x {size[1]} px, AlexNet (seeded random weights), float32, CPU; "
+        f"{n} images, {size[0]} x {size[1]} px, AlexNet (seeded random weights), float32, {device_note}; "
         f"median of {args.pairs} timed rounds (jax, peer) after 1 warm-up (minimum in "
         f"parentheses), seconds; speedup = median over the rounds of peer / jax time. {xla}.", "",
         "| method | peer s | jax s | speedup vs peer (>1: jaxviz faster) | jax compile s "

@@ -14,7 +14,13 @@
 #    map's error against its strict-fp32 map;
 # 5. the GPU target itself: AlexNet conv5, 256 channels x 512 steps at 128 px, the lucid
 #    configuration, strict fp32 (one timed round; about 3 minutes, torch's batched twin
-#    taking 37 s a call on an H100), and with GPU_TF32=1 again with TF32 allowed.
+#    taking 37 s a call on an H100), and with GPU_TF32=1 again with TF32 allowed;
+# 6. the reference libraries on the GPU (`bench_peers.py`, 8 images, and the CAM family on
+#    64), when Captum, pytorch-grad-cam and zennit import;
+# 7. the models at batch 32 in float32 and in bfloat16 (each side's bfloat16 error against
+#    torch's float32 result).
+# GPU_STEPS=a,b runs only the named steps (suite, sweep-256, tests, attribution-tf32,
+# sweep-fp32, sweep-tf32, peers, cams, models-fp32, models-bf16).
 # Reports go to OUT_DIR (default benchmarks/gpu-out).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +31,9 @@ py=${PYTHON:-python3}
 status=0
 step() {  # step NAME SECONDS COMMAND...: runs COMMAND under a time limit, output to OUT_DIR/NAME.log
   local name=$1 limit=$2; shift 2
+  if [ -n "${GPU_STEPS:-}" ] && [[ ",$GPU_STEPS," != *",$name,"* ]]; then
+    return 0
+  fi
   echo "== $name (limit ${limit} s): $*"
   local t0=$SECONDS
   timeout "$limit" "$@" 2>&1 | tee "$out/$name.log" | grep -v '^@@bench-row' | tail -n 40
@@ -55,4 +64,14 @@ if [ "${GPU_TF32:-0}" = 1 ]; then
   step sweep-tf32 200 "$py" "${sweep[@]}" --steps 512 --pairs 1 --configs lucid --allow-tf32 \
     --out "$out/sweep-tf32.md"
 fi
+if "$py" -c "import captum.attr, pytorch_grad_cam, zennit" 2>/dev/null; then
+  step peers 300 "$py" benchmarks/bench_peers.py --pairs 3 --batch 8 --out "$out/peers.md"
+  step cams 150 "$py" benchmarks/bench_peers.py --pairs 3 --batch 64 \
+    --only GradCAM,GradCAMPlusPlus,XGradCAM,HiResCAM,LayerCAM,EigenCAM --out "$out/cams.md"
+else
+  echo "== peers, cams: skipped (Captum, pytorch-grad-cam or zennit does not import)"
+fi
+step models-fp32 150 "$py" benchmarks/bench_models.py --batch 32 --pairs 3 --out "$out/models-fp32.md"
+step models-bf16 150 "$py" benchmarks/bench_models.py --batch 32 --pairs 3 --dtype bfloat16 \
+  --out "$out/models-bf16.md"
 exit $status

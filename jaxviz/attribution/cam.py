@@ -492,8 +492,9 @@ def eigen_cam(model: nn.Module, variables: Any, x: jax.Array, target: Target = N
     Args: as :func:`grad_cam`, and
       flip: a singular vector's sign is arbitrary. True (default) chooses it so that the
         projection's largest magnitude is positive (the sign correction of Seg-Eigen-CAM,
-        Chung & Ying 2025); False keeps the sign LAPACK returns, as pytorch-grad-cam's
-        NumPy call does.
+        Chung & Ying 2025); False keeps the sign the device's SVD returns: LAPACK's on the
+        CPU, as pytorch-grad-cam's NumPy call does, while a GPU's solver may return the
+        other sign (on an H200, 57 of 64 AlexNet maps), so only True is device-independent.
     {options}
     Returns and Raises: as :func:`grad_cam`.
     """
