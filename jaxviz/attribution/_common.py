@@ -128,6 +128,11 @@ _compiled = static_lib.jit
 
 _values_jit = _compiled(_values, 1)
 _grad_jit = _compiled(_input_grad, 1)
+# The network's gradient for a chunk of copies, compiled apart from what a method does with
+# it (SmoothGrad's variants, integrated gradients' weights, GradientSHAP's differences), so
+# those methods share one program per model, objective and chunk shape (docs/architecture.md,
+# "Compile once").
+_copies_grad_jit = _compiled(_copies_grad, 1)
 
 
 LAYER_SIDES: tuple[str, ...] = ("output", "input")

@@ -28,7 +28,7 @@ import numpy as np
 from jaxviz import capture, checks
 from jaxviz.errors import InputError, InputTypeError
 from jaxviz.attribution._common import (
-    Target, _baseline, _check_batch_size, _check_choice, _check_x, _compiled, _copies_grad,
+    Target, _baseline, _check_batch_size, _check_choice, _check_x, _compiled, _copies_grad_jit,
     LAYER_SIDES, _grad_jit, _layer_gradient_jit, _objective, _resolve_layer, _values_jit,
     _with_rule)
 
@@ -127,14 +127,10 @@ def guided_backprop(model: nn.Module, variables: Any, x: jax.Array, target: Targ
 
 
 
-def _smoothgrad_chunk(model, variant, variables, x, sigma, eps, mask, objective):
-    """The gradients at ``x + sigma * eps`` for a chunk of draws, accumulated as
-    ``variant`` asks (:func:`_chunk_moments`) over the valid ones (``mask``)."""
-    g = _copies_grad(model, variables, x[None] + sigma[None] * eps, objective)
-    return _chunk_moments(variant, g, mask)
-
-
-_smoothgrad_jit = _compiled(_smoothgrad_chunk, 2)
+@jax.jit
+def _noisy_copies(x, sigma, eps):
+    """``x + sigma * eps`` for a chunk of draws ``eps: (S, N, ...)``."""
+    return x[None] + sigma[None] * eps
 
 
 def _draw_noise(keys, shape, dtype):
@@ -144,14 +140,17 @@ def _draw_noise(keys, shape, dtype):
 _draw_noise_jit = jax.jit(_draw_noise, static_argnums=(1, 2))
 
 
-def _ig_chunk(model, variables, x, baseline, alphas, weights, objective):
-    """sum_k weights[k] * grad f(baseline + alphas[k] (x - baseline))."""
+@jax.jit
+def _path_copies(x, baseline, alphas):
+    """``baseline + alphas[k] (x - baseline)`` for a chunk of path positions."""
     a = alphas.reshape(-1, *([1] * x.ndim))
-    g = _copies_grad(model, variables, baseline[None] + a * (x - baseline)[None], objective)
+    return baseline[None] + a * (x - baseline)[None]
+
+
+@jax.jit
+def _weighted_sum(weights, g):
+    """``sum_k weights[k] * g[k]``."""
     return jnp.tensordot(weights, g, axes=1)
-
-
-_ig_jit = _compiled(_ig_chunk, 1)
 
 
 # --- SmoothGrad ---------------------------------------------------------------------------------
@@ -212,8 +211,9 @@ def smoothgrad(model: nn.Module, variables: Any, x: jax.Array, target: Target, *
     for start in range(0, plan.samples, chunk):
         k = min(chunk, plan.samples - start)
         mask = jnp.arange(chunk) < k
-        moments.add(*_smoothgrad_jit(model, variant, variables, x, plan.sigma,
-                                     plan.draws(start, k, chunk), mask, obj), k)
+        g = _copies_grad_jit(model, variables,
+                             _noisy_copies(x, plan.sigma, plan.draws(start, k, chunk)), obj)
+        moments.add(*_chunk_moments_jit(variant, g, mask), k)
     return moments.result().astype(x.dtype)
 
 
@@ -279,6 +279,9 @@ def _chunk_moments(variant: str, g: jax.Array, mask: jax.Array):
         return total, None
     mean = total / mask.sum().astype(g.dtype)
     return total, (m * (g - mean) ** 2).sum(0)
+
+
+_chunk_moments_jit = jax.jit(_chunk_moments, static_argnums=0)
 
 
 class _Moments:
@@ -412,8 +415,8 @@ def integrated_gradients(model: nn.Module, variables: Any, x: jax.Array, target:
         a = np.zeros(chunk)
         w = np.zeros(chunk)  # padded points get weight 0
         a[:k], w[:k] = alphas[start:start + k], weights[start:start + k]
-        part = _ig_jit(model, variables, x, b, jnp.asarray(a, x.dtype), jnp.asarray(w, x.dtype),
-                       obj)
+        g = _copies_grad_jit(model, variables, _path_copies(x, b, jnp.asarray(a, x.dtype)), obj)
+        part = _weighted_sum(jnp.asarray(w, x.dtype), g)
         total = part if total is None else total + part
     if not multiply_by_inputs:
         return total.astype(x.dtype)

@@ -25,7 +25,7 @@ import numpy as np
 from jaxviz import capture, checks
 from jaxviz import objectives as objectives_lib
 from jaxviz.attribution._common import (Target, _check_batch_size, _check_choice, _check_x,
-                                        _compiled, _copies_grad, _copies_values, _objective)
+                                        _compiled, _copies_grad_jit, _copies_values, _objective)
 from jaxviz.attribution.cam import resize
 from jaxviz.attribution.gradients import (SMOOTHGRAD_VARIANTS, _chunk_moments, _Moments,
                                           _Noise)
@@ -145,14 +145,11 @@ def noise_tunnel(method: Callable, /, model: nn.Module, variables: Any, x: jax.A
 # --- GradientSHAP ---------------------------------------------------------------------------------
 
 
-def _shap_chunk(model, variables, x, points, diffs, mask, objective):
-    """sum over a chunk's valid samples of grad f(points) * diffs: (N, H, W, C)."""
-    g = _copies_grad(model, variables, points, objective)
-    m = mask.astype(g.dtype).reshape(-1, *([1] * x.ndim))
+@jax.jit
+def _shap_sum(g, diffs, mask):
+    """sum over a chunk's valid samples of ``g * diffs``: (N, H, W, C)."""
+    m = mask.astype(g.dtype).reshape(-1, *([1] * (g.ndim - 1)))
     return (m * g * diffs).sum(0)
-
-
-_shap_jit = _compiled(_shap_chunk, 1)
 
 
 @checks.boundary
@@ -244,8 +241,8 @@ def gradient_shap(model: nn.Module, variables: Any, x: jax.Array, target: Target
     for start in range(0, samples, chunk):
         k = min(chunk, samples - start)
         pad = [(0, chunk - k)] + [(0, 0)] * x.ndim
-        part = _shap_jit(model, variables, x, jnp.pad(points[start:start + k], pad),
-                         jnp.pad(diffs[start:start + k], pad), jnp.arange(chunk) < k, obj)
+        g = _copies_grad_jit(model, variables, jnp.pad(points[start:start + k], pad), obj)
+        part = _shap_sum(g, jnp.pad(diffs[start:start + k], pad), jnp.arange(chunk) < k)
         total = part if total is None else total + part
     return (total / samples).astype(x.dtype)
 
