@@ -104,9 +104,14 @@ def _torch_vjp(fn, x: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
 
 def _jax_vjp(fn, x: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``fn(x)`` and its VJP with ``g``, in float64, as one compiled program (run eagerly,
+    a max pool's derivative compiles each of its few dozen operations on its own)."""
+    def run(x, g):
+        y, vjp = jax.vjp(fn, x)
+        return y, vjp(g)[0]
+
     with jax.enable_x64(True):
-        y, vjp = jax.vjp(fn, jnp.asarray(x))
-        (dx,) = vjp(jnp.asarray(g))
+        y, dx = jax.jit(run)(jnp.asarray(x), jnp.asarray(g))
         return np.asarray(y), np.asarray(dx)
 
 
@@ -347,17 +352,22 @@ def test_global_max_pool_is_max_pool_with_one_window(rule):
     # both route or share single values.
     x = jnp.asarray(np.random.default_rng(0).integers(0, 3, (2, 5, 4, 3)), jnp.float32)
     g = jnp.asarray(np.random.default_rng(1).standard_normal((2, 3)), jnp.float32)
-    got_y, pull = jax.vjp(lambda t: rules.global_max_pool(t, rule), x)
-    want_y, want_pull = jax.vjp(
-        lambda t: rules.max_pool(t, (5, 4), (5, 4), ((0, 0), (0, 0)), rule).reshape(2, 3), x)
+    t = jnp.asarray(np.random.default_rng(2).standard_normal(x.shape), jnp.float32)
+    ours = lambda u: rules.global_max_pool(u, rule)  # noqa: E731
+    window = lambda u: rules.max_pool(u, (5, 4), (5, 4), ((0, 0), (0, 0)), rule).reshape(2, 3)  # noqa: E731
+
+    @jax.jit  # one program (eagerly, each operation of the derivatives compiles on its own)
+    def both(x, g, t):
+        (got_y, pull), (want_y, want_pull) = jax.vjp(ours, x), jax.vjp(window, x)
+        tangents = ((jax.jvp(ours, (x,), (t,))[1], jax.jvp(window, (x,), (t,))[1])
+                    if rule != "linear" else ())  # forward mode routes the same way
+        return got_y, want_y, pull(g)[0], want_pull(g)[0], tangents
+
+    got_y, want_y, got_dx, want_dx, tangents = both(x, g, t)
     np.testing.assert_array_equal(got_y, want_y)
-    np.testing.assert_array_equal(pull(g)[0], want_pull(g)[0])
-    if rule != "linear":  # forward mode routes the same way
-        t = jnp.asarray(np.random.default_rng(2).standard_normal(x.shape), jnp.float32)
-        np.testing.assert_array_equal(
-            jax.jvp(lambda u: rules.global_max_pool(u, rule), (x,), (t,))[1],
-            jax.jvp(lambda u: rules.max_pool(u, (5, 4), (5, 4), ((0, 0), (0, 0)), rule),
-                    (x,), (t,))[1].reshape(2, 3))
+    np.testing.assert_array_equal(got_dx, want_dx)
+    for got, want in [tangents] if tangents else []:
+        np.testing.assert_array_equal(got, want)
 
 
 def test_max_pool_derivative_equals_autodiff_of_the_reduction_ties_included():
