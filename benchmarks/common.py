@@ -20,12 +20,23 @@ def add_xla_option(parser) -> None:
 
 
 def apply_xla_option(args) -> str:
-    """Applies ``--xla-default`` before JAX starts; returns a phrase for the report."""
+    """Applies ``--xla-default`` before JAX starts; returns a phrase for the report.
+
+    The switch concerns XLA:CPU only, and the phrase says so: on a GPU run it names what
+    the (idle) CPU backend would use, and why, not how the GPU ran."""
+    import jaxlib
+
     import jaxviz.cpu
 
     if not args.xla_default and jaxviz.cpu.use_fast_convolutions():
-        return "XLA:CPU convolutions on XLA's own path (jaxviz.cpu.use_fast_convolutions())"
-    return "XLA:CPU convolutions as jaxlib's default (YNNPACK in jaxlib 0.10)"
+        return "CPU backend: XLA's own convolutions (jaxviz.cpu.use_fast_convolutions())"
+    if args.xla_default:
+        why = "--xla-default"
+    elif jaxviz.cpu._jaxlib_version() not in jaxviz.cpu.KNOWN_JAXLIB:
+        why = f"the switch is not known for jaxlib {jaxlib.__version__}"
+    else:
+        why = "XLA_FLAGS already sets the YNN fusion list"
+    return f"CPU backend: jaxlib's default convolutions (YNNPACK in jaxlib 0.10; {why})"
 
 
 def add_tf32_option(parser) -> None:
