@@ -122,16 +122,47 @@ def conv2d_as_patches(x: jax.Array, kernel: jax.Array, stride: IntPair = 1,
 
 @functools.partial(jax.jit, static_argnums=(2, 3, 4))
 def _conv2d_as_patches(x, kernel, stride, padding, precision):
-    (sh, sw), (ph, pw) = stride, padding
-    n, h, w, c = x.shape
-    kh, kw, _, o = kernel.shape
-    ho, wo = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+    (ph, pw) = padding
+    kh, kw, c, o = kernel.shape
     xp = jnp.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0)))
+    patches = _patches(xp, (kh, kw), stride)
+    return jnp.matmul(patches, kernel.reshape(kh * kw * c, o), precision=precision)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2))
+def _patches(xp, window, stride):
+    """The ``kh * kw`` strided views of ``xp`` side by side on the channel axis
+    (``(N, H', W', kh * kw * C)``, tap-major), as strided slices joined in one
+    concatenation. Its derivative is the same map written as one gather
+    (:func:`_gathered_patches`), whose transpose XLA emits as one scatter-add: the
+    transposes of the slices would be ``kh * kw`` padded copies, each a kernel of its own
+    (on XLA:CPU, a compiled program's cost grows with its kernels: LeNet-digits' input
+    gradient compiled in 1.3 s that way and takes 0.5 s, and runs faster)."""
+    (kh, kw), (sh, sw) = window, stride
+    n, hp, wp, c = xp.shape
+    ho, wo = (hp - kh) // sh + 1, (wp - kw) // sw + 1
     taps = [lax.slice(xp, (0, i, j, 0), (n, i + sh * (ho - 1) + 1, j + sw * (wo - 1) + 1, c),
                       (1, sh, sw, 1))
             for i in range(kh) for j in range(kw)]
-    patches = taps[0] if len(taps) == 1 else jnp.concatenate(taps, axis=-1)
-    return jnp.matmul(patches, kernel.reshape(kh * kw * c, o), precision=precision)
+    return taps[0] if len(taps) == 1 else jnp.concatenate(taps, axis=-1)
+
+
+def _gathered_patches(xp, window, stride):
+    """:func:`_patches` as one gather of the flattened map (equal values)."""
+    (kh, kw), (sh, sw) = window, stride
+    n, hp, wp, c = xp.shape
+    ho, wo = (hp - kh) // sh + 1, (wp - kw) // sw + 1
+    rows = (np.arange(ho) * sh)[:, None, None, None] + np.arange(kh)[None, None, :, None]
+    cols = (np.arange(wo) * sw)[None, :, None, None] + np.arange(kw)[None, None, None, :]
+    index = (rows * wp + cols).reshape(ho, wo, kh * kw)  # tap-major, as the slices
+    flat = xp.reshape(n, hp * wp, c)
+    return flat.at[:, index].get(mode="promise_in_bounds").reshape(n, ho, wo, kh * kw * c)
+
+
+@_patches.defjvp
+def _patches_jvp(window, stride, primals, tangents):
+    (xp,), (t,) = primals, tangents
+    return _patches(xp, window, stride), _gathered_patches(t, window, stride)
 
 
 def conv2d_as_valid(x: jax.Array, kernel: jax.Array, stride: IntPair = 1,
