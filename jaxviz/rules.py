@@ -36,6 +36,7 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from jaxviz.errors import InputError, ModelError
@@ -154,12 +155,19 @@ def _window_slices(x, window, strides, padding, shape, fill):
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3))
 def _routed_max_pool(x, window, strides, padding):
     """Max pooling whose derivative routes each window's tangent from its first maximum
-    in row-major order (torch's tie rule), written with masks and strided slices.
+    in row-major order (torch's tie rule).
 
-    Same values as the derivative of ``lax.reduce_window(max)``, but XLA transposes it
-    into pads and selects that fuse, instead of the ``select_and_scatter`` that
-    autodiff of the reduction produces: the backward pass of a max pool runs about 3x
-    faster on CPU. Forward- and reverse-mode both work (it is a ``custom_jvp``).
+    Same values as the derivative of ``lax.reduce_window(max)``, written with masks over
+    the window's strided slices, which XLA transposes into pads and selects that fuse,
+    instead of the ``select_and_scatter`` that autodiff of the reduction produces: the
+    backward pass of a max pool runs about 3x faster on CPU. With stride 1 (GoogLeNet's
+    branch pools), where every input lies in ``kh * kw`` windows and each of the
+    ``kh * kw`` padded copies is as large as the input, the derivative is instead one
+    gather of the tangent at each window's winning position, which XLA transposes into
+    one scatter-add: GoogLeNet's input gradient (8 images, 224 px, 2 CPU cores) compiled
+    in 4.5 s instead of 5.5 and ran in 486 ms instead of 518, with the same values; with
+    stride 2 (AlexNet, VGG) the padded copies stay faster. Forward- and reverse-mode both
+    work (it is a ``custom_jvp``).
     """
     return _max_pool(x, window, strides, padding)
 
@@ -168,15 +176,34 @@ def _routed_max_pool(x, window, strides, padding):
 def _routed_max_pool_jvp(window, strides, padding, primals, tangents):
     (x,), (t,) = primals, tangents
     y = _max_pool(x, window, strides, padding)
+    n, ho, wo, c = y.shape
+    if strides != (1, 1):  # the masked slices; their transposes are the padded copies
+        taken = jnp.zeros(y.shape, bool)
+        out = jnp.zeros(y.shape, t.dtype)
+        pieces = zip(_window_slices(x, window, strides, padding, y.shape, -jnp.inf),
+                     _window_slices(t, window, strides, padding, y.shape, 0))
+        for xs, ts in pieces:
+            first = (xs == y) & ~taken
+            taken = taken | first
+            out = out + jnp.where(first, ts, jnp.zeros((), t.dtype))
+        return y, out
+    # stride 1: one gather at each window's winning position
+    _, _, pads = _window(window, strides, padding)
+    wp = x.shape[2] + pads[2][0] + pads[2][1]
     taken = jnp.zeros(y.shape, bool)
-    out = jnp.zeros(y.shape, t.dtype)
-    pieces = zip(_window_slices(x, window, strides, padding, y.shape, -jnp.inf),
-                 _window_slices(t, window, strides, padding, y.shape, 0))
-    for xs, ts in pieces:
+    offset = jnp.zeros(y.shape, jnp.int32)  # the winner's row-major offset in the padded map
+    slices = _window_slices(x, window, strides, padding, y.shape, -jnp.inf)
+    for k, xs in enumerate(slices):
         first = (xs == y) & ~taken
         taken = taken | first
-        out = out + jnp.where(first, ts, jnp.zeros((), t.dtype))
-    return y, out
+        i, j = divmod(k, window[1])
+        offset = jnp.where(first, i * wp + j, offset)
+    corner = ((np.arange(ho) * strides[0])[:, None] * wp + (np.arange(wo) * strides[1])[None])
+    where = offset + corner[None, :, :, None].astype(np.int32)            # (N, H', W', C)
+    flat = jnp.pad(t, pads).reshape(n, -1, c)
+    picked = flat[np.arange(n)[:, None, None, None], where, np.arange(c)]
+    # a window with no maximum (a NaN in it) passes no tangent, as before
+    return y, jnp.where(taken, picked, jnp.zeros((), t.dtype))
 
 
 def _avg_pool_valid(x, window, strides, padding):

@@ -136,6 +136,23 @@ def test_max_pool_argmax_rules_match_torch_backward(rule, kernel, stride, paddin
         assert (np.abs(want_dx) > 0).sum() < g.size
 
 
+@pytest.mark.parametrize("stride", [1, 2])
+def test_max_pool_window_with_a_nan_passes_no_gradient(stride):
+    """A window whose maximum is NaN routes nothing; every other window routes its
+    cotangent to exactly one element. Stride 1 (one gather) and stride 2 (masked slices)
+    take different code paths to the same rule. Closed form: with a cotangent of ones,
+    the input gradient sums to the number of windows with a finite maximum."""
+    x = np.random.default_rng(4).standard_normal((1, 7, 6, 2))
+    x[0, 3, 2, 1] = np.nan
+    _, _, _, pads = _pool_args((7, 6), 3, stride, 1, True)
+    y, dx = _jax_vjp(lambda t: rules.max_pool(t, (3, 3), (stride, stride), pads),
+                     x, np.ones(np.asarray(rules.max_pool(jnp.asarray(x), (3, 3), (stride, stride),
+                                                          pads)).shape))
+    assert np.isnan(y).any() and np.isfinite(dx).all()
+    assert dx.sum() == np.isfinite(y).sum()
+    assert set(np.unique(dx)) <= set(range(10))
+
+
 @pytest.mark.parametrize("rule", ["gradient", "deconvnet", "guided"])
 @pytest.mark.parametrize("values", ["constant", "few_levels"])
 def test_max_pool_ties_go_where_torch_sends_them(rule, values):
