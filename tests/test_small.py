@@ -153,7 +153,7 @@ def test_fgsm_and_pgd_closed_forms(digits_model, correct100):
     def loss(t):
         return optax.softmax_cross_entropy_with_integer_labels(model.apply(variables, t), y).sum()
 
-    g = jax.grad(loss)(jnp.asarray(x))
+    g = jax.jit(jax.grad(loss))(jnp.asarray(x))
     f = adv.fgsm(model, variables, x, y, eps=0.05)
     np.testing.assert_allclose(f.x - x, 0.05 * np.sign(np.asarray(g)), atol=1e-7)
     p = adv.pgd(model, variables, x, y, eps=0.1, steps=10, norm="linf", clip=(0.0, 1.0))
