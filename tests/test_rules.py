@@ -428,7 +428,10 @@ def test_max_pool_derivative_equals_autodiff_of_the_reduction_ties_included():
         g = jax.random.normal(jax.random.key(1), jax.eval_shape(ours, x).shape)
         r = compared(x, g, t, smooth)
         np.testing.assert_array_equal(r["y"], r["y_ref"])
-        np.testing.assert_array_equal(r["vjp"], r["vjp_ref"])
+        if jax.default_backend() == "cpu":
+            np.testing.assert_array_equal(r["vjp"], r["vjp_ref"])
+        else:  # a GPU adds the cotangents of overlapping windows in another order
+            assert max_rel_err(r["vjp"], r["vjp_ref"]) <= F32_TOL  # (H200: 1.4e-6)
         np.testing.assert_array_equal(r["jvp"], r["jvp_ref"])
         # forward and reverse mode are transposes: <jvp(t), g> == <t, vjp(g)>
         np.testing.assert_allclose(r["forward"], r["reverse"], rtol=1e-5)
