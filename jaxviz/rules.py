@@ -172,38 +172,43 @@ def _routed_max_pool(x, window, strides, padding):
     return _max_pool(x, window, strides, padding)
 
 
+def _first_maxima(x, y, window, strides, padding):
+    """For each offset of the window, in row-major order: the mask of the windows whose
+    first maximum (``y``) sits at that offset. No mask is set where a window has no
+    maximum (a NaN in it)."""
+    taken = jnp.zeros(y.shape, bool)
+    for xs in _window_slices(x, window, strides, padding, y.shape, -jnp.inf):
+        first = (xs == y) & ~taken
+        taken = taken | first
+        yield first
+
+
 @_routed_max_pool.defjvp
 def _routed_max_pool_jvp(window, strides, padding, primals, tangents):
     (x,), (t,) = primals, tangents
     y = _max_pool(x, window, strides, padding)
-    n, ho, wo, c = y.shape
+    zero = jnp.zeros((), t.dtype)
+    masks = _first_maxima(x, y, window, strides, padding)
     if strides != (1, 1):  # the masked slices; their transposes are the padded copies
-        taken = jnp.zeros(y.shape, bool)
         out = jnp.zeros(y.shape, t.dtype)
-        pieces = zip(_window_slices(x, window, strides, padding, y.shape, -jnp.inf),
-                     _window_slices(t, window, strides, padding, y.shape, 0))
-        for xs, ts in pieces:
-            first = (xs == y) & ~taken
-            taken = taken | first
-            out = out + jnp.where(first, ts, jnp.zeros((), t.dtype))
+        for first, ts in zip(masks, _window_slices(t, window, strides, padding, y.shape, 0)):
+            out = out + jnp.where(first, ts, zero)
         return y, out
     # stride 1: one gather at each window's winning position
+    n, ho, wo, c = y.shape
     _, _, pads = _window(window, strides, padding)
     wp = x.shape[2] + pads[2][0] + pads[2][1]
     taken = jnp.zeros(y.shape, bool)
     offset = jnp.zeros(y.shape, jnp.int32)  # the winner's row-major offset in the padded map
-    slices = _window_slices(x, window, strides, padding, y.shape, -jnp.inf)
-    for k, xs in enumerate(slices):
-        first = (xs == y) & ~taken
-        taken = taken | first
+    for k, first in enumerate(masks):
         i, j = divmod(k, window[1])
         offset = jnp.where(first, i * wp + j, offset)
-    corner = ((np.arange(ho) * strides[0])[:, None] * wp + (np.arange(wo) * strides[1])[None])
-    where = offset + corner[None, :, :, None].astype(np.int32)            # (N, H', W', C)
+        taken = taken | first
+    corner = (np.arange(ho)[:, None] * wp + np.arange(wo)[None]).astype(np.int32)  # stride 1
+    where = offset + corner[None, :, :, None]                              # (N, H', W', C)
     flat = jnp.pad(t, pads).reshape(n, -1, c)
     picked = flat[np.arange(n)[:, None, None, None], where, np.arange(c)]
-    # a window with no maximum (a NaN in it) passes no tangent, as before
-    return y, jnp.where(taken, picked, jnp.zeros((), t.dtype))
+    return y, jnp.where(taken, picked, zero)  # a window with no maximum passes nothing
 
 
 def _avg_pool_valid(x, window, strides, padding):
