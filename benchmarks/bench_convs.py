@@ -10,6 +10,11 @@ faster), with each side's GFLOP/s (``2 B H' W' C_out C_in k^2`` over the median 
 Both sides run on a GPU when jax and torch both see one (strict fp32,
 ``common.torch_device``), else on the CPU. ``--models`` picks the networks.
 
+``--profile`` (GPU only) also names the kernels each side runs for each layer: both
+frameworks' launches recorded by torch's profiler (CUPTI sees every kernel in the process,
+jax's included), with each kernel's share of the device time; this is what tells XLA's
+choice of a cuDNN algorithm from torch's ``cudnn.benchmark`` choice for the same shape.
+
 Run it twice to see what the XLA:CPU switch does (under a minute each on 2 cores)::
 
     PYTHONPATH=. python benchmarks/bench_convs.py [--batch 32] [--pairs 5] [--out FILE]
@@ -24,8 +29,9 @@ import statistics
 
 import numpy as np
 
-from common import (add_pairs_option, add_xla_option, apply_xla_option, speedup, time_alternating,
-                    torch_device, torch_waiter, publish)
+from common import (PROFILE_CALLS, add_pairs_option, add_xla_option, apply_xla_option,
+                    kernel_profile, speedup, time_alternating, torch_device, torch_waiter,
+                    publish)
 
 # name, input size, C_in, C_out, kernel, stride, padding
 LAYERS = [
@@ -53,6 +59,8 @@ def main(argv=None) -> int:
                    help=f"comma-separated, from {', '.join(MODELS)} (default: all)")
     add_pairs_option(p, 5)
     p.add_argument("--out", default=None, help="also write the markdown table to this file")
+    p.add_argument("--profile", action="store_true",
+                   help="GPU only: name the kernels each side runs for each layer")
     add_xla_option(p)
     args = p.parse_args(argv)
     models = [m for m in args.models.split(",") if m]
@@ -69,8 +77,11 @@ def main(argv=None) -> int:
     from jaxviz.models import layers
 
     dev, where = torch_device()
+    if args.profile and dev.type != "cuda":
+        p.error(f"--profile needs a GPU that jax and torch both see; this run is on {where}")
     sync = torch_waiter(dev)
     rows = []
+    profiles = []
     rng = np.random.default_rng(0)
     for name, size, cin, cout, k, s, pad in LAYERS:
         if name.split()[0] not in models:
@@ -102,6 +113,11 @@ def main(argv=None) -> int:
         (jf, tf, jd, td), _ = time_alternating([
             lambda: j_fwd(xj, wj).block_until_ready(), t_fwd,
             lambda: j_dx(xj, wj, dyj).block_until_ready(), t_dx], args.pairs)
+        if args.profile:
+            for task, calls in (("fwd", (lambda: j_fwd(xj, wj).block_until_ready(), t_fwd)),
+                                ("dx", (lambda: j_dx(xj, wj, dyj).block_until_ready(), t_dx))):
+                for side, call in zip(("jax", "torch"), calls):
+                    profiles.append((name, task, side, kernel_profile(call, sync)))
         gflop = 2 * np.prod(y.shape) * cin * k * k / 1e9
         rows.append((name, f"{k}x{k}/{s}, {cin}->{cout} at {size}", gflop, tf, jf, td, jd))
         print(f"{name}: fwd speedup {speedup(tf, jf):.2f}, dx speedup {speedup(td, jd):.2f}",
@@ -122,8 +138,23 @@ def main(argv=None) -> int:
                      f"{speedup(tf, jf):.2f} | {rate['tf']:.0f} / {rate['jf']:.0f} | "
                      f"{med['td']:.2f} | {med['jd']:.2f} | {speedup(td, jd):.2f} | "
                      f"{rate['td']:.0f} / {rate['jd']:.0f} |")
+    if profiles:
+        lines += ["", f"Kernels, {PROFILE_CALLS} calls each side (torch.profiler over CUDA "
+                  "activity): kernel name, launches a call, device microseconds a call and "
+                  "that kernel's share of the side's device time.", "",
+                  "| layer | task | side | kernel | launches a call | us a call | share |",
+                  "|---|---|---|---|---|---|---|"]
+        for name, task, side, kernels in profiles:
+            total = sum(us for _, _, us in kernels) or 1.0
+            if not kernels:
+                lines.append(f"| {name} | {task} | {side} | (no kernel recorded) | | | |")
+            for kname, count, us in kernels[:4]:
+                lines.append(f"| {name} | {task} | {side} | `{kname[:90]}` | "
+                             f"{count / PROFILE_CALLS:g} | {us / PROFILE_CALLS:.1f} | "
+                             f"{us / total:.0%} |")
     publish("\n".join(lines), args.out)
     return 0
+
 
 
 if __name__ == "__main__":

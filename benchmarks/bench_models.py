@@ -69,8 +69,8 @@ import time
 import numpy as np
 
 from common import (add_pairs_option, add_tf32_option, add_xla_option, apply_xla_option, emit_row,
-                    measured_peak_gflops, speedup, time_alternating, torch_device, torch_waiter,
-                    write_atomic, xla_flops)
+                    kernel_profile, kernel_summary, measured_peak_gflops, speedup,
+                    time_alternating, torch_device, torch_waiter, write_atomic, xla_flops)
 
 MODELS = ("alexnet", "vgg16", "googlenet")
 REL_TOL = 1e-4  # agreement above this is flagged in the output
@@ -91,6 +91,10 @@ def parse_args(argv=None):
                         "bfloat16 the agreement column gives each side's error against torch's "
                         "float32 result on the same weights and inputs")
     p.add_argument("--out", default=None, help="also write the markdown report to this file")
+    p.add_argument("--profile", action="store_true",
+                   help="GPU only: after timing, profile each side's kernels (torch.profiler "
+                        "over CUDA activity, which records jax's kernels too) and report the "
+                        "device time, launches, layout conversions and longest kernels")
     add_xla_option(p)
     args = p.parse_args(argv)
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -279,6 +283,10 @@ def bench_model(name, args, on_gpu, jdev, log):
             f"jax median {statistics.median(jt):.4f} s, speedup {speedup(tt, jt):.2f}")
         results[task] = dict(torch=tt, jax=jt, jax_first=jax_first, torch_first=torch_first,
                              err=err, torch_err=torch_err, flops=flops)
+        if args.profile:
+            results[task]["kernels"] = {
+                "jax": kernel_profile(lambda: compiled(*jargs).block_until_ready(), wait),
+                "torch": kernel_profile(tfn, wait)}
         compiled = None  # free the executable before the next task
     tm = variables = None  # free the weights before the next model
     return results
@@ -346,6 +354,12 @@ def report(all_results, args, info) -> str:
                   "gradient to a different element in jax and torch (and either may differ "
                   "from float64). Rerun the comparison in float64 to tell this from a porting "
                   "error (benchmarks/RESULTS.md)."]
+    profiled = [(name, task, r["kernels"]) for name, res in all_results.items()
+                for task, r in res.items() if "kernels" in r]
+    if profiled:
+        lines += ["", "Kernels (`--profile`: 10 calls each side under torch.profiler):", ""]
+        lines += [f"- {name} {task}, {side}: {kernel_summary(k)}"
+                  for name, task, kernels in profiled for side, k in kernels.items()]
     lines += ["", f"Machine: {info['machine']}",
               f"Load average (1 min) before / after: {info['load']}",
               f"Date: {info['date']}", ""]
@@ -354,7 +368,8 @@ def report(all_results, args, info) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    xla = apply_xla_option(args)
+    # NCHW convolutions on a GPU are measured for float32 only (jaxviz/gpu.py)
+    xla = apply_xla_option(args, gpu_nchw=args.dtype == "float32")
     # jax and torch share the GPU when there is one: let jax allocate on demand.
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
@@ -364,6 +379,9 @@ def main(argv=None) -> int:
 
     tdev, device = torch_device(args.allow_tf32)
     on_gpu = tdev.type == "cuda"
+    if args.profile and not on_gpu:
+        raise SystemExit(f"bench_models.py: --profile needs a GPU that jax and torch both see; "
+                         f"this run is on {device}")
     jdev = jax.devices()[0] if on_gpu else jax.devices("cpu")[0]
 
     machine = (f"{cpu_model()}, {os.cpu_count()} cores; {xla}; Python {platform.python_version()}, "

@@ -13,21 +13,29 @@ from typing import NamedTuple
 
 
 def add_xla_option(parser) -> None:
-    """``--xla-default``: keep XLA:CPU's default convolutions (YNNPACK in jaxlib 0.10)."""
+    """``--xla-default``: keep XLA's default convolutions (YNNPACK on the CPU in jaxlib 0.10,
+    XLA's own layout choice on a GPU)."""
     parser.add_argument("--xla-default", action="store_true",
-                        help="do not call jaxviz.cpu.use_fast_convolutions() (keep jaxlib's "
-                             "default CPU convolutions)")
+                        help="do not call jaxviz.cpu.use_fast_convolutions() or "
+                             "jaxviz.gpu.use_nchw_convolutions() (keep XLA's default "
+                             "convolutions: YNNPACK on the CPU, XLA's layouts on a GPU)")
 
 
-def apply_xla_option(args) -> str:
+def apply_xla_option(args, gpu_nchw: bool = True) -> str:
     """Applies ``--xla-default`` before JAX starts; returns a phrase for the report.
 
-    The switch concerns XLA:CPU only, and the phrase says so: on a GPU run it names what
-    the (idle) CPU backend would use, and why, not how the GPU ran."""
+    Unless ``--xla-default``: XLA:CPU's own convolutions (jaxviz.cpu) and, when
+    ``gpu_nchw`` (float32 work), NCHW convolutions on a GPU (jaxviz.gpu; each flag concerns
+    its backend only). The phrase names the CPU backend's choice, and why; on a GPU run it
+    names what the (idle) CPU backend would use, not how the GPU ran: ``torch_device``'s
+    phrase gives the GPU's layout."""
     import jaxlib
 
     import jaxviz.cpu
+    import jaxviz.gpu
 
+    if not args.xla_default and gpu_nchw:
+        jaxviz.gpu.use_nchw_convolutions()
     if not args.xla_default and jaxviz.cpu.use_fast_convolutions():
         return "CPU backend: XLA's own convolutions (jaxviz.cpu.use_fast_convolutions())"
     if args.xla_default:
@@ -68,9 +76,13 @@ def torch_device(allow_tf32: bool = False):
     torch.backends.cudnn.allow_tf32 = allow_tf32
     if not allow_tf32:
         jax.config.update("jax_default_matmul_precision", "float32")
+    import jaxviz.gpu
+
+    layout = ("jax convolutions in NCHW (jaxviz.gpu.use_nchw_convolutions())"
+              if jaxviz.gpu.nchw_convolutions_enabled() else "jax convolutions in XLA's layouts")
     return torch.device("cuda"), (
         f"GPU: {torch.cuda.get_device_name(0)} (jax {jax.devices()[0].device_kind}); "
-        f"TF32 {'allowed in both' if allow_tf32 else 'off (strict fp32) in both'}")
+        f"TF32 {'allowed in both' if allow_tf32 else 'off (strict fp32) in both'}; {layout}")
 
 
 def torch_waiter(device):
@@ -248,3 +260,45 @@ def xla_flops(fn, *args) -> float | None:
     cost = cost[0] if isinstance(cost, list) else cost
     flops = (cost or {}).get("flops")
     return float(flops) if flops and flops > 0 else None
+
+
+PROFILE_CALLS = 10
+
+
+def kernel_profile(call, sync) -> list[tuple[str, int, float]]:
+    """The CUDA kernels ``PROFILE_CALLS`` calls of ``call`` launch, from torch's profiler:
+    ``[(name, launches, device microseconds)]``, longest first. CUPTI records every kernel
+    of the process, so this names XLA's kernels as well as torch's."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    call()
+    sync()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(PROFILE_CALLS):
+            call()
+        sync()
+    found: dict[str, list] = {}
+    for ev in prof.events():
+        if ev.device_type == torch.autograd.DeviceType.CUDA:
+            entry = found.setdefault(ev.name, [0, 0.0])
+            entry[0] += 1
+            entry[1] += ev.time_range.elapsed_us()
+    return sorted(((k, c, us) for k, (c, us) in found.items()), key=lambda r: -r[2])
+
+
+LAYOUT_KERNELS = ("ToNhwc", "ToNchw", "transpose", "convertTensor")
+
+
+def kernel_summary(kernels, top: int = 4) -> str:
+    """One line for ``kernel_profile``'s list: device time and launches a call, the share of
+    layout conversions (NCHW <-> NHWC, transposes) and the longest kernels."""
+    total = sum(us for _, _, us in kernels)
+    if not total:
+        return "no kernel recorded"
+    layout = sum(us for name, _, us in kernels if any(k in name for k in LAYOUT_KERNELS))
+    launches = sum(c for _, c, _ in kernels)
+    longest = "; ".join(f"`{name.split('(')[0][:70]}` {us / total:.0%}"
+                        for name, _, us in kernels[:top])
+    return (f"{total / PROFILE_CALLS:.0f} us of kernels in {launches / PROFILE_CALLS:g} launches "
+            f"a call, {layout / total:.1%} of it layout conversion; longest: {longest}")

@@ -18,9 +18,13 @@
 # 6. the reference libraries on the GPU (`bench_peers.py`, 8 images, and the CAM family on
 #    64), when Captum, pytorch-grad-cam and zennit import;
 # 7. the models at batch 32 in float32 and in bfloat16 (each side's bfloat16 error against
-#    torch's float32 result).
+#    torch's float32 result);
+# 8. the models' kernels (`--profile`) with jaxviz.gpu's NCHW layouts and with XLA's own
+#    (`--xla-default`): device time, launches and layout conversions on each side.
+# Float32 steps run jax's convolutions in NCHW layouts (jaxviz.gpu.use_nchw_convolutions);
+# bfloat16 keeps XLA's.
 # GPU_STEPS=a,b runs only the named steps (suite, sweep-256, tests, attribution-tf32,
-# sweep-fp32, sweep-tf32, peers, cams, models-fp32, models-bf16).
+# sweep-fp32, sweep-tf32, peers, cams, models-fp32, models-bf16, profile, profile-xla).
 # Reports go to OUT_DIR (default benchmarks/gpu-out).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -74,4 +78,8 @@ fi
 step models-fp32 150 "$py" benchmarks/bench_models.py --batch 32 --pairs 3 --out "$out/models-fp32.md"
 step models-bf16 150 "$py" benchmarks/bench_models.py --batch 32 --pairs 3 --dtype bfloat16 \
   --out "$out/models-bf16.md"
+step profile 150 "$py" benchmarks/bench_models.py --batch 32 --pairs 3 --profile \
+  --out "$out/models-profile.md"
+step profile-xla 150 "$py" benchmarks/bench_models.py --batch 32 --pairs 3 --profile --xla-default \
+  --out "$out/models-profile-xla.md"
 exit $status

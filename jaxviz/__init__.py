@@ -20,6 +20,7 @@ from jaxviz import attribution as attribution
 from jaxviz import cpu as cpu
 from jaxviz import data as data
 from jaxviz import errors as errors
+from jaxviz import gpu as gpu
 from jaxviz import models as models
 from jaxviz import objectives as objectives
 from jaxviz import parallel as parallel

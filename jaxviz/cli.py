@@ -91,10 +91,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             "∈μσ".encode(sys.stdout.encoding)
         except (UnicodeEncodeError, LookupError):
             sys.stdout.reconfigure(errors="replace")
-    if argv is None:  # run as a command (float32 throughout): XLA:CPU's faster convolutions.
-        # Called with argv from Python, the process and its XLA flags are the caller's.
+    if argv is None:  # run as a command (float32 throughout): XLA:CPU's faster convolutions,
+        # and NCHW convolutions on a GPU. Called with argv from Python, the process and its
+        # XLA flags are the caller's.
         with contextlib.suppress(RuntimeError):
             jv.cpu.use_fast_convolutions()
+            jv.gpu.use_nchw_convolutions()
     try:
         if getattr(args, "compile_cache", None):
             _common.use_compile_cache(args.compile_cache)

@@ -34,32 +34,17 @@ added for jaxlib versions known to accept it (:data:`KNOWN_JAXLIB`).
 
 from __future__ import annotations
 
-import os
+from jaxviz import _xla_flags
 
 FLAG = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution,-reduce"
 KNOWN_JAXLIB = ((0, 10),)  # (major, minor) versions that accept FLAG
 _SETTING = "xla_cpu_experimental_ynn_fusion_type"
-
-
-def _jaxlib_version() -> tuple[int, int]:
-    import jaxlib
-
-    major, minor = jaxlib.__version__.split(".")[:2]
-    return int(major), int(minor)
-
-
-def _backends_started() -> bool:
-    try:
-        from jax._src import xla_bridge
-    except ImportError:  # pragma: no cover - layout of a future jax
-        return False
-    started = getattr(xla_bridge, "backends_are_initialized", None)
-    return bool(started()) if started is not None else False
+_jaxlib_version = _xla_flags.jaxlib_version
 
 
 def fast_convolutions_enabled() -> bool:
     """Whether ``XLA_FLAGS`` carries :data:`FLAG` (in effect if set before JAX started)."""
-    return FLAG in os.environ.get("XLA_FLAGS", "").split()
+    return _xla_flags.flag_set(FLAG)
 
 
 def use_fast_convolutions() -> bool:
@@ -78,15 +63,5 @@ def use_fast_convolutions() -> bool:
       RuntimeError: JAX's backends have already started without the flag, so setting
         it now would silently do nothing.
     """
-    flags = os.environ.get("XLA_FLAGS", "")
-    if fast_convolutions_enabled():
-        return True
-    if _SETTING in flags or _jaxlib_version() not in KNOWN_JAXLIB:
-        return False
-    if _backends_started():
-        raise RuntimeError(
-            "jaxviz.cpu.use_fast_convolutions() must run before the first JAX computation "
-            "(JAX's backends have started, so XLA flags can no longer change); call it "
-            f"earlier, or start Python with XLA_FLAGS={FLAG}")
-    os.environ["XLA_FLAGS"] = f"{flags} {FLAG}".strip()
-    return True
+    return _xla_flags.add_flag(FLAG, (_SETTING,), KNOWN_JAXLIB,
+                               "jaxviz.cpu.use_fast_convolutions()")

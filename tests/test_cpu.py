@@ -1,4 +1,5 @@
-"""jaxviz.cpu: the XLA flag that takes convolutions off YNNPACK, tested in fresh processes."""
+"""jaxviz.cpu and jaxviz.gpu: the XLA flags for faster float32 convolutions (off YNNPACK on
+the CPU, NCHW layouts on a GPU), tested in fresh processes."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import textwrap
 import pytest
 
 import jaxviz.cpu
+import jaxviz.gpu
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -96,3 +98,38 @@ def test_too_late_is_an_error_and_user_flags_win():
     out = run("import os, jaxviz as jv\nprint(jv.cpu.use_fast_convolutions(), jv.cpu.use_fast_convolutions(),"
               " os.environ['XLA_FLAGS'])", xla_flags="--xla_cpu_enable_fast_math=false")
     assert out.split() == ["True", "True", "--xla_cpu_enable_fast_math=false", jaxviz.cpu.FLAG]
+
+
+@pytest.mark.skipif(jaxviz.gpu._xla_flags.jaxlib_version() not in jaxviz.gpu.KNOWN_JAXLIB,
+                    reason="this jaxlib is not known to accept the GPU flag")
+def test_gpu_layout_flag_is_accepted_and_changes_no_value_here():
+    """This jaxlib's XLA parses the flag (it aborts the process on one it does not know),
+    it is added once, beside the user's other flags, a user's own layout choice wins, and
+    calling it late is an error. On a CPU it changes nothing: the same convolution gives
+    the same bits with and without it."""
+    conv = """
+        import numpy as np, jax, jax.numpy as jnp
+        from jaxviz.models import layers
+        x = jax.random.normal(jax.random.key(0), (2, 12, 12, 5))
+        w = jax.random.normal(jax.random.key(1), (3, 3, 5, 7))
+        print(np.asarray(jax.jit(layers.conv2d)(x, w)).tobytes().hex()[:4000])
+    """
+    before = run(conv).split()[-1]
+    out = run("import os, jaxviz as jv\nprint(jv.gpu.use_nchw_convolutions(), "
+              "jv.gpu.use_nchw_convolutions(), jv.gpu.nchw_convolutions_enabled(), "
+              "os.environ['XLA_FLAGS'])\n" + textwrap.dedent(conv),
+              xla_flags="--xla_cpu_enable_fast_math=false")
+    assert out.split() == ["True", "True", "True", "--xla_cpu_enable_fast_math=false",
+                           jaxviz.gpu.FLAG, before]
+    mine = "--xla_gpu_force_conv_nhwc=true"
+    out = run("""
+        import os, jax.numpy as jnp, jaxviz as jv
+        print(jv.gpu.use_nchw_convolutions(), os.environ['XLA_FLAGS'])
+        del os.environ['XLA_FLAGS']
+        jnp.zeros(1).block_until_ready()
+        try:
+            jv.gpu.use_nchw_convolutions()
+        except RuntimeError as e:
+            print("error:", "jaxviz.gpu.use_nchw_convolutions() must run before" in str(e))
+    """, xla_flags=mine)
+    assert out.split() == ["False", mine, "error:", "True"]

@@ -18,9 +18,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 FLOORS = {
-    0: ("jaxviz.errors",),
+    0: ("jaxviz.errors", "jaxviz._xla_flags"),
     1: ("jaxviz.rules", "jaxviz.models.layers", "jaxviz.render", "jaxviz.data",
-        "jaxviz.static", "jaxviz.cpu", "jaxviz.parallel"),
+        "jaxviz.static", "jaxviz.cpu", "jaxviz.gpu", "jaxviz.parallel"),
     2: ("jaxviz.models", "jaxviz.switches", "jaxviz.stream"),
     3: ("jaxviz.checks",),
     4: ("jaxviz.capture",),

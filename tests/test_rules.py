@@ -342,15 +342,18 @@ def test_rules_agree_and_differ_where_their_definitions_say(registry_model):
     # Then guided (1[s>0] relu(g)) equals gradient (1[s>0] g), deconvnet (relu(g))
     # equals linear (g), and gradient differs from deconvnet wherever s <= 0, which
     # random input makes happen. Only linear layers lie below, so these equalities
-    # carry exactly to the input: exact (0) and "different" above 100 * F32_TOL.
+    # carry exactly to the input: exact (0) on the CPU, and "different" above 100 * F32_TOL.
     name, model, variables, x = registry_model
     layer = _first_rectified(model, x.shape)
     objective = jv.objectives.channel(layer, 0)
     got = {rule: np.asarray(jv.attribution.gradient(model.clone(rules=rule), variables, x,
                                                     objective))
            for rule in rules.RULES}
-    np.testing.assert_array_equal(got["guided"], got["gradient"], err_msg=name)
-    np.testing.assert_array_equal(got["deconvnet"], got["linear"], err_msg=name)
+    for a, b in (("guided", "gradient"), ("deconvnet", "linear")):
+        if jax.default_backend() == "cpu":
+            np.testing.assert_array_equal(got[a], got[b], err_msg=name)
+        else:  # two programs; a GPU may pick other kernels for them (H100: 2e-7 of the max)
+            assert max_rel_err(got[a], got[b]) <= F32_TOL, (name, a, b)
     assert max_rel_err(got["gradient"], got["deconvnet"]) > 100 * F32_TOL, name
 
 
