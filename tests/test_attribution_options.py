@@ -394,6 +394,31 @@ def test_channel_windows_on_a_linear_model(linear, edges):
     assert np.abs(np.asarray(heat) - total / count).max() <= 1e-5 * np.abs(terms).sum()
 
 
+def test_auto_batch_size_bounds_the_images_a_chunk_runs_on_the_cpu(linear):
+    """batch_size="auto" (occlusion, feature_ablation, RISE): the method's own number of
+    copies a chunk, lowered on the CPU so that a chunk runs about CPU_IMAGES_PER_CHUNK
+    images; never more than there are copies; a GPU or TPU keeps the default. Any chunk
+    size gives the same map (to 1e-6 of its largest value: float32 rounding), and equal
+    images in one batch get equal maps."""
+    from jaxviz.attribution._common import CPU_IMAGES_PER_CHUNK, _auto_batch_size
+
+    cpu = jax.default_backend() == "cpu"
+    assert _auto_batch_size("auto", 81, 1, 64) == 64
+    assert _auto_batch_size("auto", 10, 1, 64) == 10
+    assert _auto_batch_size("auto", 81, 100, 64) == (CPU_IMAGES_PER_CHUNK // 100 if cpu else 64)
+    assert _auto_batch_size("auto", 81, 10_000, 64) == (1 if cpu else 64)
+    assert _auto_batch_size(None, 81, 100, 64) == 81 and _auto_batch_size(5, 81, 100, 64) == 5
+    model, variables, x, t, _ = linear
+    many = np.concatenate([x] * 70)  # 140 images: "auto" is 1 window a chunk on the CPU
+    tt = np.concatenate([t] * 70)
+    auto = np.asarray(A.occlusion(model, variables, many, tt, window=4, stride=4))
+    one = np.asarray(A.occlusion(model, variables, many, tt, window=4, stride=4, batch_size=None))
+    assert max_rel_err(auto, one) <= 1e-6
+    np.testing.assert_array_equal(auto[:2], auto[-2:])
+    with pytest.raises(ValueError, match="positive int, None or 'auto'"):
+        A.occlusion(model, variables, x, t, window=4, stride=4, batch_size="fast")
+
+
 def test_feature_ablation_on_a_linear_model(linear):
     """Labels 0, 5 and 9 (not contiguous) by rows, one map for every channel in example 0
     and per channel in example 1: each value's drop is the sum of W_t (x - b) over its

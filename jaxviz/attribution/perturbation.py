@@ -21,7 +21,7 @@ from jaxviz import checks
 from jaxviz.errors import InputError
 from jaxviz.attribution import _reuse
 from jaxviz.attribution._common import (
-    Target, _baseline, _check_batch_size, _check_choice, _check_x, _compiled, _copies_values,
+    Target, _auto_batch_size, _baseline, _check_choice, _check_x, _compiled, _copies_values,
     _objective, _values_jit)
 
 EDGES: tuple[str, ...] = ("flush", "truncate")
@@ -136,7 +136,8 @@ def _cover(starts: list[int], window: int, length: int) -> np.ndarray:
 @checks.boundary
 def occlusion(model: nn.Module, variables: Any, x: jax.Array, target: Target, *,
               window: int | tuple[int, ...] = 32, stride: int | tuple[int, ...] = 2,
-              baseline: float | jax.Array = 0.0, edges: str = "flush", batch_size: int = 64,
+              baseline: float | jax.Array = 0.0, edges: str = "flush",
+              batch_size: int | str | None = "auto",
               return_windows: bool = False, reuse: str | Sequence[str] = "auto",
               ) -> jax.Array | tuple[jax.Array, jax.Array]:
     """Occlusion sensitivity (Zeiler & Fergus 2014).
@@ -160,7 +161,10 @@ def occlusion(model: nn.Module, variables: Any, x: jax.Array, target: Target, *,
         window takes the baseline's values at its pixels).
       edges: ``"flush"`` (default: a last window flush with the far edge) or
         ``"truncate"`` (Captum's: the last window cut off by the edge).
-      batch_size: windows per compiled chunk (each runs ``batch_size * N`` images).
+      batch_size: windows per compiled chunk (each runs ``batch_size * N`` images);
+        ``"auto"`` (default): 64, or on the CPU fewer when x holds more than 4 images, so
+        that a chunk runs about 256 images (XLA:CPU runs much larger batches of small
+        images up to 3x slower per image); None: every window in one chunk.
       return_windows: also return the raw drops on the window grid.
       reuse: recompute only what each window changes. ``"auto"`` (default): on the CPU,
         on AlexNet, VGG, GoogLeNet and a jaxviz ``Sequential``, the first layers run per
@@ -201,7 +205,7 @@ def occlusion(model: nn.Module, variables: Any, x: jax.Array, target: Target, *,
     obj = _objective(model, x, target)
     starts = np.array([(r, q, d) for r in rows for q in cols for d in chans], np.int32)
     total = len(starts)
-    chunk = _check_batch_size(batch_size, total)
+    chunk = _auto_batch_size(batch_size, total, n, 64)
     reference = _values_jit(model, variables, x, obj)
     drops = None
     split = _reuse.plan(model, variables, x.shape, obj, rows, cols, (wh, ww), reuse, chunk)
@@ -238,7 +242,8 @@ def occlusion(model: nn.Module, variables: Any, x: jax.Array, target: Target, *,
 
 @checks.boundary
 def feature_ablation(model: nn.Module, variables: Any, x: jax.Array, target: Target, *,
-                     mask: Any, baseline: float | jax.Array = 0.0, batch_size: int = 16,
+                     mask: Any, baseline: float | jax.Array = 0.0,
+                     batch_size: int | str | None = "auto",
                      return_features: bool = False) -> jax.Array | tuple[jax.Array, jax.Array]:
     """The output's drop when each group of input values is set to the baseline.
 
@@ -254,7 +259,8 @@ def feature_ablation(model: nn.Module, variables: Any, x: jax.Array, target: Tar
         not be contiguous; each distinct label is one feature.
       baseline: the replacing value: a scalar or an array that broadcasts to x.
       batch_size: features per compiled chunk (each chunk runs ``batch_size * N``
-        images).
+        images); ``"auto"`` (default): 16, or on the CPU fewer when x holds more than 16
+        images (about 256 images a chunk, as :func:`occlusion`); None: one chunk.
       return_features: also return the labels and the drops, ``(labels (F,), drops
         (N, F))`` (a feature absent from an example's mask has drop 0).
 
@@ -286,7 +292,7 @@ def feature_ablation(model: nn.Module, variables: Any, x: jax.Array, target: Tar
     b = _baseline(baseline, x)
     obj = _objective(model, x, target)
     total = len(features)
-    chunk = _check_batch_size(batch_size, total)
+    chunk = _auto_batch_size(batch_size, total, x.shape[0], 16)
     reference = _values_jit(model, variables, x, obj)
     drops = []
     for start in range(0, total, chunk):

@@ -24,8 +24,9 @@ import numpy as np
 
 from jaxviz import capture, checks
 from jaxviz import objectives as objectives_lib
-from jaxviz.attribution._common import (Target, _check_batch_size, _check_choice, _check_x,
-                                        _compiled, _copies_grad_jit, _copies_values, _objective)
+from jaxviz.attribution._common import (Target, _auto_batch_size, _check_batch_size,
+                                        _check_choice, _check_x, _compiled, _copies_grad_jit,
+                                        _copies_values, _objective)
 from jaxviz.attribution.cam import resize
 from jaxviz.attribution.gradients import (SMOOTHGRAD_VARIANTS, _chunk_moments, _Moments,
                                           _Noise)
@@ -294,7 +295,7 @@ _rise_jit = _compiled(_rise_chunk, 1)
 @checks.boundary
 def rise(model: nn.Module, variables: Any, x: jax.Array, target: Target, *,
          key: jax.Array | None = None, samples: int = 4000, cells: int = 7, p: float = 0.5,
-         masks: jax.Array | None = None, batch_size: int = 64) -> jax.Array:
+         masks: jax.Array | None = None, batch_size: int | str | None = "auto") -> jax.Array:
     """RISE (Petsiuk et al. 2018): the target's value under random masks, averaged per pixel.
 
     ``S[n] = sum_k f_n(x[n] * M_k) M_k / (K p)`` over K masks (:func:`rise_masks`, the
@@ -307,7 +308,10 @@ def rise(model: nn.Module, variables: Any, x: jax.Array, target: Target, *,
       samples: number of masks K (the paper uses 4000 to 8000).
       cells, p: the masks' grid size and the probability that a cell is kept.
       masks: (K, H, W) masks to use instead of drawing them (``p`` still divides).
-      batch_size: masks per compiled chunk (each chunk runs ``batch_size * N`` images).
+      batch_size: masks per compiled chunk (each chunk runs ``batch_size * N`` images);
+        ``"auto"`` (default): 64, or on the CPU fewer when x holds more than 4 images
+        (about 256 images a chunk, as :func:`jaxviz.attribution.occlusion`); None: one
+        chunk.
 
     Returns:
       (N, H, W), in ``x``'s dtype.
@@ -332,7 +336,7 @@ def rise(model: nn.Module, variables: Any, x: jax.Array, target: Target, *,
             raise InputError(f"expected p as a probability in (0, 1], got {p!r}")
     obj = _objective(model, x, target)
     count = masks.shape[0]
-    chunk = _check_batch_size(batch_size, count)
+    chunk = _auto_batch_size(batch_size, count, x.shape[0], 64)
     total = None
     for start in range(0, count, chunk):
         k = min(chunk, count - start)

@@ -189,8 +189,7 @@ def tiles(model, variables: Any, x: Any, target: Any, methods: Iterable[str] = M
             cam = getattr(A, name)(model, variables, x, target, layer=layer)
             out.append((f"{CAM_CAPTIONS[name]} ({layer})", cam_tile(picture, cam)))
         else:  # occlusion
-            m = A.occlusion(model, variables, x, target, window=window, stride=stride,
-                            batch_size=64)
+            m = A.occlusion(model, variables, x, target, window=window, stride=stride)
             out.append((f"occlusion ({window}, stride {stride})", occlusion_tile(m)))
     return out
 
