@@ -131,7 +131,7 @@ def random_variables(model: nn.Module, seed: int, shape: tuple[int, ...]) -> Any
     values = []
     for path, leaf_shape, dtype, (kind, parameter) in plan:
         rng = np.random.default_rng([int(seed < 0), abs(seed), zlib.crc32(path.encode())])
-        values.append(jnp.asarray(_draw(rng, kind, parameter, leaf_shape).astype(dtype)))
+        values.append(jnp.asarray(_draw(rng, kind, parameter, leaf_shape).astype(dtype, copy=False)))
     return jax.tree_util.tree_unflatten(treedef, values)
 
 
