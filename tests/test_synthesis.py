@@ -148,14 +148,23 @@ def test_rotation_gradient_is_the_adjoint():
     rot = transforms.random_rotate([8.0], fill=0.0)
     x = jax.random.normal(jax.random.key(0), (14, 12, 3))
     g = jax.random.normal(jax.random.key(1), (14, 12, 3))
-    y, vjp = jax.vjp(lambda t: rot(jax.random.key(0), t), x)
-    np.testing.assert_allclose(jnp.vdot(y, g), jnp.vdot(x, vjp(g)[0]), rtol=1e-5)
-    # the linear map column by column (a basis image at a time) against its transpose
-    basis = jnp.eye(14 * 12 * 3).reshape(-1, 14, 12, 3)[::5]
-    cols = jax.vmap(lambda e: rot(jax.random.key(0), e))(basis)
-    rows = jax.vmap(lambda e: jax.vjp(lambda t: rot(jax.random.key(0), t), x)[1](e)[0])(cols)
-    np.testing.assert_allclose(jnp.einsum("ahwc,bhwc->ab", cols, cols),
-                               jnp.einsum("ahwc,bhwc->ab", basis, rows), atol=1e-5)
+
+    @jax.jit  # one program (run eagerly, the checks were about 160 small ones)
+    def products(x, g):
+        def rotate(t):
+            return rot(jax.random.key(0), t)
+
+        y, vjp = jax.vjp(rotate, x)
+        # the linear map column by column (a basis image at a time) against its transpose
+        basis = jnp.eye(14 * 12 * 3).reshape(-1, 14, 12, 3)[::5]
+        cols = jax.vmap(rotate)(basis)
+        rows = jax.vmap(lambda e: vjp(e)[0])(cols)
+        return (jnp.vdot(y, g), jnp.vdot(x, vjp(g)[0]), jnp.einsum("ahwc,bhwc->ab", cols, cols),
+                jnp.einsum("ahwc,bhwc->ab", basis, rows))
+
+    forward, reverse, gram, transposed = products(x, g)
+    np.testing.assert_allclose(forward, reverse, rtol=1e-5)
+    np.testing.assert_allclose(gram, transposed, atol=1e-5)
 
 
 def test_standard_transforms_shape_and_determinism():
