@@ -68,8 +68,8 @@ import time
 
 import numpy as np
 
-from common import (add_pairs_option, add_tf32_option, add_xla_option, apply_xla_option, emit_row,
-                    kernel_profile, kernel_summary, measured_peak_gflops, speedup,
+from common import (PROFILE_CALLS, add_pairs_option, add_tf32_option, add_xla_option,
+                    apply_xla_option, emit_row, kernel_profile, kernel_summary, measured_peak_gflops, speedup,
                     time_alternating, torch_device, torch_waiter, write_atomic, xla_flops)
 
 MODELS = ("alexnet", "vgg16", "googlenet")
@@ -357,7 +357,8 @@ def report(all_results, args, info) -> str:
     profiled = [(name, task, r["kernels"]) for name, res in all_results.items()
                 for task, r in res.items() if "kernels" in r]
     if profiled:
-        lines += ["", "Kernels (`--profile`: 10 calls each side under torch.profiler):", ""]
+        lines += ["", f"Kernels (`--profile`: {PROFILE_CALLS} calls each side under "
+                  "torch.profiler):", ""]
         lines += [f"- {name} {task}, {side}: {kernel_summary(k)}"
                   for name, task, kernels in profiled for side, k in kernels.items()]
     lines += ["", f"Machine: {info['machine']}",

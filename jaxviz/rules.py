@@ -198,17 +198,16 @@ def _routed_max_pool_jvp(window, strides, padding, primals, tangents):
     n, ho, wo, c = y.shape
     _, _, pads = _window(window, strides, padding)
     wp = x.shape[2] + pads[2][0] + pads[2][1]
-    taken = jnp.zeros(y.shape, bool)
-    offset = jnp.zeros(y.shape, jnp.int32)  # the winner's row-major offset in the padded map
+    # the winner's row-major offset in the padded map; -1 where a window has no maximum
+    offset = jnp.full(y.shape, -1, jnp.int32)
     for k, first in enumerate(masks):
         i, j = divmod(k, window[1])
         offset = jnp.where(first, i * wp + j, offset)
-        taken = taken | first
     corner = (np.arange(ho)[:, None] * wp + np.arange(wo)[None]).astype(np.int32)  # stride 1
-    where = offset + corner[None, :, :, None]                              # (N, H', W', C)
+    where = jnp.maximum(offset, 0) + corner[None, :, :, None]              # (N, H', W', C)
     flat = jnp.pad(t, pads).reshape(n, -1, c)
     picked = flat[np.arange(n)[:, None, None, None], where, np.arange(c)]
-    return y, jnp.where(taken, picked, zero)  # a window with no maximum passes nothing
+    return y, jnp.where(offset >= 0, picked, zero)  # a window with no maximum passes nothing
 
 
 def _avg_pool_valid(x, window, strides, padding):

@@ -415,8 +415,9 @@ def test_auto_batch_size_bounds_the_images_a_chunk_runs_on_the_cpu(linear):
     one = np.asarray(A.occlusion(model, variables, many, tt, window=4, stride=4, batch_size=None))
     assert max_rel_err(auto, one) <= 1e-6
     np.testing.assert_array_equal(auto[:2], auto[-2:])
-    with pytest.raises(ValueError, match="positive int, None or 'auto'"):
-        A.occlusion(model, variables, x, t, window=4, stride=4, batch_size="fast")
+    for bad in ("fast", 0):
+        with pytest.raises(ValueError, match="positive int, None or 'auto'"):
+            A.occlusion(model, variables, x, t, window=4, stride=4, batch_size=bad)
 
 
 def test_feature_ablation_on_a_linear_model(linear):

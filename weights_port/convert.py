@@ -72,23 +72,25 @@ def torch_shape(flax_key: str, shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(shape)
 
 
+def _permute(value, *axes):
+    """``value`` with its axes reordered: a torch tensor's ``permute``, numpy's ``transpose``."""
+    return value.permute(*axes) if hasattr(value, "permute") else value.transpose(*axes)
+
+
 def _to_flax(flax_key: str, value, flattened: Mapping[str, tuple[int, int, int]]):
     """The Flax layout of one torch tensor (a numpy array or a torch tensor; a permuted
     view where no copy is needed)."""
     if not flax_key.endswith("/kernel"):
         return value
-    permute = value.permute if hasattr(value, "permute") else value.transpose
     if value.ndim == 4:
-        return permute(2, 3, 1, 0)
+        return _permute(value, 2, 3, 1, 0)
     module = flax_key.split("/")[1:-1]
     hwc = flattened.get(".".join(module))
-    if hwc is not None:  # rows (C, H, W) -> (H, W, C), in one copy
+    if hwc is not None:  # rows (C, H, W) -> (H, W, C) and the transpose, in one copy
         h, w, c = hwc
         out = value.shape[0]
-        value = value.reshape(out, c, h, w)
-        value = (value.permute if hasattr(value, "permute") else value.transpose)(2, 3, 1, 0)
-        return value.reshape(h * w * c, out)
-    return permute(1, 0)
+        return _permute(value.reshape(out, c, h, w), 2, 3, 1, 0).reshape(h * w * c, out)
+    return _permute(value, 1, 0)
 
 
 def infer_config(name: str, state_dict: Mapping[str, Any]) -> dict[str, Any]:

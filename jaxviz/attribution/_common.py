@@ -47,12 +47,13 @@ def _objective(model: nn.Module, x: jax.Array, target: Target) -> objectives_lib
     return obj
 
 
-def _check_batch_size(batch_size: Any, total: int) -> int:
+def _check_batch_size(batch_size: Any, total: int, accepted: str = "a positive int or None"
+                      ) -> int:
     if batch_size is None:
         return total
     if (isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral)
             or batch_size < 1):
-        raise InputError(f"expected batch_size as a positive int or None, got {batch_size!r}")
+        raise InputError(f"expected batch_size as {accepted}, got {batch_size!r}")
     return min(int(batch_size), total)
 
 
@@ -68,15 +69,12 @@ def _auto_batch_size(batch_size: Any, total: int, n: int, default: int) -> int:
     ``batch_size`` as given (an int, or None for one chunk), or for ``"auto"`` ``default``,
     lowered on the CPU so that a chunk runs about :data:`CPU_IMAGES_PER_CHUNK` images
     (a GPU or TPU keeps ``default``: large batches are what those run well)."""
-    if isinstance(batch_size, str):
-        if batch_size != "auto":
-            raise InputError(f"expected batch_size as a positive int, None or 'auto', got "
-                             f"{batch_size!r}")
+    if isinstance(batch_size, str) and batch_size == "auto":
         chunk = default
         if jax.default_backend() == "cpu":
             chunk = max(1, min(default, CPU_IMAGES_PER_CHUNK // max(n, 1)))
         return min(chunk, total)
-    return _check_batch_size(batch_size, total)
+    return _check_batch_size(batch_size, total, "a positive int, None or 'auto'")
 
 
 def _check_choice(value: Any, choices: Sequence[str], what: str) -> str:
