@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 import jaxviz as jv
+from jaxviz import _random
 from jaxviz.models.bound import Bound
 from jaxviz.models.modules import ReLU
 
@@ -29,8 +30,8 @@ ROWS = 1e-5  # float32, same operations, another batch size (see the module docs
 
 N, H, W, C = 2, 8, 9, 3
 KEY = jax.random.key(3)
-NOISE = jax.random.normal(KEY, (3, N, H, W, C))
-REFS = jax.random.normal(jax.random.key(4), (3, H, W, C))
+NOISE = _random.normal(KEY, (3, N, H, W, C))
+REFS = _random.normal(jax.random.key(4), (3, H, W, C))
 DRAWS = (np.array([[0, 2], [1, 1], [2, 0]]), np.array([[0.2, 0.5], [0.9, 0.1], [0.6, 0.3]]))
 FEATURES = np.arange(H * W).reshape(H, W) // 9
 
@@ -48,7 +49,7 @@ OPTIONS = {
     "occlusion": {"window": 4, "stride": 3, "batch_size": 5},
     "feature_ablation": {"mask": FEATURES, "batch_size": 4},
     "gradient_shap": {"baselines": REFS, "draws": DRAWS, "stdev": 0.1, "noise_samples": NOISE},
-    "rise": {"masks": jax.random.uniform(KEY, (6, H, W)), "batch_size": 4},
+    "rise": {"masks": _random.uniform(KEY, (6, H, W)), "batch_size": 4},
     "lrp": {}, "deeplift": {"baseline": 0.1}, "deeplift_shap": {"baselines": REFS},
     "deconvnet_reconstruction": {"layer": "relu", "channel": 1},
 }
@@ -128,7 +129,7 @@ S = jnp.array([1.0, 0.5])
 
 @pytest.fixture(scope="module")
 def data():
-    x = jax.random.normal(jax.random.key(1), (N, H, W, C))
+    x = _random.normal(jax.random.key(1), (N, H, W, C))
     model = Scaled()
     variables = model.init(jax.random.key(0), x, S)
     return x, model, variables

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import jaxviz as jv
+from jaxviz import _random
 from conftest import count_primitive
 
 
@@ -167,7 +168,7 @@ class TinyNet(nn.Module):
 
 def test_any_linen_model():
     model = TinyNet()
-    x = jax.random.normal(jax.random.key(1), (2, 6, 5, 3))
+    x = _random.normal(jax.random.key(1), (2, 6, 5, 3))
     variables = model.init(jax.random.key(0), x)
     table = jv.layer_names(model, (6, 5))
     assert [(i.path, i.alias, i.shape, i.kind) for i in table] == [
@@ -189,7 +190,7 @@ def test_activations_follow_an_active_interceptor_and_do_not_keep_it():
     interceptor makes of the model, and neither call may leak into the other's cache
     (either order: compiled first, or a layer list first seen under the interceptor)."""
     model = TinyNet()
-    x = jax.random.normal(jax.random.key(1), (2, 6, 5, 3))
+    x = _random.normal(jax.random.key(1), (2, 6, 5, 3))
     variables = model.init(jax.random.key(0), x)
 
     def doubled_head(next_fun, args, kwargs, context):
@@ -214,7 +215,7 @@ def test_alias_and_path_give_the_same_array():
     variables = model.init(jax.random.key(0), x)
     assert jv.activations(model, variables, x, "Dense_0")["Dense_0"].shape == (1, 3)
     alexnet, v = jv.load("alexnet")  # seeded random values (numpy draws: no init program)
-    xa = jax.random.normal(jax.random.key(2), (1, 64, 64, 3))
+    xa = _random.normal(jax.random.key(2), (1, 64, 64, 3))
     acts = jv.activations(alexnet, v, xa, ["conv2", "features.3", "relu2"])
     assert np.array_equal(acts["conv2"], acts["features.3"])
     np.testing.assert_array_equal(acts["relu2"], np.maximum(acts["conv2"], 0))

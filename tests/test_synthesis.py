@@ -25,6 +25,7 @@ import optax
 import pytest
 
 import jaxviz as jv
+from jaxviz import _random
 from conftest import F32_TOL, F64_TOL, max_rel_err
 from jaxviz import objectives as obj
 from jaxviz.synthesis import optimize, param, regularizers, transforms
@@ -39,7 +40,7 @@ def test_pixels_init_and_round_trip():
     assert v.shape == (5, 7, 3) and float(v.min()) >= 0.2 and float(v.max()) < 0.3
     s = param.Pixels(std=0.01).init(key, 16)
     assert s.shape == (16, 16, 3) and 0.005 < float(s.std()) < 0.02
-    img = jax.random.uniform(jax.random.key(1), (2, 6, 6, 3), minval=0.05, maxval=0.95)
+    img = _random.uniform(jax.random.key(1), (2, 6, 6, 3), minval=0.05, maxval=0.95)
     for p in (param.Pixels(activation="sigmoid"), param.Pixels(activation="none"),
               param.Pixels(scale=jnp.array(data_std()), offset=jnp.array(data_mean()))):
         np.testing.assert_allclose(p.image(p.from_image(img)), img, atol=2e-6)
@@ -58,7 +59,7 @@ def data_std():
 
 def test_fourier_round_trip_and_spectrum():
     f = param.Fourier()
-    img = jax.random.uniform(jax.random.key(2), (3, 16, 12, 3), minval=0.1, maxval=0.9)
+    img = _random.uniform(jax.random.key(2), (3, 16, 12, 3), minval=0.1, maxval=0.9)
     np.testing.assert_allclose(f.image(jax.vmap(f.from_image)(img)), img, atol=1e-5)
     p = f.init(jax.random.key(0), (16, 12))
     assert p.shape == (2, 3, 16, 7)
@@ -90,7 +91,7 @@ def test_fourier_without_decorrelation_is_the_inverse_fft():
 
 
 def _image(h=20, w=20, seed=0):
-    return jax.random.uniform(jax.random.key(seed), (h, w, 3))
+    return _random.uniform(jax.random.key(seed), (h, w, 3))
 
 
 def test_jitter_is_a_crop_and_pad_pads():
@@ -103,7 +104,7 @@ def test_jitter_is_a_crop_and_pad_pads():
     padded = transforms.pad(3, value=0.5)(None, img)
     assert padded.shape == (26, 26, 3) and float(padded[0, 0, 0]) == 0.5
     np.testing.assert_array_equal(padded[3:-3, 3:-3], img)
-    offsets = {tuple(np.asarray(jax.random.randint(k, (2,), 0, 5)))
+    offsets = {tuple(np.asarray(_random.randint(k, (2,), 0, 5)))
                for k in jax.random.split(jax.random.key(0), 64)}
     assert len(offsets) > 10  # draws vary with the key
 
@@ -146,8 +147,8 @@ def test_rotation_gradient_is_the_adjoint():
     """The rotation's custom backward pass is the transpose of its forward map:
     <R x, g> == <x, R^T g> for random x and g, and equals autodiff of a dense version."""
     rot = transforms.random_rotate([8.0], fill=0.0)
-    x = jax.random.normal(jax.random.key(0), (14, 12, 3))
-    g = jax.random.normal(jax.random.key(1), (14, 12, 3))
+    x = _random.normal(jax.random.key(0), (14, 12, 3))
+    g = _random.normal(jax.random.key(1), (14, 12, 3))
 
     @jax.jit  # one program (run eagerly, the checks were about 160 small ones)
     def products(x, g):
@@ -567,7 +568,7 @@ def test_errors(oriented):
 
 def test_unreachable_target_closed_form(oriented):
     model, variables = oriented
-    x = jax.random.uniform(jax.random.key(0), (2, 12, 12, 3))
+    x = _random.uniform(jax.random.key(0), (2, 12, 12, 3))
     a = np.asarray(jv.activations(model, variables, x, "conv")["conv"])
     idx = np.array([1, 3])
     m = a[np.arange(2), :, :, idx].reshape(2, -1)
@@ -588,7 +589,7 @@ def test_unreachable_target_closed_form(oriented):
 
 def test_diversity_closed_form(oriented):
     model, variables = oriented
-    x = jax.random.uniform(jax.random.key(1), (1, 12, 12, 3))
+    x = _random.uniform(jax.random.key(1), (1, 12, 12, 3))
     same = jnp.concatenate([x, x, x])
     # three identical images: each Gram has cosine 1 with the two others, divided by N
     np.testing.assert_allclose(obj.diversity("conv")(model, variables, same),
@@ -599,7 +600,7 @@ def test_diversity_closed_form(oriented):
 def test_objectives_follow_a_tiled_batch(oriented):
     """objective.tile(S) on S stacked copies equals the objective on each copy."""
     model, variables = oriented
-    x = jax.random.uniform(jax.random.key(2), (2, 12, 12, 3))
+    x = _random.uniform(jax.random.key(2), (2, 12, 12, 3))
     copies = jnp.concatenate([x, 1 - x, 0.5 * x])
     idx = jnp.array([0, 4])
     for o in (obj.channel("conv", idx), obj.neuron("conv", idx, 1, 2),

@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 
 import jaxviz as jv
+from jaxviz import _random
 from jaxviz import objectives as obj
 from jaxviz.synthesis import optimize, param, transforms as T
 
@@ -32,7 +33,7 @@ LUCID_ANGLES = list(range(-10, 11)) + 5 * [0]
 
 
 def _image(h: int, w: int, seed: int = 0) -> jax.Array:
-    return jax.random.uniform(jax.random.key(seed), (h, w, 3), minval=0.01, maxval=0.99)
+    return _random.uniform(jax.random.key(seed), (h, w, 3), minval=0.01, maxval=0.99)
 
 
 # --- numpy references ------------------------------------------------------------------------

@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxviz import checks, objectives
+from jaxviz import _random, checks, objectives
 from jaxviz import static as static_lib
 from jaxviz.errors import InputError, ModelError
 
@@ -231,7 +231,7 @@ def _sphere(model, variables, x, radius, key, n, preprocess, chunk):
     model = static_lib.unwrap(model)
 
     def one(k):
-        d = jax.random.normal(k, x.shape, x.dtype)
+        d = _random.normal(k, x.shape, x.dtype)
         d = d / _per_example_norm(d).reshape(-1, *([1] * (x.ndim - 1)))
         return jnp.argmax(model.apply(variables, preprocess(x + radius * d)), -1)
 

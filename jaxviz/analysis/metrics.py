@@ -53,7 +53,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxviz import attribution, capture, checks, objectives, parallel, render
+from jaxviz import _random, attribution, capture, checks, objectives, parallel, render
 from jaxviz import static as static_lib
 from jaxviz.analysis import maps
 from jaxviz.errors import InputError, InputTypeError, LayerError, ModelError
@@ -712,12 +712,12 @@ def _image_keys(key: jax.Array, x: Any) -> jax.Array:
 
 @functools.partial(jax.jit, static_argnums=(1, 2))
 def _normal_per_key(keys, shape, dtype):
-    return jax.vmap(lambda k: jax.random.normal(k, shape, dtype))(keys)
+    return jax.vmap(lambda k: _random.normal(k, shape, dtype))(keys)
 
 
 @functools.partial(jax.jit, static_argnums=(1,))
 def _uniform_per_key(keys, shape):
-    return jax.vmap(lambda k: jax.random.uniform(k, shape))(keys)
+    return jax.vmap(lambda k: _random.uniform(k, shape))(keys)
 
 
 def _is_conv(params: Any, path: str) -> bool:

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxviz import capture, checks
+from jaxviz import _random, capture, checks
 from jaxviz.errors import InputError, InputTypeError
 from jaxviz.attribution._common import (
     Target, _baseline, _check_batch_size, _check_choice, _check_x, _compiled, _copies_grad_jit,
@@ -134,7 +134,7 @@ def _noisy_copies(x, sigma, eps):
 
 
 def _draw_noise(keys, shape, dtype):
-    return jax.vmap(lambda k: jax.random.normal(k, shape, dtype))(keys)
+    return jax.vmap(lambda k: _random.normal(k, shape, dtype))(keys)
 
 
 _draw_noise_jit = jax.jit(_draw_noise, static_argnums=(1, 2))

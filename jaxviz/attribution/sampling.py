@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxviz import capture, checks
+from jaxviz import _random, capture, checks
 from jaxviz import objectives as objectives_lib
 from jaxviz.attribution._common import (Target, _auto_batch_size, _check_batch_size,
                                         _check_choice, _check_x, _compiled, _copies_grad_jit,
@@ -225,9 +225,9 @@ def gradient_shap(model: nn.Module, variables: Any, x: jax.Array, target: Target
                                  "key=jax.random.key(seed), or draws=(indices, positions)")
         samples = checks.positive_int(samples, "samples")
         k_index, k_position, k_noise = jax.random.split(key, 3)
-        indices = jax.random.randint(k_index, (samples, n), 0, b.shape[0])
-        positions = jax.random.uniform(k_position, (samples, n), x.dtype)
-        eps = jax.random.normal(k_noise, (samples, *x.shape), x.dtype) if stdev > 0 else None
+        indices = _random.randint(k_index, (samples, n), 0, b.shape[0])
+        positions = _random.uniform(k_position, (samples, n), x.dtype)
+        eps = _random.normal(k_noise, (samples, *x.shape), x.dtype) if stdev > 0 else None
     if eps is not None and tuple(eps.shape) != (samples, *x.shape):
         raise InputError(f"expected noise_samples of shape {(samples, *x.shape)}; got "
                          f"{tuple(eps.shape)}")
@@ -272,9 +272,9 @@ def rise_masks(key: jax.Array, count: int, size: tuple[int, int], *, cells: int 
     h, w = (int(s) for s in size)
     ch, cw = -(-h // cells), -(-w // cells)
     k_grid, k_shift = jax.random.split(key)
-    grid = (jax.random.uniform(k_grid, (count, cells, cells)) < p).astype(dtype)
+    grid = (_random.uniform(k_grid, (count, cells, cells)) < p).astype(dtype)
     up = resize(grid, ((cells + 1) * ch, (cells + 1) * cw), "bilinear")
-    shifts = jax.random.randint(k_shift, (count, 2), 0, jnp.array([ch, cw]))
+    shifts = _random.randint(k_shift, (count, 2), 0, jnp.array([ch, cw]))
 
     def crop(mask, shift):
         return jax.lax.dynamic_slice(mask, (shift[0], shift[1]), (h, w))

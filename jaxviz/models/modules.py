@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxviz import rules as rules_lib
+from jaxviz import _random, rules as rules_lib
 from jaxviz.models import layers
 from jaxviz.errors import InputError
 
@@ -38,7 +38,7 @@ def torch_default_kernel_init(key, shape, dtype=jnp.float32):
     """torch's default for Conv2d and Linear: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
     fan_in = int(np.prod(shape[:-1]))
     bound = 1.0 / np.sqrt(fan_in)
-    return jax.random.uniform(key, shape, dtype, -bound, bound)
+    return _random.uniform(key, shape, dtype, -bound, bound)
 
 
 def torch_default_bias_init(fan_in: int) -> Initializer:
@@ -46,7 +46,7 @@ def torch_default_bias_init(fan_in: int) -> Initializer:
     bound = 1.0 / np.sqrt(fan_in)
 
     def init(key, shape, dtype=jnp.float32):
-        return jax.random.uniform(key, shape, dtype, -bound, bound)
+        return _random.uniform(key, shape, dtype, -bound, bound)
 
     return init
 
@@ -169,7 +169,7 @@ class Dropout(nn.Module):
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
         if not train or self.rate == 0.0:
             return x
-        keep = jax.random.bernoulli(self.make_rng("dropout"), 1.0 - self.rate, x.shape)
+        keep = _random.bernoulli(self.make_rng("dropout"), 1.0 - self.rate, x.shape)
         return jnp.where(keep, x / (1.0 - self.rate), jnp.zeros((), x.dtype))
 
 

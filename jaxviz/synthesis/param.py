@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxviz import _random
 from jaxviz.errors import InputError, InputTypeError
 
 # Square root of the colour correlation of ImageNet pixels (in its SVD form), as used by
@@ -116,8 +117,8 @@ class Pixels:
     def init(self, key: jax.Array, shape: Any) -> jax.Array:
         h, w = image_size(shape)
         if self.std is not None:
-            return self.std * jax.random.normal(key, (h, w, 3), self.dtype)
-        return jax.random.uniform(key, (h, w, 3), self.dtype, self.low, self.high)
+            return self.std * _random.normal(key, (h, w, 3), self.dtype)
+        return _random.uniform(key, (h, w, 3), self.dtype, self.low, self.high)
 
     def image(self, params: jax.Array) -> jax.Array:
         scale = jnp.asarray(self.scale, params.dtype)
@@ -195,7 +196,7 @@ class Fourier:
     def init(self, key: jax.Array, shape: Any) -> jax.Array:
         h, w = image_size(shape)
         w = _even(w)
-        return self.std * jax.random.normal(key, (2, 3, h, w // 2 + 1), self.dtype)
+        return self.std * _random.normal(key, (2, 3, h, w // 2 + 1), self.dtype)
 
     def image(self, params: jax.Array) -> jax.Array:
         h, w = params.shape[-2], 2 * (params.shape[-1] - 1)

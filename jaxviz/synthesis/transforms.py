@@ -43,6 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxviz import _random
 from jaxviz.errors import InputError, InputTypeError
 
 Transform = Callable[[jax.Array, jax.Array], jax.Array]
@@ -94,7 +95,7 @@ class Jitter:
         h, w, c = image.shape
         if d >= min(h, w):
             raise InputError(f"jitter {d} leaves nothing of a {h}x{w} image")
-        dy, dx = jax.random.randint(key, (2,), 0, d + 1)
+        dy, dx = _random.randint(key, (2,), 0, d + 1)
         return jax.lax.dynamic_slice(image, (dy, dx, 0), (h - d, w - d, c))
 
 
@@ -199,7 +200,7 @@ def _rotate(image: jax.Array, angle: jax.Array, largest: float, fill: float) -> 
 
 def _choice(key: jax.Array, values: Sequence[float], dtype) -> jax.Array:
     table = jnp.asarray(np.asarray(values, np.float64), dtype)
-    return table[jax.random.randint(key, (), 0, len(values))]
+    return table[_random.randint(key, (), 0, len(values))]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -416,9 +417,9 @@ class LucidScaleRotateJitter:
     def draw(self, key: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
         """(scale index, angle in lucid's float32 radians, crop offset (dy, dx))."""
         k_scale, k_angle, k_crop = jax.random.split(key, 3)
-        return (jax.random.randint(k_scale, (), 0, len(self.scales)),
+        return (_random.randint(k_scale, (), 0, len(self.scales)),
                 _choice(k_angle, lucid_radians(self.angles), jnp.float32),
-                jax.random.randint(k_crop, (2,), 0, int(self.d) + 1))
+                _random.randint(k_crop, (2,), 0, int(self.d) + 1))
 
     def apply(self, image: jax.Array, index: jax.Array, radians: jax.Array,
               offset: jax.Array) -> jax.Array:
