@@ -6,12 +6,12 @@ Each function takes jax.random's arguments and defaults (a default dtype follows
 give the same array, bit for bit: threefry numbers each element by its position in
 row-major order, whatever the shape (``jax_threefry_partitionable`` on or off; checked
 by tests/test_random.py). XLA:CPU compiles the flat form much faster, because the shaped
-form computes each element's counter from a multi-dimensional iota. Measured on 2 CPU
-cores (jaxlib 0.10): a (2, 3, 5, 7) normal compiles in 1.08 s shaped and 0.15 s flat, a
-(64, 3, 3, 3) kernel's uniform in 0.56 s and 0.15 s; a (25, 224, 224, 3) draw, a
-SmoothGrad chunk, runs in 37 ms flat against 54 ms shaped. Every draw in jaxviz goes
-through these functions (``tests/test_random.py`` checks that no module calls
-``jax.random`` for an array otherwise).
+form numbers the elements with one 64-bit iota per dimension. Measured on 2 CPU cores
+(jaxlib 0.10, ``benchmarks/bench_draws.py``): a (64, 3, 3, 3) kernel's normal compiles in
+0.69 s shaped and 0.14 s flat; a (25, 224, 224, 3) draw, a SmoothGrad chunk, compiles in
+0.31 and 0.15 s and runs in 63 and 52 ms. Every draw in jaxviz goes through these
+functions (``tests/test_random.py`` checks that no module calls ``jax.random`` for an
+array otherwise).
 """
 
 from __future__ import annotations
