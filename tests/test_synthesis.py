@@ -468,8 +468,8 @@ def test_sweep_killed_part_way_resumes_bit_identical(tmp_path):
     killed.parent.mkdir()
     seen, broken, stop = [], [], threading.Event()
 
-    def poll():
-        while not stop.is_set():
+    def poll():  # every millisecond or so (a busy loop would take a core from the sweeps)
+        while not stop.wait(0.001):
             if killed.exists():
                 try:
                     seen.append(len(_checkpoint_images(killed)))
