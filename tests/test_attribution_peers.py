@@ -334,7 +334,9 @@ def test_occlusion_and_feature_ablation_match_captum(peer):
         assert max_rel_err(got, want) <= PEER_F32, ours
     h, w = peer.size
     blocks = (np.arange(h)[:, None] // 9) * 10 + np.arange(w)[None, :] // 11
-    mask = np.stack([blocks, blocks[::-1] * 3])  # another numbering for the second example
+    # the second example: the blocks upside down and numbered backwards (Captum runs one
+    # pass per number up to the largest, so the numbers stay below the first's largest)
+    mask = np.stack([blocks, (blocks.max() - blocks)[::-1]])
     want = captum_attr.FeatureAblation(peer.torch).attribute(
         peer.xt, target=t, feature_mask=torch.from_numpy(mask[:, None]), baselines=0.5)
     got = np.asarray(A.feature_ablation(m, v, x, TARGETS, mask=mask, baseline=0.5))
