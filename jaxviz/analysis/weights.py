@@ -417,12 +417,13 @@ def first_layer_order(model: nn.Module, variables: Any, *, layer: str | None = N
     first = np.asarray(maps.kernel(model, variables, names[i]))  # (F, kh, kw, C)
     filters = first.shape[0]
     if next_layer is None:
-        later = [j for j in range(i + 1, len(names))
-                 if maps.kernel(model, variables, names[j]).shape[-1] == filters]
-        if not later:
+        # the kernels' shapes only (kh, kw, C_in, F): nothing is transposed to find it
+        params = variables.get("params", {})
+        j = next((j for j in range(i + 1, len(names))
+                  if maps._conv_kernel(params, names[j]).shape[2] == filters), None)
+        if j is None:
             raise LayerError(f"no convolution after {names[i]!r} reads its {filters} channels; "
                              f"name next_layer")
-        j = later[0]
     else:
         j = _conv_index(names, aliases.get(next_layer, next_layer), "next_layer")
     k = np.abs(np.asarray(maps.kernel(model, variables, names[j])))  # (F', kh, kw, C_in)
