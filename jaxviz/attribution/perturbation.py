@@ -9,6 +9,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -83,7 +84,7 @@ def _occlusion_split(model, plan, window, variables, x, b, reference, geo, obj, 
                                      part, obj)
         except _reuse._NotSplittable:
             return None
-        drops.append(d[:min(chunk, total - start)])
+        drops.append(d)  # padded rows are dropped by _occlusion_heat
     return drops
 
 
@@ -131,6 +132,23 @@ def _cover(starts: list[int], window: int, length: int) -> np.ndarray:
     pos = np.arange(length)[None, :]
     s = np.array(starts)[:, None]
     return (pos >= s) & (pos < s + window)
+
+
+@functools.partial(jax.jit, static_argnames=("grid_shape", "dtype", "by_channel"))
+def _occlusion_heat(drops, cover_r, cover_c, cover_d, count, *, grid_shape, dtype, by_channel):
+    """(map, grid) from the chunks' drops, ``(chunk, N)`` each, in (row, col, channel)
+    window order (padding rows past the windows are dropped). The map is the mean drop of
+    the windows covering each value: the per-axis covers contracted with the grid (one
+    einsum), divided by the count. One program: run op by op, these steps compiled some
+    15 small programs per input shape."""
+    a, b, d, n = grid_shape
+    grid = jnp.concatenate(drops)[:a * b * d].reshape(a, b, d, n)
+    grid = grid.transpose(3, 0, 1, 2).astype(dtype)                      # (N, a, b, d)
+    summed = jnp.einsum("ah,nabd,bw,dc->nhwc", cover_r, grid, cover_c, cover_d)
+    heat = (summed / count).astype(dtype)
+    if not by_channel:
+        heat, grid = heat[..., 0], grid[..., 0]
+    return heat, grid
 
 
 @checks.boundary
@@ -219,21 +237,18 @@ def occlusion(model: nn.Module, variables: Any, x: jax.Array, target: Target, *,
         drops = []
         for start in range(0, total, chunk):
             part = _padded(starts[start:start + chunk], chunk)
-            d = _occlusion_jit(model, (wh, ww, wc), variables, x, b, reference,
-                               jnp.asarray(part), obj)
-            drops.append(d[:min(chunk, total - start)])
-    grid = jnp.concatenate(drops).reshape(len(rows), len(cols), len(chans), n)
-    grid = grid.transpose(3, 0, 1, 2).astype(x.dtype)                     # (N, a, b, d)
+            drops.append(_occlusion_jit(model, (wh, ww, wc), variables, x, b, reference,
+                                        part, obj))
+    dtype = np.dtype(x.dtype)
     cover = [_cover(rows, wh, h), _cover(cols, ww, w), _cover(chans, wc, c)]
     # windows covering each pixel: a product of per-axis counts (numpy's unoptimized
     # three-way einsum took 78 ms here at 224 px, more than the rest of a GPU occlusion)
     rc, cc, dc = (m.sum(axis=0, dtype=np.float64) for m in cover)
     count = rc[:, None, None] * cc[None, :, None] * dc[None, None, :]
-    summed = jnp.einsum("ah,nabd,bw,dc->nhwc", jnp.asarray(cover[0], x.dtype), grid,
-                        jnp.asarray(cover[1], x.dtype), jnp.asarray(cover[2], x.dtype))
-    heat = (summed / jnp.asarray(count, x.dtype)).astype(x.dtype)
-    if not by_channel:
-        heat, grid = heat[..., 0], grid[..., 0]
+    heat, grid = _occlusion_heat(tuple(drops), *(m.astype(dtype) for m in cover),
+                                 count.astype(dtype), grid_shape=(len(rows), len(cols),
+                                                                  len(chans), n),
+                                 dtype=dtype, by_channel=by_channel)
     return (heat, grid) if return_windows else heat
 
 
