@@ -36,6 +36,7 @@ Scaling decisions (stated once here, repeated in the docstrings):
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from collections.abc import Iterable, Mapping, Sequence
@@ -260,6 +261,17 @@ def _float_array(x: Any, what: str, ndim: int | tuple[int, ...]) -> np.ndarray:
     return a
 
 
+@functools.partial(jax.jit, static_argnames="scale")
+def _scale_kernel(w: jax.Array, n: float, *, scale: str) -> jax.Array:
+    """:func:`filter_tiles`' scaling of the whole kernel, one compiled program per kernel
+    shape (run op by op, it compiled a dozen small programs per shape)."""
+    if scale == "sigmas":
+        return render.sigmas(w, n)
+    axes = (1, 2, 3) if scale == "per_filter" else None
+    top = jnp.max(jnp.abs(w), axis=axes, keepdims=True)
+    return 0.5 + 0.5 * w / jnp.where(top > 0, top, 1)
+
+
 def filter_tiles(k: Any, *, scale: str = "sigmas", n: float = 3, filters: Any = None,
                  channels: Any = None, rgb: bool | None = None) -> FilterTiles:
     """Convolution filters as images with values in [0, 1], for :func:`draw_filters`.
@@ -325,13 +337,7 @@ def filter_tiles(k: Any, *, scale: str = "sigmas", n: float = 3, filters: Any = 
     f_idx = _selection(filters, f_count, None if rgb else _DEFAULT_FILTERS, "filters")
     c_idx = None if rgb else _selection(channels, c_count, _DEFAULT_CHANNELS, "channels")
 
-    w = jnp.asarray(a, jnp.result_type(a.dtype, jnp.float32))
-    if scale == "sigmas":
-        scaled = render.sigmas(w, n)
-    else:
-        axes = (1, 2, 3) if scale == "per_filter" else None
-        top = jnp.max(jnp.abs(w), axis=axes, keepdims=True)
-        scaled = 0.5 + 0.5 * w / jnp.where(top > 0, top, 1)
+    scaled = _scale_kernel(jnp.asarray(a, jnp.result_type(a.dtype, jnp.float32)), n, scale=scale)
     out = np.clip(np.asarray(scaled, np.float32), 0.0, 1.0)[f_idx]
     if not rgb:
         out = out[..., c_idx].transpose(0, 3, 1, 2)  # (F', kh, kw, C') -> (F', C', kh, kw)
