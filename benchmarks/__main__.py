@@ -76,8 +76,8 @@ WORKLOADS: dict[str, Workload] = {
                      [], ["--sizes", "200"], takes_pairs=False),
     "embeddings": Workload("bench_embeddings.py", "digits through LeNet: k-NN, t-SNE, memory",
                            [], ["--repeats", "1", "--skip", "memory"], takes_pairs=False),
-    "draws": Workload("bench_draws.py", "random draws: jax.random's shaped form against the flat one",
-                      [], []),
+    "draws": Workload("bench_draws.py",
+                      "random draws: jax.random's shaped form against the flat one", [], []),
 }
 # scripts that take --device (the others use the GPU when jax and torch both see one,
 # or run on the CPU only; the report says which)

@@ -69,8 +69,8 @@ import time
 import numpy as np
 
 from common import (PROFILE_CALLS, add_pairs_option, add_tf32_option, add_xla_option,
-                    apply_xla_option, emit_row, kernel_profile, kernel_summary, measured_peak_gflops, speedup,
-                    time_alternating, torch_device, torch_waiter, write_atomic, xla_flops)
+                    apply_xla_option, emit_row, kernel_profile, kernel_summary,
+                    measured_peak_gflops, speedup, time_alternating, torch_device, torch_waiter, write_atomic, xla_flops)
 
 MODELS = ("alexnet", "vgg16", "googlenet")
 REL_TOL = 1e-4  # agreement above this is flagged in the output

@@ -39,17 +39,23 @@ def max_rel_err(actual, expected) -> float:
     return float(np.abs(actual - expected).max() / (scale if scale > 0 else 1.0))
 
 
-def count_primitive(jaxpr, name: str) -> int:
-    """How many equations of primitive ``name`` a (closed) jaxpr runs, nested ones included."""
+def equations(jaxpr, name: str) -> list:
+    """The equations of primitive ``name`` a (closed) jaxpr runs, nested ones included."""
     jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
-    total = 0
+    found = []
     for eqn in jaxpr.eqns:
-        total += eqn.primitive.name == name
+        if eqn.primitive.name == name:
+            found.append(eqn)
         for param in eqn.params.values():
             for sub in param if isinstance(param, (tuple, list)) else (param,):
                 if isinstance(sub, (jax.extend.core.Jaxpr, jax.extend.core.ClosedJaxpr)):
-                    total += count_primitive(sub, name)
-    return total
+                    found += equations(sub, name)
+    return found
+
+
+def count_primitive(jaxpr, name: str) -> int:
+    """How many equations of primitive ``name`` a (closed) jaxpr runs, nested ones included."""
+    return len(equations(jaxpr, name))
 
 
 def nhwc(t) -> np.ndarray:

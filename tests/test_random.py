@@ -3,8 +3,9 @@
 Each draw is made flat and reshaped, which XLA:CPU compiles several times faster than
 the shaped draw (the module's docstring has the figures). That is only allowed because the
 two are the same numbers: checked here for every helper, for typed and raw keys, under
-``vmap``, in float32 and float64, with ``jax_threefry_partitionable`` on and off. And no
-module of jaxviz draws an array through ``jax.random`` directly.
+``vmap``, in float32 and float64, with ``jax_threefry_partitionable`` on and off. Each
+helper asks threefry for one 1-D block of bits (what makes it fast), and no module of
+jaxviz draws an array through ``jax.random`` directly.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 import pytest
 
 from jaxviz import _random
+from conftest import equations
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPES = [(), (0, 3), (3, 4), (2, 5, 7)]
@@ -48,6 +50,19 @@ def test_flat_draws_are_jax_randoms_bits(shape):
     for ours, theirs in pairs(jax.random.key(5), shape):
         assert ours.shape == theirs.shape == shape and ours.dtype == theirs.dtype
         assert np.array_equal(ours, theirs)
+
+
+def test_helpers_draw_flat():
+    """What makes them fast: every draw asks threefry for a 1-D block of bits."""
+    shape = (2, 5, 7)
+    top = jnp.arange(1, 8)
+    for name, draw in [("normal", lambda k: _random.normal(k, shape)),
+                       ("uniform", lambda k: _random.uniform(k, shape)),
+                       ("bernoulli", lambda k: _random.bernoulli(k, 0.5, shape)),
+                       ("randint", lambda k: _random.randint(k, shape, 0, top))]:
+        shapes = [tuple(eqn.params["shape"])
+                  for eqn in equations(jax.make_jaxpr(draw)(jax.random.key(0)), "random_bits")]
+        assert shapes and all(len(s) == 1 for s in shapes), (name, shapes)
 
 
 def test_raw_keys_both_threefry_modes_vmap_jit_and_float64(threefry):
@@ -83,4 +98,5 @@ def test_jaxviz_draws_through_the_flat_helpers():
             code = line.split("#", 1)[0]
             if DRAWS.search(code) and "``" not in code:
                 found.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()}")
-    assert not found, "draw through jaxviz._random (same bits, faster compile):\n" + "\n".join(found)
+    assert not found, ("draw through jaxviz._random (same bits, faster compile):\n"
+                       + "\n".join(found))
