@@ -10,10 +10,34 @@ array, so a near-zero entry cannot blow up the ratio):
 
 from __future__ import annotations
 
-import jax
-import jax.extend.core
-import numpy as np
-import pytest
+import os
+import sys
+
+
+def _share_the_cores() -> None:
+    """Under pytest-xdist, give each worker's torch (and the subprocesses it starts) its
+    share of the cores instead of one OpenMP thread per core: N workers each spinning up
+    a thread per core oversubscribe the machine, and OpenMP's waiting threads spin. On 2
+    cores with 2 workers, torch at one thread per worker ran test_models, the peers and
+    test_synthesis in 249 s instead of 296 (docs/architecture.md, "Where the suite's time
+    goes"). XLA's own threads cost nothing measurable (290 s with Eigen single-threaded),
+    so they are left alone. A user's OMP_NUM_THREADS wins."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers <= 1 or "OMP_NUM_THREADS" in os.environ:
+        return
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    share = max(1, (cores or 1) // workers)
+    os.environ["OMP_NUM_THREADS"] = str(share)
+    if "torch" in sys.modules:  # imported already (a plugin): the variable came too late
+        sys.modules["torch"].set_num_threads(share)
+
+
+_share_the_cores()
+
+import jax  # noqa: E402
+import jax.extend.core  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 F32_TOL = 1e-5
 F64_TOL = 1e-12

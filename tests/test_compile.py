@@ -346,3 +346,29 @@ def test_load_twice_compiles_nothing():
     with Compilations() as again:
         jv.load("lenet", seed=1)
     assert again.count == 0
+
+
+# First calls: each is its own compiled program(s), with no eager operations around it
+# compiling small programs of their own (docs/architecture.md, "Where the suite's time
+# goes"). The shared layer gradient is compiled first; a new input shape (3 images)
+# makes every program new. Counts: Grad-CAM's weighting and finishing is one program
+# (it was 6 eager ones; Grad-CAM++ with minmax 18); top_k's merge is one (its running
+# lists were made by eager jnp.full); histograms' min/max and count passes are two.
+FIRST_CALLS = {
+    "grad_cam": (lambda m, v, x, layer: A.grad_cam(m, v, x, TARGET[:1].repeat(3), layer=layer), 1),
+    "grad_cam_plus_plus minmax": (lambda m, v, x, layer: A.grad_cam_plus_plus(
+        m, v, x, TARGET[:1].repeat(3), layer=layer, normalize="minmax"), 1),
+    "top_k": (lambda m, v, x, layer: examples.top_k(m, v, x, layer, k=4).values, 1),
+    "histograms": (lambda m, v, x, layer: maps.histograms(m, v, x, [layer])[layer][0], 2),
+}
+
+
+@pytest.mark.parametrize("name", list(FIRST_CALLS))
+def test_first_call_compiles_only_its_programs(subjects, name):
+    model, variables, x, layer = subjects["lenet_digits"]
+    x = jnp.concatenate([x, x[:1]])  # a shape no other test here uses
+    call, programs = FIRST_CALLS[name]
+    jax.block_until_ready(A.layer_gradient(model, variables, x, TARGET[:1].repeat(3), layer=layer))
+    with Compilations() as first:
+        jax.block_until_ready(call(model, variables, x, layer))
+    assert first.count == programs, f"{name}: {first.count} compilations, expected {programs}"

@@ -212,8 +212,10 @@ def top_k(model: nn.Module, variables: Any, images: Any, layer: str, k: int = 9,
                 raise LayerError(f"top_k needs a layer with spatial maps (N, H, W, C); {layer!r} "
                                  f"gives shape {info.shape[1:]} per image")
             c = info.shape[-1]
-            state = (jnp.full((c, k), -jnp.inf, xb.dtype), jnp.full((c, k), -1, jnp.int32),
-                     jnp.full((c, k), -1, jnp.int32))
+            # made on the host and copied: an eager jnp.full, or jnp.asarray of a numpy
+            # array, compiles a program per shape (jax 0.10)
+            state = tuple(jax.device_put(np.full((c, k), fill, dtype)) for fill, dtype in
+                          ((-np.inf, np.dtype(xb.dtype)), (-1, np.int32), (-1, np.int32)))
             grid = info.shape[1:3]
         elif tuple(xb.shape[1:]) != first_shape:
             raise InputError(f"every batch must hold images of one shape: batch 0 has "
@@ -232,7 +234,7 @@ def top_k(model: nn.Module, variables: Any, images: Any, layer: str, k: int = 9,
             xb, row_ids, valid = (jax.device_put(np.asarray(a), sharding)
                                   for a in (xb, row_ids.astype(np.int32), valid))
         else:
-            row_ids = jnp.asarray(row_ids, jnp.int32)
+            row_ids = jax.device_put(row_ids.astype(np.int32))
         previous = state
         state = _merge(model, path, k, variables, xb, row_ids, valid, *state)
         # at most two batches in flight: dispatch is asynchronous, and a producer faster

@@ -674,7 +674,8 @@ def _chunks(images: Any, model: nn.Module, batch_size: int, size: list[int]):
             k = part.shape[0]
             if k < s:
                 part = jnp.concatenate([part, jnp.repeat(part[:1], s - k, axis=0)])
-            yield part, jnp.asarray(np.arange(s) < k, jnp.float32)
+            # made on the host and copied (jnp.asarray would compile a program per shape)
+            yield part, jax.device_put((np.arange(s) < k).astype(np.float32))
 
 
 def _ranges(range_: Any, names: Sequence[str]) -> dict[str, tuple[float, float]] | None:
@@ -798,9 +799,9 @@ def histograms(model: nn.Module, variables: Any, images: Any, layers: str | Sequ
         lows.append(_round_to(e[:1], exact, up=True))
         highs.append(_round_to(e[-1:], exact, up=False))
         inner.append(_round_to(e[1:-1], exact, up=True))
-    lows_a = jnp.asarray(np.concatenate(lows))
-    highs_a = jnp.asarray(np.concatenate(highs))
-    inner_a = jnp.asarray(np.stack(inner).reshape(len(names), bins - 1))
+    lows_a = jax.device_put(np.concatenate(lows))
+    highs_a = jax.device_put(np.concatenate(highs))
+    inner_a = jax.device_put(np.stack(inner).reshape(len(names), bins - 1))
 
     counts = {name: np.zeros(bins, np.int64) for name in names}
     seen = False

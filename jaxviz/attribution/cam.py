@@ -136,19 +136,30 @@ def _check_options(relu: Any, normalize: Any, resize_mode: Any) -> None:
 
 def _finish(maps: jax.Array, x: jax.Array, relu: bool, normalize: str | None,
             resize_mode: str | None, return_raw: bool):
-    """The module docstring's steps 1-3 on maps (N, h, w) or (N, h, w, K)."""
+    """The module docstring's steps 1-3 on maps (N, h, w) or (N, h, w, K), as one compiled
+    program per shape and options (run op by op, the steps compiled about six small
+    programs on a first call)."""
+    return _finish_jit(maps, relu, normalize, resize_mode, return_raw, tuple(x.shape[1:3]),
+                       jnp.dtype(x.dtype))
+
+
+def _finish_core(maps, relu, normalize, resize_mode, return_raw, size, dtype):
     if relu:
         maps = jax.nn.relu(maps)
     if normalize == "minmax":
         maps = _minmax(maps)
-    raw = maps.astype(x.dtype)
+    raw = maps.astype(dtype)
     if resize_mode is None:
         return (raw, raw) if return_raw else raw
-    heat = resize(raw, x.shape[1:3], resize_mode)
+    heat = resize(raw, size, resize_mode)
     if normalize == "minmax":
         heat = _minmax(heat)
-    heat = heat.astype(x.dtype)
+    heat = heat.astype(dtype)
     return (heat, raw) if return_raw else heat
+
+
+_FINISH_OPTIONS = ("relu", "normalize", "resize_mode", "return_raw", "size", "dtype")
+_finish_jit = jax.jit(_finish_core, static_argnames=_FINISH_OPTIONS)
 
 
 def _minmax(maps: jax.Array) -> jax.Array:
@@ -227,9 +238,18 @@ def _gradient_cam(kind, model, variables, x, target, layer, at, index, relu, nor
     where, _ = _spatial(model, variables, x, layer, at, index, kind)
     obj = _objective(model, x, target)
     act, grad = _layer_gradient_jit(model, where, variables, x, obj)
+    return _weighted_jit(act, grad, kind=kind, per_channel=per_channel, relu=relu,
+                         normalize=normalize, resize_mode=resize_mode, return_raw=return_raw,
+                         size=tuple(x.shape[1:3]), dtype=jnp.dtype(x.dtype))
+
+
+@functools.partial(jax.jit, static_argnames=("kind", "per_channel", *_FINISH_OPTIONS))
+def _weighted_jit(act, grad, *, kind, per_channel, relu, normalize, resize_mode, return_raw,
+                  size, dtype):
+    """A method's weighting of ``act`` by ``grad`` and the finishing steps: one program."""
     weighted = _WEIGHTED[kind](act, grad)
-    return _finish(weighted if per_channel else weighted.sum(-1), x, relu, normalize,
-                   resize_mode, return_raw)
+    return _finish_core(weighted if per_channel else weighted.sum(-1), relu, normalize,
+                        resize_mode, return_raw, size, dtype)
 
 
 _OPTIONS_DOC = """
