@@ -202,12 +202,12 @@ class _Compiled:
         opt_state = self.config.optimizer.init(params)
         if loop == "scan":
             params, _, values = self.scan(hw, variables, objective, params, opt_state, keys, steps,
-                                          jnp.asarray(start, jnp.int32))
+                                          np.int32(start))
             return params, values
         history = []
         for t in range(start, start + steps):
             params, opt_state, v = self.step(hw, variables, objective, params, opt_state, keys,
-                                             jnp.asarray(t, jnp.int32))
+                                             np.int32(t))
             history.append(v)
         return params, jnp.stack(history)
 
@@ -288,6 +288,9 @@ def _params_from_images(param, hw, images):
 
 
 _start_keys_jit = jax.jit(_start_keys)
+# image n's key, fold_in(key, ids[n]): one program per batch size (run eagerly, the
+# vmap of fold_in and the ids' conversion were three small programs per batch size)
+_folded_keys_jit = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(None, 0)))
 _initial_params_jit = static_lib.jit(_initial_params, 2)
 _params_from_images_jit = static_lib.jit(_params_from_images, 2)
 _images_jit = static_lib.jit(lambda param, hw, params: _images(param, params, hw), 2)
@@ -440,7 +443,7 @@ def visualize(model: nn.Module, variables: Any, objective: Any, *, key: jax.Arra
     # every octave's input must reach the objective's layers, with indices in range
     for octave_hw in _octave_sizes(hw, octaves, octave_scale):
         obj.check(model, _model_input_shape(config, batch, octave_hw))
-    keys = jax.vmap(lambda n: jax.random.fold_in(key, n))(jnp.arange(batch))
+    keys = _folded_keys_jit(key, np.arange(batch, dtype=np.int32))
     images, values = _optimize(_compiled(config), variables, obj, keys, hw, steps, init_images,
                                octaves, octave_scale, loop)
     if output_scale != 1.0:
@@ -638,7 +641,7 @@ def sweep(model: nn.Module, variables: Any, layer: str, channels: Any = "all", *
     ndev = jax.device_count()
     if ndev > 1:
         chunk = ndev * math.ceil(chunk / ndev)
-    make(layer, jnp.asarray(chans[:1])).check(model, shape)
+    make(layer, np.asarray(chans[:1], np.int32)).check(model, shape)
 
     done: dict[int, np.ndarray] = {}
     path = fingerprint = None
@@ -663,7 +666,7 @@ def sweep(model: nn.Module, variables: Any, layer: str, channels: Any = "all", *
     for i in range(total):
         part = todo[i * chunk:(i + 1) * chunk]
         padded = np.concatenate([part, np.repeat(part[-1:], chunk - len(part))])
-        keys = jax.vmap(lambda c: jax.random.fold_in(key, c))(jnp.asarray(padded))
+        keys = _folded_keys_jit(key, padded.astype(np.int32))
         obj = make(layer, np.asarray(padded, np.int32))  # a constant: replicated everywhere
         images, _ = _optimize(compiled, variables, obj, keys, hw, steps, None, 1, 1.0, loop)
         images = parallel.to_host(images)[:len(part)]
@@ -676,7 +679,7 @@ def sweep(model: nn.Module, variables: Any, layer: str, channels: Any = "all", *
         elif progress and parallel.is_main():
             print(f"sweep {layer}: chunk {i + 1}/{total} ({len(part)} channels, "
                   f"{chunk * steps} image-steps) {seconds:.1f} s", file=sys.stderr, flush=True)
-    return jnp.asarray(np.stack([done[int(c)] for c in chans]))
+    return jax.device_put(np.stack([done[int(c)] for c in chans]))  # no jnp.asarray program
 
 
 __all__ = ["LOOPS", "Synthesis", "images_per_chunk", "normalize_by_max_abs", "sweep",
