@@ -347,7 +347,7 @@ def projections(model: nn.Module, variables: Any, images: Any, found: TopK,
         stop = min(start + batch_size, len(ids))
         take = np.arange(start, start + batch_size).clip(max=stop - 1)  # pad with the last
         x = np.stack([get(int(ids[i])) for i in take])
-        proj = attribution.deconvnet_reconstruction(model, variables, jnp.asarray(x), layer,
+        proj = attribution.deconvnet_reconstruction(model, variables, jax.device_put(x), layer,
                                                     channel=channels[take], position=pos[take])
         out.append(np.asarray(proj)[:stop - start])
     out = np.concatenate(out)

@@ -501,7 +501,10 @@ def deconvnet_reconstruction(model: nn.Module, variables: Any, x: jax.Array, lay
         if channel.min() < 0 or channel.max() >= width:
             raise InputError(f"channel {channel.tolist()} out of range for {layer!r}, which has "
                              f"{width} channels")
-        channel = jnp.broadcast_to(jnp.asarray(channel, jnp.int32), (x.shape[0],))
+        # broadcast on the host and copied: eagerly, the conversion and broadcast
+        # compiled a program each per shape
+        channel = jax.device_put(np.ascontiguousarray(
+            np.broadcast_to(channel.astype(np.int32), (x.shape[0],))))
     if position is not None:
         position = np.asarray(position)
         shape = next(info.shape for info in capture.layer_names(model, tuple(x.shape), partial=True)
@@ -515,7 +518,8 @@ def deconvnet_reconstruction(model: nn.Module, variables: Any, x: jax.Array, lay
         if (position < 0).any() or (position >= np.asarray(shape[1:3])).any():
             raise InputError(f"position {position.tolist()} out of range for {layer!r}, whose "
                              f"maps are {shape[1]} x {shape[2]}")
-        position = jnp.broadcast_to(jnp.asarray(position, jnp.int32), (x.shape[0], 2))
+        position = jax.device_put(np.ascontiguousarray(
+            np.broadcast_to(position.astype(np.int32), (x.shape[0], 2))))
     return _reconstruction_jit(deconv, path, bool(strongest), variables, x, channel, position)
 
 
