@@ -20,7 +20,7 @@ def _share_the_cores() -> None:
     a thread per core oversubscribe the machine, and OpenMP's waiting threads spin. On 2
     cores with 2 workers, torch at one thread per worker ran test_models, the peers and
     test_synthesis in 249 s instead of 296 (docs/architecture.md, "Where the suite's time
-    goes"). XLA's own threads cost nothing measurable (290 s with Eigen single-threaded),
+    goes"). Limiting XLA's threads instead saved little (290 s with Eigen single-threaded),
     so they are left alone. A user's OMP_NUM_THREADS wins."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers <= 1 or "OMP_NUM_THREADS" in os.environ:
