@@ -180,8 +180,9 @@ def kernel(model: nn.Module, variables: Any, layer: str) -> jax.Array:
     if isinstance(k, jax.core.Tracer):  # under jit or eval_shape
         return jnp.transpose(k, (3, 0, 1, 2))
     # A host copy: an eager jnp.transpose would compile a program per kernel shape
-    # (GoogLeNet's 57 kernels: 2.3 s of compiling on 2 CPU cores).
-    return jnp.asarray(np.transpose(np.asarray(k), (3, 0, 1, 2)))
+    # (GoogLeNet's 57 kernels: 2.3 s of compiling on 2 CPU cores), and so would
+    # jnp.asarray of the numpy result (jax 0.10's lax.stage); device_put copies.
+    return jax.device_put(np.transpose(np.asarray(k), (3, 0, 1, 2)))
 
 
 def conv_layers(model: nn.Module, variables: Any) -> list[str]:
