@@ -39,6 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxviz._host import to_device
 from jaxviz.errors import InputError, InputTypeError, ModelError
 from jaxviz.models.modules import InputSpec, input_spec
 
@@ -129,7 +130,7 @@ def batch(x: Any, model: Any = None, *, what: str = "x", images: bool = False) -
     x = as_array(x, what)
     shape(x, model, what=what, images=images)
     finite(x, what)
-    return jnp.asarray(x)
+    return to_device(x)
 
 
 def shape(x: Any, model: Any = None, *, what: str = "x", images: bool = False) -> None:

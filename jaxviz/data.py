@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from jaxviz._host import to_device
 from jaxviz.errors import InputError, InputTypeError
 
 if TYPE_CHECKING:
@@ -674,7 +675,7 @@ def _digits_arrays(size: int) -> tuple[np.ndarray, np.ndarray]:
                           "pip install scikit-learn (or 'jaxviz[digits]')") from e
     bunch = load_digits()
     images = bunch.images.astype(np.float32) / 16.0          # (1797, 8, 8) in [0, 1]
-    x = jax.image.resize(jnp.asarray(images)[..., None], (len(images), size, size, 1), "linear")
+    x = jax.image.resize(to_device(images[..., None], copy=False), (len(images), size, size, 1), "linear")
     x = np.clip(np.asarray(x, np.float32), 0.0, 1.0)
     x.setflags(write=False)
     labels = bunch.target.astype(np.int32)

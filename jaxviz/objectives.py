@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxviz import capture, checks
+from jaxviz._host import to_device
 from jaxviz.errors import InputError, InputTypeError, ModelError
 
 ObjectiveFn = Callable[[nn.Module, Any, jax.Array], jax.Array]
@@ -296,7 +297,10 @@ def _tile_leading(a: Any, reps: int, per_example_ndim: int) -> Any:
     """``a`` repeated ``reps`` times along axis 0 when it has a per-example axis."""
     if np.ndim(a) != per_example_ndim:
         return a
-    return jnp.tile(jnp.asarray(a), (reps,) + (1,) * (per_example_ndim - 1))
+    tiles = (reps,) + (1,) * (per_example_ndim - 1)
+    if isinstance(a, (jax.Array, jax.core.Tracer)):
+        return jnp.tile(a, tiles)
+    return to_device(np.tile(np.asarray(a), tiles), copy=False)
 
 
 def _tile_index(self, reps: int):

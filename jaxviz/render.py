@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from jaxviz._host import to_device
 from jaxviz.errors import InputError, InputTypeError
 
 __all__ = [
@@ -232,7 +233,7 @@ def sigmas(x: jax.typing.ArrayLike, n: float = 3) -> jax.Array:
     Returns:
       Float array of the same shape.
     """
-    x = jnp.asarray(x)
+    x = to_device(x)
     x = x.astype(jnp.result_type(x.dtype, jnp.float32))
     std = _std_or_one(jnp.std(x, ddof=1))
     return (x - jnp.mean(x)) / (2 * n * std) + 0.5
@@ -260,7 +261,7 @@ def pos_sigmas(x: jax.typing.ArrayLike, n: float = 2) -> jax.Array:
     Returns:
       Float array of the same shape.
     """
-    x = jnp.asarray(x)
+    x = to_device(x)
     x = x.astype(jnp.result_type(x.dtype, jnp.float32))
     positive = x > 0
     k = jnp.sum(positive)

@@ -49,6 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxviz.models import layers
+from jaxviz._host import to_device
 from jaxviz.errors import InputError
 
 __all__ = ["max_pool_with_switches", "unpool_with_switches"]
@@ -98,7 +99,7 @@ def max_pool_with_switches(
       ValueError: ``x`` is not 4-D, is not a float array, or the padding is larger
         than half the kernel.
     """
-    x = jnp.asarray(x)
+    x = to_device(x)
     _check_nhwc(x, "max_pool_with_switches")
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise InputError(f"max_pool_with_switches expects a float array, got dtype {x.dtype}")
@@ -174,7 +175,7 @@ def unpool_with_switches(
         ``jax.jit``) a switch lies outside ``[0, H * W)``; under ``jax.jit`` such a
         switch is dropped instead.
     """
-    y, switches = jnp.asarray(y), jnp.asarray(switches)
+    y, switches = to_device(y), to_device(switches)
     _check_nhwc(y, "unpool_with_switches")
     if switches.shape != y.shape:
         raise InputError(

@@ -10,6 +10,7 @@ array, so a near-zero entry cannot blow up the ratio):
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
@@ -80,6 +81,39 @@ def equations(jaxpr, name: str) -> list:
 def count_primitive(jaxpr, name: str) -> int:
     """How many equations of primitive ``name`` a (closed) jaxpr runs, nested ones included."""
     return len(equations(jaxpr, name))
+
+
+@contextlib.contextmanager
+def eager_host_copies(*packages):
+    """Records where code in ``packages`` (imported packages) converts a host array with
+    ``jnp.asarray`` outside a trace: in jax 0.10 each is ``lax.stage``, which compiles an
+    identity program per shape and dtype (``jaxviz/_host.py``). Yields the list of
+    ``file:line`` found. Skips when this jax has no ``lax.stage`` (its ``jnp.asarray``
+    then compiles nothing)."""
+    from jax._src import core
+    from jax._src.lax import lax as lax_internal
+
+    if not hasattr(lax_internal, "stage"):
+        pytest.skip("this jax has no lax.stage: jnp.asarray of a host array compiles nothing")
+    original, found = lax_internal.stage, []
+    folders = tuple(os.path.dirname(os.path.abspath(p.__file__)) + os.sep for p in packages)
+
+    def stage(x, /):
+        if isinstance(x, np.ndarray) and x.ndim and isinstance(core.trace_ctx.trace,
+                                                               core.EvalTrace):
+            frame = sys._getframe(1)
+            while frame is not None and not frame.f_code.co_filename.startswith(folders):
+                frame = frame.f_back
+            if frame is not None:
+                where = "/".join(frame.f_code.co_filename.split(os.sep)[-2:])
+                found.append(f"{where}:{frame.f_lineno}")
+        return original(x)
+
+    lax_internal.stage = stage
+    try:
+        yield found
+    finally:
+        lax_internal.stage = original
 
 
 def nhwc(t) -> np.ndarray:

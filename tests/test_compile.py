@@ -28,6 +28,8 @@ import numpy as np
 import pytest
 
 import jaxviz as jv
+from conftest import eager_host_copies
+from jaxviz._host import to_device
 from jaxviz.analysis import (adversarial, embeddings, examples, gallery, maps, metrics,
                              receptive, weights)
 from jaxviz.models.modules import AdaptiveAvgPool2d, Conv2d, Linear, MaxPool2d, ReLU, Sequential
@@ -372,3 +374,30 @@ def test_first_call_compiles_only_its_programs(subjects, name):
     with Compilations() as first:
         jax.block_until_ready(call(model, variables, x, layer))
     assert first.count == programs, f"{name}: {first.count} compilations, expected {programs}"
+
+
+def test_host_arrays_reach_the_device_without_a_program(subjects):
+    """Loading weights (drawn or from a file) and a public call on a numpy batch copy host
+    arrays with ``jax.device_put`` (``jaxviz/_host.py``): no ``jnp.asarray`` of a host
+    array outside a trace, which compiles an identity program per shape in jax 0.10."""
+    model, variables, x, layer = subjects["lenet_digits"]
+    host = np.asarray(x)[:1]
+    with eager_host_copies(jv) as found:
+        jv.load("lenet", seed=2)
+        jv.load("lenet_digits")
+        jax.block_until_ready(A.gradient(model, variables, host, TARGET[:1]))
+        jax.block_until_ready(A.occlusion(model, variables, host, TARGET[:1], window=14,
+                                          stride=14))
+        jax.block_until_ready(jv.switches.max_pool_with_switches(host, 2, 2))
+    assert found == [], f"jnp.asarray of host arrays at {found}"
+
+
+def test_to_device_copies_unless_told_the_array_is_fresh():
+    """On CPU ``jax.device_put`` may alias an aligned numpy buffer: a caller's array
+    changed after the call would change the copy (``jaxviz/_host.py``)."""
+    a = np.arange(1024, dtype=np.float32)
+    b = to_device(a)
+    a[0] = 99.0
+    assert float(b[0]) == 0.0
+    assert to_device(b) is b
+    assert to_device(np.arange(4.0)).dtype == jnp.float32  # canonical dtype, as jnp.asarray

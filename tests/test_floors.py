@@ -18,7 +18,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 FLOORS = {
-    0: ("jaxviz.errors", "jaxviz._xla_flags", "jaxviz._random"),
+    0: ("jaxviz.errors", "jaxviz._xla_flags", "jaxviz._random", "jaxviz._host"),
     1: ("jaxviz.rules", "jaxviz.models.layers", "jaxviz.render", "jaxviz.data",
         "jaxviz.static", "jaxviz.cpu", "jaxviz.gpu", "jaxviz.parallel"),
     2: ("jaxviz.models", "jaxviz.switches", "jaxviz.stream"),

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import jaxviz as jv
-from conftest import F32_TOL, max_rel_err, nhwc, photo_and_noise, torchvision_model
+from conftest import F32_TOL, eager_host_copies, max_rel_err, nhwc, photo_and_noise, torchvision_model
 
 torch = pytest.importorskip("torch")
 import weights_port  # noqa: E402
@@ -128,6 +128,23 @@ def test_safetensors_roundtrip_is_exact_and_keeps_configuration(tmp_path):
     model2, _ = jv.load("vgg11_bn", weights=path)
     assert model2 == model
     assert not list(tmp_path.glob("*.tmp")), "temporary file left behind"
+
+
+def test_port_copies_torch_memory_without_compiling():
+    """The port owns its arrays (changing torch's weights in place afterwards changes
+    nothing) and copies them with ``jax.device_put``, not ``jnp.asarray``, which compiles
+    an identity program per shape in jax 0.10 (``jaxviz/_host.py``)."""
+    tmodel = torchvision_model("alexnet", seed=5)
+    with eager_host_copies(jv, weights_port) as found:
+        _, variables = weights_port.from_torchvision(tmodel)
+    assert found == [], f"jnp.asarray of host arrays at {found}"
+    first = variables["params"]["features"]["0"]  # the bias is torch's layout as it is
+    before = {k: np.array(v) for k, v in first.items()}
+    with torch.no_grad():
+        tmodel.features[0].weight.add_(1.0)
+        tmodel.features[0].bias.add_(1.0)
+    for k, v in first.items():
+        np.testing.assert_array_equal(np.asarray(v), before[k], err_msg=k)
 
 
 def test_state_dict_key_prefix_and_checkpoint_wrappers(tmp_path, alexnet_pth):

@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import flax.linen as nn
-import jax.numpy as jnp
 import numpy as np
 
 from jaxviz.models.registry import TORCHVISION_ARCHITECTURES, check_name, create
 from jaxviz.models.vgg import CONFIGS, DEPTHS
 from jaxviz.models.weights import WeightsError, expected_shapes, raise_if_mismatched
+from jaxviz._host import to_device
 from jaxviz.errors import InputTypeError
 
 # Flax variable leaf -> torch state_dict leaf.
@@ -134,7 +134,7 @@ def convert_state_dict(name: str, state_dict: Mapping[str, Any], **config: Any
         *parents, leaf = f.split("/")
         for p in parents:
             node = node.setdefault(p, {})
-        node[leaf] = jnp.array(value, copy=True)  # a copy: never alias torch memory
+        node[leaf] = to_device(value)  # a copy: never alias torch memory
     return model, variables
 
 

@@ -56,6 +56,7 @@ import numpy as np
 from jaxviz import _random, attribution, capture, checks, objectives, parallel, render
 from jaxviz import static as static_lib
 from jaxviz.analysis import maps
+from jaxviz._host import to_device
 from jaxviz.errors import InputError, InputTypeError, LayerError, ModelError
 
 __all__ = [
@@ -297,7 +298,7 @@ def _fill(value: Any, x: jax.Array, blur_sigma: float, what: str) -> jax.Array:
         if value != "blur":
             raise InputError(f"expected {what} as 'blur', a number or an array that broadcasts "
                              f"to x; got {value!r}")
-        return jnp.asarray(blur(x, blur_sigma))
+        return to_device(blur(x, blur_sigma))
     b = _real_array(value, what)
     checks.finite(b, what)
     try:
@@ -363,14 +364,14 @@ def _curves(model, variables, x, maps, target, *, step, moved_value, rest_value,
         moved, rest = x, _fill(rest_value, x, blur_sigma, "baseline")
     else:         # deletion: the baseline's pixels move in, over x
         moved, rest = _fill(moved_value, x, blur_sigma, "baseline"), x
-    place = jnp.asarray(ranks(m))
+    place = to_device(ranks(m))
     parts = []
     for start in range(0, points, chunk):
         part = counts[start:start + chunk]
         k = len(part)
         if k < chunk:  # pad with the last point; its scores are dropped
             part = np.concatenate([part, np.repeat(part[-1:], chunk - k)])
-        s = _scores_jit(model, score, variables, moved, rest, place, jnp.asarray(part), classes)
+        s = _scores_jit(model, score, variables, moved, rest, place, to_device(part), classes)
         parts.append(np.asarray(s[:k]))
     curves = np.concatenate(parts).T
     fractions = counts / float(total)
@@ -707,7 +708,7 @@ def _image_keys(key: jax.Array, x: Any) -> jax.Array:
     a = np.ascontiguousarray(np.asarray(x))
     sums = np.array([zlib.crc32(a[i].tobytes()) & 0x7FFFFFFF for i in range(len(a))],
                     np.uint32)
-    return _fold_keys(key, jnp.asarray(sums))
+    return _fold_keys(key, to_device(sums, copy=False))
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2))

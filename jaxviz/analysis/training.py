@@ -23,6 +23,7 @@ from PIL import Image, ImageDraw
 
 from jaxviz import render
 from jaxviz.models.small import MLP2d
+from jaxviz._host import to_device
 from jaxviz.errors import InputError
 
 CLASS_COLOURS = ((31, 119, 180), (214, 39, 40))
@@ -53,7 +54,7 @@ def train_mlp2d(x: np.ndarray, y: np.ndarray, *, hidden: int = 8, steps: int = 2
     variables = model.init(jax.random.key(seed), jnp.zeros((1, 2)))
     opt = optax.adam(lr)
     state = opt.init(variables)
-    xj, yj = jnp.asarray(x), jnp.asarray(y)
+    xj, yj = to_device(x), to_device(y)
 
     @jax.jit
     def step(v, s):

@@ -57,6 +57,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxviz import checks
+from jaxviz._host import to_device
 from jaxviz.errors import InputError
 from jaxviz.attribution._common import (
     Target, _at_layer, _check_batch_size, _check_x, _compiled, _copies_values,
@@ -488,7 +489,7 @@ def ablation_cam(model: nn.Module, variables: Any, x: jax.Array, target: Target,
     drops = []
     for start, size in _chunks(k, chunk):
         channels = np.minimum(np.arange(start, start + chunk), k - 1).astype(np.int32)
-        drops.append(_ablation_jit(model, where, variables, x, act, jnp.asarray(channels),
+        drops.append(_ablation_jit(model, where, variables, x, act, to_device(channels, copy=False),
                                    value, obj)[:size])
     ablated = jnp.concatenate(drops)                                      # (K, N)
     weights = (reference[None] - ablated) / reference[None]

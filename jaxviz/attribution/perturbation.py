@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxviz import checks
+from jaxviz._host import to_device
 from jaxviz.errors import InputError
 from jaxviz.attribution import _reuse
 from jaxviz.attribution._common import (
@@ -77,7 +78,7 @@ def _occlusion_split(model, plan, window, variables, x, b, reference, geo, obj, 
     cleans = _cleans_jit(model, plan.cuts, variables, x)
     drops = []
     for start in range(0, total, chunk):
-        part = {name: jnp.asarray(_padded(a[start:start + chunk], chunk))
+        part = {name: to_device(_padded(a[start:start + chunk], chunk))
                 for name, a in geo.items()}
         try:
             d = _occlusion_reuse_jit(model, plan, window, variables, x, b, reference, cleans,
@@ -314,13 +315,13 @@ def feature_ablation(model: nn.Module, variables: Any, x: jax.Array, target: Tar
         part = features[start:start + chunk]
         k = len(part)
         part = np.concatenate([part, np.full(chunk - k, -1, part.dtype)])  # -1 hides nothing
-        masks = jnp.asarray(labels[None] == part[:, None, None, None, None])
+        masks = to_device(labels[None] == part[:, None, None, None, None], copy=False)
         drops.append(_ablation_jit(model, variables, x, b, reference, masks, obj)[:k])
     drops = jnp.concatenate(drops).T.astype(x.dtype)                     # (N, F)
     present = jnp.asarray((labels[None] == features[:, None, None, None, None])
                           .reshape(total, x.shape[0], -1).any(-1).T)
     drops = jnp.where(present, drops, 0)
-    index = jnp.asarray(np.searchsorted(features, labels))
+    index = to_device(np.searchsorted(features, labels), copy=False)
     heat = jnp.take_along_axis(drops, index.reshape(x.shape[0], -1), axis=1).reshape(x.shape)
     return (heat, jnp.asarray(features), drops) if return_features else heat
 

@@ -30,6 +30,7 @@ from jaxviz.attribution._common import (Target, _auto_batch_size, _check_batch_s
 from jaxviz.attribution.cam import resize
 from jaxviz.attribution.gradients import (SMOOTHGRAD_VARIANTS, _chunk_moments, _Moments,
                                           _Noise)
+from jaxviz._host import to_device
 from jaxviz.errors import InputError, InputTypeError, JaxvizError
 
 
@@ -47,7 +48,7 @@ def _tiled_target(target: Target, reps: int, n: int) -> tuple[bool, Target]:
     if t.ndim == 0:
         return True, target
     if t.ndim == 1 and t.shape[0] == n:
-        return True, jnp.asarray(np.tile(t, reps))
+        return True, to_device(np.tile(t, reps), copy=False)
     return True, target  # the method reports what is wrong with it
 
 

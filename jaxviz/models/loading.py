@@ -17,6 +17,7 @@ import numpy as np
 
 from jaxviz.models import googlenet, modules, vgg
 from jaxviz.models.modules import example_shape
+from jaxviz._host import to_device
 from jaxviz.errors import InputTypeError
 from jaxviz.models.registry import ARCHITECTURES, BUNDLED, check_config, check_name, create
 from jaxviz.models.weights import WeightsError, check_variables, load_weights
@@ -131,7 +132,8 @@ def random_variables(model: nn.Module, seed: int, shape: tuple[int, ...]) -> Any
     values = []
     for path, leaf_shape, dtype, (kind, parameter) in plan:
         rng = np.random.default_rng([int(seed < 0), abs(seed), zlib.crc32(path.encode())])
-        values.append(jnp.asarray(_draw(rng, kind, parameter, leaf_shape).astype(dtype, copy=False)))
+        values.append(to_device(_draw(rng, kind, parameter, leaf_shape).astype(dtype, copy=False),
+                                copy=False))
     return jax.tree_util.tree_unflatten(treedef, values)
 
 

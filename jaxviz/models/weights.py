@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxviz._host import to_device
 from jaxviz.errors import WeightsError as WeightsError  # re-exported here, as before
 from jaxviz.models.registry import architecture_of
 
@@ -52,7 +53,7 @@ def unflatten_variables(flat: Mapping[str, Any]) -> dict[str, Any]:
         *parents, leaf = key.split("/")
         for p in parents:
             node = node.setdefault(p, {})
-        node[leaf] = jnp.asarray(value)
+        node[leaf] = to_device(value)
     return tree
 
 

@@ -44,6 +44,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxviz import capture, checks, data, parallel
 from jaxviz import objectives as objectives_lib
 from jaxviz import static as static_lib
+from jaxviz._host import to_device
 from jaxviz.errors import InputError, InputTypeError, ModelError
 from jaxviz.models.modules import input_spec
 from jaxviz.synthesis import param as param_lib
@@ -347,7 +348,7 @@ def _init_images(init: Any, n: int) -> jax.Array | None:
     if not jnp.issubdtype(images.dtype, jnp.floating):
         raise InputTypeError(f"expected a float init image in [0, 1] units, got dtype "
                              f"{images.dtype} (jaxviz.data.load_image(path) / 255 gives one)")
-    images = jnp.asarray(images)
+    images = to_device(images)
     if images.ndim == 3:
         images = jnp.broadcast_to(images[None], (n, *images.shape))
     if images.ndim != 4 or images.shape[-1] not in (1, 3) or images.shape[0] != n:
