@@ -212,8 +212,45 @@ def test_eigen_cam_of_a_rank_one_layer():
     assert max_rel_err(got, want) <= F32_ROUND
 
 
+def test_eigen_smooth_of_a_one_channel_weighting():
+    """Grad-CAM with eigen_smooth on activations u_ij * v_k and the logit of class t summed
+    over space: the weights are 1[k == t], so the weighted channels are u_ij v_t on channel
+    t alone, and their first principal component is +-(u - mean u) |v_t|, positive at its
+    largest magnitude with flip=True (the default). F32_ROUND."""
+    u = np.random.default_rng(2).standard_normal((4, 5))
+    v = np.array([1.0, -2.0, 0.5])
+
+    class Fixed(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            a = nn.Dense(3, use_bias=False, name="lift")(x)
+            return a.sum(axis=(1, 2))
+
+    x = jnp.asarray(u[None, :, :, None], jnp.float32)
+    variables = {"params": {"lift": {"kernel": jnp.asarray(v[None], jnp.float32)}}}
+    want = (u - u.mean()) * abs(v[1])
+    if abs(want.min()) > abs(want.max()):
+        want = -want
+    for method in (A.grad_cam, A.hires_cam, A.layer_cam):
+        got = np.asarray(method(Fixed(), variables, x, np.array([1]), layer="lift", relu=False,
+                                resize=None, eigen_smooth=True))[0]
+        assert max_rel_err(got, want) <= F32_ROUND, method.__name__
+        unflipped = np.asarray(method(Fixed(), variables, x, np.array([1]), layer="lift",
+                                      relu=False, resize=None, eigen_smooth=True, flip=False))[0]
+        assert min(max_rel_err(unflipped, want), max_rel_err(-unflipped, want)) <= F32_ROUND
+    summed = np.asarray(A.grad_cam(Fixed(), variables, x, np.array([1]), layer="lift",
+                                   relu=False, resize=None))[0]
+    assert max_rel_err(summed, u * v[1]) <= F32_ROUND  # without it, the plain sum
+
+
 @pytest.mark.parametrize("call,match", [
     (lambda m, v, x, t: A.grad_cam(m, v, x, t, layer="relu3", normalize="max"), "unknown normalize"),
+    (lambda m, v, x, t: A.grad_cam(m, v, x, t, layer="relu3", eigen_smooth="yes"),
+     "eigen_smooth as True or False"),
+    (lambda m, v, x, t: A.score_cam(m, v, x, t, layer="relu3", flip=False),
+     "pass eigen_smooth=True with it"),
+    (lambda m, v, x, t: A.grad_cam(m, v, x, t, layer="relu3", per_channel=True,
+                                   eigen_smooth=True), "pass one of them"),
     (lambda m, v, x, t: A.layer_cam(m, v, x, t, layer="relu3", resize="cubic"), "unknown resize"),
     (lambda m, v, x, t: A.xgrad_cam(m, v, x, t, layer="relu3", relu=1), "relu as True or False"),
     (lambda m, v, x, t: A.grad_cam(m, v, x, t, layer="relu3", per_channel=True,

@@ -113,17 +113,42 @@ def peer(request) -> Peer:
     return Peer(request.param)
 
 
-def grad_cam_lib(peer: Peer, cls: str, path: str, net=None, xt=None) -> np.ndarray:
+def grad_cam_lib(peer: Peer, cls: str, path: str, net=None, xt=None, **options) -> np.ndarray:
     net = peer.torch if net is None else net
     xt = peer.xt if xt is None else xt
     cam = getattr(pytorch_grad_cam, cls)(model=net, target_layers=[dict(net.named_modules())[path]])
     try:
-        return cam(input_tensor=xt, targets=[ClassifierOutputTarget(int(t)) for t in TARGETS])
+        return cam(input_tensor=xt, targets=[ClassifierOutputTarget(int(t)) for t in TARGETS],
+                   **options)
     finally:
         cam.activations_and_grads.release()
 
 
 # --- pytorch-grad-cam --------------------------------------------------------------------------
+
+
+def _cam_against_peer(peer: Peer, method: str, eigen_smooth: bool) -> None:
+    cls = {**GRAD_CAMS, **SCORE_CAMS}[method]
+    path, alias = peer.score_layer if method in SCORE_CAMS else peer.grad_layer
+    kwargs = {"flip": False} if method == "eigen_cam" else {}
+    options = {}
+    if eigen_smooth:
+        kwargs["eigen_smooth"] = options["eigen_smooth"] = True
+    if method == "ablation_cam" and peer.name == "alexnet":
+        net, variables = peer.f64()
+        want = grad_cam_lib(peer, cls, path, net, peer.xt.double(), **options)
+        with jax.enable_x64(True):
+            got = np.asarray(A.ablation_cam(peer.model, variables, jnp.asarray(peer.x, jnp.float64),
+                                            TARGETS, layer=alias, normalize="minmax", **kwargs))
+        assert got.dtype == np.float64
+    else:
+        want = grad_cam_lib(peer, cls, path, **options)
+        got = getattr(A, method)(peer.model, peer.variables, jnp.asarray(peer.x), TARGETS,
+                                 layer=alias, normalize="minmax", **kwargs)
+        assert got.dtype == jnp.float32
+    assert want.max() > 0.99, f"{method}: the reference map is empty, the test would be vacuous"
+    assert got.shape == (2, *peer.size)
+    assert max_rel_err(np.asarray(got), want) <= PEER_F32, method
 
 
 @pytest.mark.parametrize("method", [*GRAD_CAMS, *SCORE_CAMS])
@@ -132,24 +157,26 @@ def test_cam_family_matches_pytorch_grad_cam(peer, method):
     pytorch-grad-cam's map. Eigen-CAM's sign is LAPACK's on both sides (flip=False); the
     gradient-free CAMs run at a 64-channel layer. PEER_F32; Ablation-CAM on AlexNet in
     float64 (see ABLATION)."""
-    cls = {**GRAD_CAMS, **SCORE_CAMS}[method]
-    path, alias = peer.score_layer if method in SCORE_CAMS else peer.grad_layer
-    kwargs = {"flip": False} if method == "eigen_cam" else {}
-    if method == "ablation_cam" and peer.name == "alexnet":
-        net, variables = peer.f64()
-        want = grad_cam_lib(peer, cls, path, net, peer.xt.double())
-        with jax.enable_x64(True):
-            got = np.asarray(A.ablation_cam(peer.model, variables, jnp.asarray(peer.x, jnp.float64),
-                                            TARGETS, layer=alias, normalize="minmax"))
-        assert got.dtype == np.float64
-    else:
-        want = grad_cam_lib(peer, cls, path)
-        got = getattr(A, method)(peer.model, peer.variables, jnp.asarray(peer.x), TARGETS,
-                                 layer=alias, normalize="minmax", **kwargs)
-        assert got.dtype == jnp.float32
-    assert want.max() > 0.99, f"{method}: the reference map is empty, the test would be vacuous"
-    assert got.shape == (2, *peer.size)
-    assert max_rel_err(np.asarray(got), want) <= PEER_F32, method
+    _cam_against_peer(peer, method, eigen_smooth=False)
+
+
+@pytest.mark.parametrize("method", [m for m in [*GRAD_CAMS, *SCORE_CAMS] if m != "eigen_cam"])
+def test_eigen_smooth_matches_pytorch_grad_cam(peer, method, monkeypatch):
+    """``eigen_smooth=True``: the weighted channels' first principal component instead of
+    their sum, as pytorch-grad-cam's ``eigen_smooth=True``. A singular vector's sign is
+    the solver's choice, and NumPy's LAPACK and jax's differ on some maps (VGG16's
+    HiResCAM, one of two images), so both sides use the same sign rule: our default
+    (flip=True) and pytorch-grad-cam's own sign-corrected projection (Seg-Eigen-CAM's
+    rule) put in place of its plain one. Settings and tolerances as above."""
+    from pytorch_grad_cam import base_cam, hirescam, layer_cam
+    from pytorch_grad_cam.utils import svd_on_activations
+
+    corrected = getattr(svd_on_activations, "get_2d_projection_with_sign_correction", None)
+    if corrected is None:
+        pytest.skip("this pytorch-grad-cam has no sign-corrected projection")
+    for module in (base_cam, hirescam, layer_cam):
+        monkeypatch.setattr(module, "get_2d_projection", corrected)
+    _cam_against_peer(peer, method, eigen_smooth=True)
 
 
 def test_eigen_cam_is_the_principal_component(peer):

@@ -3,7 +3,9 @@
 Every method here returns ``(N, H, W)`` maps for a batch ``x: (N, H, W, C)``. With ``A``
 the chosen layer's activation ``(N, h, w, K)`` and ``G = d f_n / d A`` the gradient of
 the target with respect to it, each method computes a map ``M`` at the layer's
-resolution, then the steps its options name, in this order:
+resolution (the weighted channels' sum; with ``eigen_smooth=True`` their projection on
+their first principal component, as pytorch-grad-cam's option), then the steps its
+options name, in this order:
 
 1. ``relu=True``: ``M = max(M, 0)`` (every paper's final ReLU; Captum's
    ``LayerGradCam`` leaves it off by default: ``relu=False``);
@@ -135,6 +137,22 @@ def _check_options(relu: Any, normalize: Any, resize_mode: Any) -> None:
                          f"or None (the layer's resolution)")
 
 
+def _check_smoothing(eigen_smooth: Any, flip: Any) -> None:
+    if not isinstance(eigen_smooth, bool):
+        raise InputError(f"expected eigen_smooth as True or False, got {eigen_smooth!r}")
+    if not isinstance(flip, bool):
+        raise InputError(f"expected flip as True or False, got {flip!r}")
+    if not flip and not eigen_smooth:
+        raise InputError("flip=False sets the sign of eigen_smooth's projection: pass "
+                         "eigen_smooth=True with it")
+
+
+def _combine(weighted: jax.Array, eigen_smooth: bool, flip: bool) -> jax.Array:
+    """Weighted channels (N, h, w, K) to maps (N, h, w): their sum, or with
+    ``eigen_smooth`` their projection on the first principal component."""
+    return _projection(weighted, flip) if eigen_smooth else weighted.sum(-1)
+
+
 def _finish(maps: jax.Array, x: jax.Array, relu: bool, normalize: str | None,
             resize_mode: str | None, return_raw: bool):
     """The module docstring's steps 1-3 on maps (N, h, w) or (N, h, w, K), as one compiled
@@ -233,24 +251,30 @@ _WEIGHTED = {"grad_cam": _grad_cam_weights, "grad_cam_plus_plus": _grad_cam_plus
 
 
 def _gradient_cam(kind, model, variables, x, target, layer, at, index, relu, normalize,
-                  resize_mode, return_raw, per_channel=False):
+                  resize_mode, return_raw, eigen_smooth, flip, per_channel=False):
     _check_options(relu, normalize, resize_mode)
+    _check_smoothing(eigen_smooth, flip)
+    if per_channel and eigen_smooth:
+        raise InputError("per_channel keeps every channel's map; eigen_smooth projects them "
+                         "into one: pass one of them")
     x = _check_x(model, x, images=True)
     where, _ = _spatial(model, variables, x, layer, at, index, kind)
     obj = _objective(model, x, target)
     act, grad = _layer_gradient_jit(model, where, variables, x, obj)
-    return _weighted_jit(act, grad, kind=kind, per_channel=per_channel, relu=relu,
-                         normalize=normalize, resize_mode=resize_mode, return_raw=return_raw,
+    return _weighted_jit(act, grad, kind=kind, per_channel=per_channel,
+                         eigen_smooth=eigen_smooth, flip=flip, relu=relu, normalize=normalize,
+                         resize_mode=resize_mode, return_raw=return_raw,
                          size=tuple(x.shape[1:3]), dtype=jnp.dtype(x.dtype))
 
 
-@functools.partial(jax.jit, static_argnames=("kind", "per_channel", *_FINISH_OPTIONS))
-def _weighted_jit(act, grad, *, kind, per_channel, relu, normalize, resize_mode, return_raw,
-                  size, dtype):
+@functools.partial(jax.jit, static_argnames=("kind", "per_channel", "eigen_smooth", "flip",
+                                             *_FINISH_OPTIONS))
+def _weighted_jit(act, grad, *, kind, per_channel, eigen_smooth, flip, relu, normalize,
+                  resize_mode, return_raw, size, dtype):
     """A method's weighting of ``act`` by ``grad`` and the finishing steps: one program."""
     weighted = _WEIGHTED[kind](act, grad)
-    return _finish_core(weighted if per_channel else weighted.sum(-1), relu, normalize,
-                        resize_mode, return_raw, size, dtype)
+    maps = weighted if per_channel else _combine(weighted, eigen_smooth, flip)
+    return _finish_core(maps, relu, normalize, resize_mode, return_raw, size, dtype)
 
 
 _OPTIONS_DOC = """
@@ -262,6 +286,13 @@ _OPTIONS_DOC = """
       index: which array of a module with several outputs (or inputs).
       return_raw: also return the map at the layer's resolution (after relu and
         normalize): ``(map, raw)``.
+      eigen_smooth: instead of summing the weighted channels ``w_k A_k``, project them
+        on their first principal component, per image (as :func:`eigen_cam` does with
+        ``A``; pytorch-grad-cam's ``eigen_smooth=True``): less noise, and the map no
+        longer sums the channels' contributions.
+      flip: with ``eigen_smooth``, the projection's sign, as :func:`eigen_cam`'s ``flip``
+        (True, default: largest magnitude positive; False: the SVD's own sign, which is
+        pytorch-grad-cam's on the CPU).
 """
 
 
@@ -275,7 +306,8 @@ def _cam_doc(fn):
 def grad_cam(model: nn.Module, variables: Any, x: jax.Array, target: Target, *, layer: str,
              relu: bool = True, normalize: str | None = None, resize: str | None = "bilinear",
              at: str = "output", index: int | None = None, per_channel: bool = False,
-             return_raw: bool = False) -> jax.Array | tuple[jax.Array, jax.Array]:
+             return_raw: bool = False, eigen_smooth: bool = False,
+             flip: bool = True) -> jax.Array | tuple[jax.Array, jax.Array]:
     """Grad-CAM (Selvaraju et al. 2017) at any spatial layer.
 
     ``alpha[n, k] = mean_{i, j} G[n, i, j, k]`` and
@@ -302,7 +334,7 @@ def grad_cam(model: nn.Module, variables: Any, x: jax.Array, target: Target, *, 
     if per_channel and normalize is not None:
         raise InputError("per_channel maps are not normalized: pass normalize=None")
     return _gradient_cam("grad_cam", model, variables, x, target, layer, at, index, relu,
-                         normalize, resize, return_raw, bool(per_channel))
+                         normalize, resize, return_raw, eigen_smooth, flip, bool(per_channel))
 
 
 @_cam_doc
@@ -310,8 +342,9 @@ def grad_cam(model: nn.Module, variables: Any, x: jax.Array, target: Target, *, 
 def grad_cam_plus_plus(model: nn.Module, variables: Any, x: jax.Array, target: Target, *,
                        layer: str, relu: bool = True, normalize: str | None = None,
                        resize: str | None = "bilinear", at: str = "output",
-                       index: int | None = None,
-                       return_raw: bool = False) -> jax.Array | tuple[jax.Array, jax.Array]:
+                       index: int | None = None, return_raw: bool = False,
+                       eigen_smooth: bool = False,
+                       flip: bool = True) -> jax.Array | tuple[jax.Array, jax.Array]:
     """Grad-CAM++ (Chattopadhay et al. 2018), in its closed form for an exponential output.
 
     ``a = G^2 / (2 G^2 + (sum_{i,j} A) G^3 + 1e-6)`` (0 where ``G = 0``),
@@ -323,15 +356,16 @@ def grad_cam_plus_plus(model: nn.Module, variables: Any, x: jax.Array, target: T
     Returns and Raises: as :func:`grad_cam`.
     """
     return _gradient_cam("grad_cam_plus_plus", model, variables, x, target, layer, at, index,
-                         relu, normalize, resize, return_raw)
+                         relu, normalize, resize, return_raw, eigen_smooth, flip)
 
 
 @_cam_doc
 @checks.boundary
 def xgrad_cam(model: nn.Module, variables: Any, x: jax.Array, target: Target, *, layer: str,
               relu: bool = True, normalize: str | None = None, resize: str | None = "bilinear",
-              at: str = "output", index: int | None = None,
-              return_raw: bool = False) -> jax.Array | tuple[jax.Array, jax.Array]:
+              at: str = "output", index: int | None = None, return_raw: bool = False,
+              eigen_smooth: bool = False,
+              flip: bool = True) -> jax.Array | tuple[jax.Array, jax.Array]:
     """XGrad-CAM (Fu et al. 2020).
 
     ``w_k = sum_{i,j} G_k A_k / (sum_{i,j} A_k + 1e-7)`` and ``M = sum_k w_k A_k``
@@ -342,31 +376,36 @@ def xgrad_cam(model: nn.Module, variables: Any, x: jax.Array, target: Target, *,
     Returns and Raises: as :func:`grad_cam`.
     """
     return _gradient_cam("xgrad_cam", model, variables, x, target, layer, at, index, relu,
-                         normalize, resize, return_raw)
+                         normalize, resize, return_raw, eigen_smooth, flip)
 
 
 @_cam_doc
 @checks.boundary
 def hires_cam(model: nn.Module, variables: Any, x: jax.Array, target: Target, *, layer: str,
               relu: bool = True, normalize: str | None = None, resize: str | None = "bilinear",
-              at: str = "output", index: int | None = None,
-              return_raw: bool = False) -> jax.Array | tuple[jax.Array, jax.Array]:
+              at: str = "output", index: int | None = None, return_raw: bool = False,
+              eigen_smooth: bool = False,
+              flip: bool = True) -> jax.Array | tuple[jax.Array, jax.Array]:
     """HiResCAM (Draelos & Carin 2020): ``M = sum_k G_k * A_k``, element by element.
+
+    With ``eigen_smooth=True`` this is pytorch-grad-cam's EigenGradCAM (the first
+    principal component of ``G * A``); HiResCAM's faithfulness no longer holds then.
 
     Args: as :func:`grad_cam`.
     {options}
     Returns and Raises: as :func:`grad_cam`.
     """
     return _gradient_cam("hires_cam", model, variables, x, target, layer, at, index, relu,
-                         normalize, resize, return_raw)
+                         normalize, resize, return_raw, eigen_smooth, flip)
 
 
 @_cam_doc
 @checks.boundary
 def layer_cam(model: nn.Module, variables: Any, x: jax.Array, target: Target, *, layer: str,
               relu: bool = True, normalize: str | None = None, resize: str | None = "bilinear",
-              at: str = "output", index: int | None = None,
-              return_raw: bool = False) -> jax.Array | tuple[jax.Array, jax.Array]:
+              at: str = "output", index: int | None = None, return_raw: bool = False,
+              eigen_smooth: bool = False,
+              flip: bool = True) -> jax.Array | tuple[jax.Array, jax.Array]:
     """LayerCAM (Jiang et al. 2021): ``M = sum_k relu(G_k) * A_k``, element by element.
 
     Args: as :func:`grad_cam`.
@@ -374,7 +413,7 @@ def layer_cam(model: nn.Module, variables: Any, x: jax.Array, target: Target, *,
     Returns and Raises: as :func:`grad_cam`.
     """
     return _gradient_cam("layer_cam", model, variables, x, target, layer, at, index, relu,
-                         normalize, resize, return_raw)
+                         normalize, resize, return_raw, eigen_smooth, flip)
 
 
 # --- gradient-free maps ------------------------------------------------------------------------
@@ -422,7 +461,8 @@ def _chunks(total: int, chunk: int):
 def score_cam(model: nn.Module, variables: Any, x: jax.Array, target: Target, *, layer: str,
               batch_size: int = 16, relu: bool = True, normalize: str | None = None,
               resize: str | None = "bilinear", at: str = "output", index: int | None = None,
-              return_raw: bool = False) -> jax.Array | tuple[jax.Array, jax.Array]:
+              return_raw: bool = False, eigen_smooth: bool = False,
+              flip: bool = True) -> jax.Array | tuple[jax.Array, jax.Array]:
     """Score-CAM (Wang et al. 2020): channels weighted by the score of the input they mask.
 
     Each channel ``A_k`` is upsampled to the input (bilinear with ``align_corners=True``,
@@ -438,6 +478,7 @@ def score_cam(model: nn.Module, variables: Any, x: jax.Array, target: Target, *,
     Returns and Raises: as :func:`grad_cam`; ValueError for a bad ``batch_size``.
     """
     _check_options(relu, normalize, resize)
+    _check_smoothing(eigen_smooth, flip)
     x = _check_x(model, x, images=True)
     where, shape = _spatial(model, variables, x, layer, at, index, "score_cam")
     obj = _objective(model, x, target)
@@ -449,7 +490,10 @@ def score_cam(model: nn.Module, variables: Any, x: jax.Array, target: Target, *,
         _score_jit(model, chunk, variables, x, padded, jnp.int32(start), obj)[:size]
         for start, size in _chunks(k, chunk)])                            # (K, N)
     weights = jax.nn.softmax(scores.T, axis=-1)                           # (N, K)
-    maps = jnp.einsum("nhwk,nk->nhw", act, weights.astype(act.dtype))
+    if eigen_smooth:
+        maps = _scaled_projection_jit(act, weights, flip)
+    else:
+        maps = jnp.einsum("nhwk,nk->nhw", act, weights.astype(act.dtype))
     return _finish(maps, x, relu, normalize, resize, return_raw)
 
 
@@ -459,8 +503,9 @@ def ablation_cam(model: nn.Module, variables: Any, x: jax.Array, target: Target,
                  layer: str, batch_size: int = 32, ablation_value: float = 0.0,
                  relu: bool = True, normalize: str | None = None,
                  resize: str | None = "bilinear", at: str = "output",
-                 index: int | None = None,
-                 return_raw: bool = False) -> jax.Array | tuple[jax.Array, jax.Array]:
+                 index: int | None = None, return_raw: bool = False,
+                 eigen_smooth: bool = False,
+                 flip: bool = True) -> jax.Array | tuple[jax.Array, jax.Array]:
     """Ablation-CAM (Desai & Ramaswamy 2020): channels weighted by the drop their removal causes.
 
     ``y`` is the target's value and ``y_k`` its value with channel ``k`` of the layer set
@@ -476,6 +521,7 @@ def ablation_cam(model: nn.Module, variables: Any, x: jax.Array, target: Target,
     Returns and Raises: as :func:`grad_cam`; ValueError for a bad ``batch_size``.
     """
     _check_options(relu, normalize, resize)
+    _check_smoothing(eigen_smooth, flip)
     if isinstance(ablation_value, bool) or not isinstance(ablation_value, numbers.Real):
         raise InputError(f"expected ablation_value as a number, got {ablation_value!r}")
     x = _check_x(model, x, images=True)
@@ -493,7 +539,10 @@ def ablation_cam(model: nn.Module, variables: Any, x: jax.Array, target: Target,
                                    value, obj)[:size])
     ablated = jnp.concatenate(drops)                                      # (K, N)
     weights = (reference[None] - ablated) / reference[None]
-    maps = jnp.einsum("nhwk,kn->nhw", act, weights.astype(act.dtype))
+    if eigen_smooth:
+        maps = _scaled_projection_jit(act, weights.T, flip)
+    else:
+        maps = jnp.einsum("nhwk,kn->nhw", act, weights.astype(act.dtype))
     return _finish(maps, x, relu, normalize, resize, return_raw)
 
 
@@ -525,12 +574,13 @@ def eigen_cam(model: nn.Module, variables: Any, x: jax.Array, target: Target = N
     x = _check_x(model, x, images=True)
     where, shape = _spatial(model, variables, x, layer, at, index, "eigen_cam")
     act = _layer_value_jit(model, where, variables, x)
-    maps = _eigen_jit(act, flip)
+    maps = _projection_jit(act, flip)
     return _finish(maps, x, relu, normalize, resize, return_raw)
 
 
-@functools.partial(jax.jit, static_argnums=1)
-def _eigen_jit(act: jax.Array, flip: bool) -> jax.Array:
+def _projection(act: jax.Array, flip: bool) -> jax.Array:
+    """Per image, ``act`` (N, h, w, K) as ``h*w`` rows of ``K`` values, centred, projected
+    on its first right singular vector: (N, h, w). ``flip``: :func:`eigen_cam`'s."""
     n, h, w, k = act.shape
     rows = act.reshape(n, h * w, k)
     rows = rows - rows.mean(axis=1, keepdims=True)
@@ -540,6 +590,13 @@ def _eigen_jit(act: jax.Array, flip: bool) -> jax.Array:
         sign = jnp.where(jnp.abs(proj.min(axis=1)) > jnp.abs(proj.max(axis=1)), -1, 1)
         proj = proj * sign[:, None].astype(proj.dtype)
     return proj.reshape(n, h, w)
+
+
+_projection_jit = jax.jit(_projection, static_argnums=1)
+# eigen_smooth for the gradient-free CAMs: channel k of image n weighted by weights[n, k]
+_scaled_projection_jit = jax.jit(
+    lambda act, weights, flip: _projection(act * weights[:, None, None, :].astype(act.dtype), flip),
+    static_argnums=2)
 
 
 
