@@ -328,6 +328,40 @@ def test_smoothgrad_abs_and_stdev(lenet):
         A.smoothgrad(model, variables, x, t, key=key, stdev=-1.0)
 
 
+def test_aug_smooth_is_the_mean_over_flipped_and_scaled_copies(lenet):
+    """aug_smooth(method) = mean over copies of flip(method(flip(c x))): one copy is the
+    method itself; with the flip, the mean of the map and its flipped twin's map flipped
+    back; factors scale the input. Gradients (N, H, W, C) and CAMs (N, H, W). F32_ROUND
+    (the same programs on a batch of copies)."""
+    model, variables, x, t = lenet
+    g = lambda x: np.asarray(A.gradient(model, variables, x, t))  # noqa: E731
+    flip = lambda a: a[:, :, ::-1]  # noqa: E731
+    one = A.aug_smooth(A.gradient, model, variables, x, t, hflip=False, factors=[1.0])
+    assert max_rel_err(one, g(x)) <= F32_ROUND
+    both = A.aug_smooth(A.gradient, model, variables, x, t, factors=(1.0, 2.0))
+    want = (g(x) + g(2 * x) + flip(g(flip(x))) + flip(g(2 * flip(x)))) / 4
+    assert max_rel_err(both, want) <= F32_ROUND
+    cam = lambda x: np.asarray(A.grad_cam(model, variables, x, t, layer="relu3"))  # noqa: E731
+    got = A.aug_smooth(A.grad_cam, model, variables, x, t, factors=(0.5,), layer="relu3")
+    assert got.shape == x.shape[:3]
+    assert max_rel_err(got, (cam(0.5 * x) + flip(cam(0.5 * flip(x)))) / 2) <= F32_ROUND
+
+
+@pytest.mark.parametrize("kwargs,error,match", [
+    (dict(method=None), TypeError, "expected method as an attribution function"),
+    (dict(hflip="yes"), ValueError, "hflip as True or False"),
+    (dict(factors=()), ValueError, "non-empty sequence of finite numbers"),
+    (dict(factors=(1.0, float("nan"))), ValueError, "non-empty sequence of finite numbers"),
+    (dict(return_raw=True), ValueError, "returns one array with a row per example"),
+    (dict(resize=None), ValueError, "flips the maps back along their width"),
+])
+def test_aug_smooth_options_are_checked(lenet, kwargs, error, match):
+    model, variables, x, t = lenet
+    kwargs = {"method": A.grad_cam, "layer": "relu3", **kwargs}
+    with pytest.raises(error, match=match):
+        A.aug_smooth(kwargs.pop("method"), model, variables, x, t, **kwargs)
+
+
 def test_noise_tunnel_of_gradient_is_smoothgrad(lenet):
     """Same key, same draws: noise_tunnel(gradient) = smoothgrad for every variant, with
     a target array, with a plain callable target (one draw per call), and whatever the

@@ -197,6 +197,20 @@ def test_eigen_cam_is_the_principal_component(peer):
         assert got[n].max() >= -got[n].min()
 
 
+@pytest.mark.parametrize("method", ["grad_cam", "layer_cam"])
+def test_aug_smooth_matches_pytorch_grad_cam(peer, method):
+    """``aug_smooth(method, ...)`` with its defaults (flips and factors 0.9, 1, 1.1) is
+    pytorch-grad-cam's ``aug_smooth=True`` (ttach's six copies, each map min-max scaled,
+    flipped back and averaged). PEER_F32."""
+    path, alias = peer.grad_layer
+    want = grad_cam_lib(peer, GRAD_CAMS[method], path, aug_smooth=True)
+    got = np.asarray(A.aug_smooth(getattr(A, method), peer.model, peer.variables,
+                                  jnp.asarray(peer.x), TARGETS, layer=alias, normalize="minmax"))
+    assert want.max() > 0.3, "the reference map is empty, the test would be vacuous"
+    assert got.shape == (2, *peer.size)
+    assert max_rel_err(got, want) <= PEER_F32, method
+
+
 # --- Captum --------------------------------------------------------------------------------------
 
 

@@ -26,7 +26,8 @@ The package is split by family, every name re-exported here:
 :mod:`~jaxviz.attribution.gradients` (gradient, SmoothGrad, integrated gradients,
 DeconvNet, guided backpropagation), :mod:`~jaxviz.attribution.cam` (Grad-CAM and the
 CAM family), :mod:`~jaxviz.attribution.perturbation` (occlusion, feature ablation),
-:mod:`~jaxviz.attribution.sampling` (noise over any method, GradientSHAP, RISE),
+:mod:`~jaxviz.attribution.sampling` (noise and test-time augmentation over any method,
+GradientSHAP, RISE),
 :mod:`~jaxviz.attribution.propagation` (LRP, DeepLIFT). Each module cites its papers.
 """
 
@@ -39,11 +40,12 @@ from jaxviz.attribution.gradients import (
     smoothgrad)
 from jaxviz.attribution.perturbation import EDGES, feature_ablation, occlusion, window_positions
 from jaxviz.attribution.propagation import COMPOSITES, deeplift, deeplift_shap, lrp
-from jaxviz.attribution.sampling import gradient_shap, noise_tunnel, rise, rise_masks
+from jaxviz.attribution.sampling import (AUG_FACTORS, aug_smooth, gradient_shap, noise_tunnel, rise,
+                                         rise_masks)
 
 __all__ = [
-    "CAM_METHODS", "COMPOSITES", "EDGES", "IG_METHODS", "NORMALIZATIONS", "RESIZE_MODES", "SMOOTHGRAD_VARIANTS",
-    "ablation_cam", "deconvnet", "deeplift", "deeplift_shap", "deconvnet_reconstruction", "eigen_cam", "feature_ablation", "grad_cam",
+    "AUG_FACTORS", "CAM_METHODS", "COMPOSITES", "EDGES", "IG_METHODS", "NORMALIZATIONS", "RESIZE_MODES", "SMOOTHGRAD_VARIANTS",
+    "ablation_cam", "aug_smooth", "deconvnet", "deeplift", "deeplift_shap", "deconvnet_reconstruction", "eigen_cam", "feature_ablation", "grad_cam",
     "grad_cam_plus_plus", "gradient", "gradient_shap", "gradient_x_input", "guided_backprop", "guided_grad_cam",
     "hires_cam", "integrated_gradients", "layer_cam", "layer_gradient", "lrp", "noise_tunnel", "occlusion",
     "path_points", "resize", "rise", "rise_masks", "score_cam", "smoothgrad", "window_positions", "xgrad_cam",

@@ -8,13 +8,16 @@ References:
   (noise over any method). Adebayo et al., "Sanity Checks for Saliency Maps", NeurIPS
   2018 (VarGrad). Hooker et al., "A Benchmark for Interpretability Methods in Deep
   Neural Networks", NeurIPS 2019 (SmoothGrad-squared over integrated gradients and
-  guided backpropagation).
+  guided backpropagation). pytorch-grad-cam's ``aug_smooth`` (test-time augmentation with
+  ttach: horizontal flips and input scaling).
 """
 
 from __future__ import annotations
 
+import functools
+import math
 import numbers
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -114,20 +117,8 @@ def noise_tunnel(method: Callable, /, model: nn.Module, variables: Any, x: jax.A
     batched, tiled = _tiled_target(target, chunk, n)
     if batched and not _runs_on(model, (chunk * n, *x.shape[1:])):
         batched = False  # a model that closes over per-example arrays: one draw per call
-    per_example = {name: value for name, value in kwargs.items()
-                   if getattr(value, "ndim", None) == x.ndim and value.shape[0] == n and n > 1}
-    tiled_kwargs = {**kwargs, **{name: jnp.concatenate([jnp.asarray(v)] * chunk)
-                                 for name, v in per_example.items()}}
-    name = getattr(method, "__name__", "method")
-
-    def run(inputs, tgt, kw, rows):
-        out = method(model, variables, inputs, tgt, **kw)
-        if isinstance(out, (tuple, list)) or getattr(out, "shape", (None,))[0] != rows:
-            what = (f"a {type(out).__name__}" if isinstance(out, (tuple, list))
-                    else f"shape {getattr(out, 'shape', type(out).__name__)}")
-            raise InputError(f"noise_tunnel needs a method that returns one array with a row "
-                             f"per example ({rows}); {name} returned {what}")
-        return out
+    tiled_kwargs = _tiled_kwargs(kwargs, x, chunk)
+    run = functools.partial(_run_method, method, "noise_tunnel", model, variables)
 
     moments = _Moments(variant)
     for start in range(0, plan.samples, chunk):
@@ -142,6 +133,121 @@ def noise_tunnel(method: Callable, /, model: nn.Module, variables: Any, x: jax.A
             out = jnp.concatenate([out, jnp.zeros((chunk - k, *out.shape[1:]), out.dtype)])
         moments.add(*_chunk_moments(variant, out, jnp.arange(chunk) < k), k)
     return moments.result()
+
+
+def _tiled_kwargs(kwargs: dict[str, Any], x: jax.Array, reps: int) -> dict[str, Any]:
+    """``kwargs`` with each array of ``x``'s rank whose first axis is N (a per-example
+    baseline) repeated for ``reps`` copy-major copies of the batch."""
+    n = x.shape[0]
+    per_example = {name: value for name, value in kwargs.items()
+                   if getattr(value, "ndim", None) == x.ndim and value.shape[0] == n and n > 1}
+    return {**kwargs, **{name: jnp.concatenate([jnp.asarray(v)] * reps)
+                         for name, v in per_example.items()}}
+
+
+def _run_method(method, caller, model, variables, inputs, target, kwargs, rows):
+    """``method``'s one array with a row per example, or a ValueError naming ``caller``."""
+    out = method(model, variables, inputs, target, **kwargs)
+    if isinstance(out, (tuple, list)) or getattr(out, "shape", (None,))[0] != rows:
+        what = (f"a {type(out).__name__}" if isinstance(out, (tuple, list))
+                else f"shape {getattr(out, 'shape', type(out).__name__)}")
+        raise InputError(f"{caller} needs a method that returns one array with a row per "
+                         f"example ({rows}); {getattr(method, '__name__', 'method')} returned "
+                         f"{what}")
+    return out
+
+
+# --- test-time augmentation -----------------------------------------------------------------------
+
+AUG_FACTORS = (0.9, 1.0, 1.1)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _augmented(x: jax.Array, copies: tuple[tuple[bool, float], ...]) -> jax.Array:
+    """The copies of ``x`` copy-major: each flipped left-right or not, times its factor."""
+    return jnp.concatenate([(x[:, :, ::-1] if flipped else x) * jnp.asarray(c, x.dtype)
+                            for flipped, c in copies])
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _restored_mean(out: jax.Array, copies: tuple[tuple[bool, float], ...]) -> jax.Array:
+    """The mean over copies of ``out`` (copies, N, H, W, ...), flipped copies flipped back."""
+    return jnp.mean(jnp.stack([o[:, :, ::-1] if flipped else o
+                               for o, (flipped, _) in zip(out, copies)]), axis=0)
+
+
+@checks.boundary
+def aug_smooth(method: Callable, /, model: nn.Module, variables: Any, x: jax.Array,
+               target: Target = None, *, hflip: bool = True,
+               factors: Sequence[float] = AUG_FACTORS, **kwargs: Any) -> jax.Array:
+    """Any map-making method averaged over flipped and scaled copies of the input
+    (test-time augmentation; pytorch-grad-cam's ``aug_smooth=True``).
+
+    For each horizontal flip ``f`` (none, then left-right; only none with
+    ``hflip=False``) and each factor ``c`` of ``factors``, ``R = method(model,
+    variables, f(c * x), target, **kwargs)`` is flipped back by ``f``; the result is the
+    mean of the ``2 * len(factors)`` maps. The defaults are pytorch-grad-cam's (ttach's
+    ``HorizontalFlip()`` and ``Multiply([0.9, 1, 1.1])``, applied to the input as given,
+    ImageNet-normalized or not), so ``aug_smooth(grad_cam, ..., layer=l,
+    normalize="minmax")`` is its ``GradCAM(...)(x, targets, aug_smooth=True)``.
+
+    The copies run as one batch of ``copies * N`` images with the target repeated to
+    match (an int, an (N,) array, or an objective that can follow copies; a plain
+    callable target runs one copy per call instead). Keyword arrays of ``x``'s rank
+    whose first axis is N are repeated the same way.
+
+    Args:
+      method: ``(model, variables, x, target, **kwargs) -> array`` with one row per
+        example and the image's height and width on axes 1 and 2: ``(N, H, W)`` maps
+        (the CAMs) or ``(N, H, W, C)`` (the gradient methods). Positional only.
+      model, variables, x, target: passed to ``method``; ``x`` is (N, H, W, C) images.
+      hflip: include the left-right flipped copies (default True).
+      factors: what the input is multiplied by, one copy each (default 0.9, 1, 1.1).
+      **kwargs: passed to ``method`` (``layer=``, ``normalize=``, ...).
+
+    Returns:
+      The method's output shape, in its dtype.
+
+    Raises:
+      TypeError: ``method`` is not callable.
+      ValueError: ``x`` is not a batch of images; ``factors`` empty or not finite
+        numbers; ``hflip`` not a bool; ``method`` returns a tuple, not one row per
+        example, or no image axes to flip back.
+    """
+    if not callable(method):
+        raise InputTypeError(f"expected method as an attribution function such as "
+                             f"jaxviz.attribution.grad_cam, got {method!r}")
+    if not isinstance(hflip, bool):
+        raise InputError(f"expected hflip as True or False, got {hflip!r}")
+    given = factors
+    try:
+        factors = tuple(float(c) for c in given)
+    except (TypeError, ValueError):
+        factors = ()
+    if not factors or not all(math.isfinite(c) for c in factors):
+        raise InputError(f"expected factors as a non-empty sequence of finite numbers, got "
+                         f"{given!r}")
+    x = _check_x(model, x, images=True)
+    copies = tuple((flipped, c) for flipped in ((False, True) if hflip else (False,))
+                   for c in factors)
+    n, reps = x.shape[0], len(copies)
+    batched, tiled = _tiled_target(target, reps, n)
+    if batched and not _runs_on(model, (reps * n, *x.shape[1:])):
+        batched = False  # a model that closes over per-example arrays: one copy per call
+    run = functools.partial(_run_method, method, "aug_smooth", model, variables)
+    inputs = _augmented(x, copies)
+    if batched:
+        out = run(inputs, tiled, _tiled_kwargs(kwargs, x, reps), reps * n)
+        out = out.reshape(reps, n, *out.shape[1:])
+    else:
+        out = jnp.stack([run(inputs[i * n:(i + 1) * n], target, kwargs, n)
+                         for i in range(reps)])
+    if out.ndim < 4 or out.shape[3] != x.shape[2]:
+        raise InputError(f"aug_smooth flips the maps back along their width: expected "
+                         f"(N, H, W) or (N, H, W, C) maps with W = {x.shape[2]}, got "
+                         f"{out.shape[1:]} per copy ({getattr(method, '__name__', 'method')} "
+                         f"with resize=None keeps the layer's size)")
+    return _restored_mean(out, copies)
 
 
 # --- GradientSHAP ---------------------------------------------------------------------------------
