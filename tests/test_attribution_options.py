@@ -347,6 +347,35 @@ def test_aug_smooth_is_the_mean_over_flipped_and_scaled_copies(lenet):
     assert max_rel_err(got, (cam(0.5 * x) + flip(cam(0.5 * flip(x)))) / 2) <= F32_ROUND
 
 
+def test_multi_layer_cam_of_one_layer_is_the_scaled_cam(lenet):
+    """One layer: minmax(resize(minmax(relu M))) with a ReLU of a map already in [0, 1]
+    between, which is the method's own relu=True, normalize="minmax". F32_ROUND."""
+    model, variables, x, t = lenet
+    for method in (A.grad_cam, A.layer_cam):
+        got = A.multi_layer_cam(method, model, variables, x, t, layers=["relu3"])
+        want = method(model, variables, x, t, layer="relu3", normalize="minmax")
+        assert got.shape == x.shape[:3] and max_rel_err(got, want) <= F32_ROUND
+    two = np.asarray(A.multi_layer_cam(A.grad_cam, model, variables, x, t,
+                                       layers=["relu2", "relu3"]))
+    assert two.min() == 0 and abs(two.max() - 1) <= 1e-6
+
+
+@pytest.mark.parametrize("kwargs,error,match", [
+    (dict(method=None), TypeError, "expected method as a CAM"),
+    (dict(layers="relu3"), ValueError, "non-empty list of layer names"),
+    (dict(layers=[]), ValueError, "non-empty list of layer names"),
+    (dict(layers=["relu3", 2]), ValueError, "layer names"),
+    (dict(resize=None), ValueError, "unknown resize"),
+    (dict(normalize=None), ValueError, "sets normalize itself"),
+    (dict(layers=["relu3", "nope"]), KeyError, "nope"),
+])
+def test_multi_layer_cam_options_are_checked(lenet, kwargs, error, match):
+    model, variables, x, t = lenet
+    kwargs = {"method": A.grad_cam, "layers": ["relu2", "relu3"], **kwargs}
+    with pytest.raises(error, match=match):
+        A.multi_layer_cam(kwargs.pop("method"), model, variables, x, t, **kwargs)
+
+
 @pytest.mark.parametrize("kwargs,error,match", [
     (dict(method=None), TypeError, "expected method as an attribution function"),
     (dict(hflip="yes"), ValueError, "hflip as True or False"),

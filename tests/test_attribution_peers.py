@@ -59,6 +59,12 @@ PEER_F64 = 1e-10
 EXACT_ISH = 1e-6
 TARGETS = np.array([281, 7], np.int32)
 
+# several target layers at two or three resolutions (torchvision path, our alias)
+MULTI_LAYERS = {
+    "alexnet": [("features.4", "relu2"), ("features.9", "relu4"), ("features.11", "relu5")],
+    "vgg16": [("features.22", "relu4_3"), ("features.29", "relu5_3")],
+}
+
 # architecture: input size, the layer for the gradient CAMs, and a 64-channel layer for
 # the CAMs that run the network once per channel (torchvision path, our alias)
 ARCHS = {
@@ -113,10 +119,13 @@ def peer(request) -> Peer:
     return Peer(request.param)
 
 
-def grad_cam_lib(peer: Peer, cls: str, path: str, net=None, xt=None, **options) -> np.ndarray:
+def grad_cam_lib(peer: Peer, cls: str, path: str | list[str], net=None, xt=None,
+                 **options) -> np.ndarray:
     net = peer.torch if net is None else net
     xt = peer.xt if xt is None else xt
-    cam = getattr(pytorch_grad_cam, cls)(model=net, target_layers=[dict(net.named_modules())[path]])
+    modules = dict(net.named_modules())
+    layers = [modules[p] for p in ([path] if isinstance(path, str) else path)]
+    cam = getattr(pytorch_grad_cam, cls)(model=net, target_layers=layers)
     try:
         return cam(input_tensor=xt, targets=[ClassifierOutputTarget(int(t)) for t in TARGETS],
                    **options)
@@ -207,6 +216,19 @@ def test_aug_smooth_matches_pytorch_grad_cam(peer, method):
     got = np.asarray(A.aug_smooth(getattr(A, method), peer.model, peer.variables,
                                   jnp.asarray(peer.x), TARGETS, layer=alias, normalize="minmax"))
     assert want.max() > 0.3, "the reference map is empty, the test would be vacuous"
+    assert got.shape == (2, *peer.size)
+    assert max_rel_err(got, want) <= PEER_F32, method
+
+
+@pytest.mark.parametrize("method", ["grad_cam", "layer_cam"])
+def test_multi_layer_cam_matches_pytorch_grad_cam(peer, method):
+    """``multi_layer_cam`` over layers of two or three resolutions is pytorch-grad-cam with
+    those ``target_layers`` (each map scaled and resized, averaged, scaled). PEER_F32."""
+    paths, aliases = zip(*MULTI_LAYERS[peer.name])
+    want = grad_cam_lib(peer, GRAD_CAMS[method], list(paths))
+    got = np.asarray(A.multi_layer_cam(getattr(A, method), peer.model, peer.variables,
+                                       jnp.asarray(peer.x), TARGETS, layers=list(aliases)))
+    assert want.max() > 0.99, "the reference map is empty, the test would be vacuous"
     assert got.shape == (2, *peer.size)
     assert max_rel_err(got, want) <= PEER_F32, method
 

@@ -158,6 +158,8 @@ CALLS: dict[str, Callable] = {
     "jaxviz.attribution.noise_tunnel":
         lambda m, v, x, layer: A.noise_tunnel(A.grad_cam, m, v, x, TARGET, key=KEY, samples=3,
                                               batch_size=2, layer=layer),
+    "jaxviz.attribution.multi_layer_cam":
+        lambda m, v, x, layer: A.multi_layer_cam(A.layer_cam, m, v, x, TARGET, layers=[layer]),
     "jaxviz.attribution.aug_smooth":
         lambda m, v, x, layer: A.aug_smooth(A.grad_cam, m, v, x, TARGET, factors=(1.0, 1.1),
                                             layer=layer),

@@ -33,7 +33,8 @@ GradientSHAP, RISE),
 
 from jaxviz.attribution.cam import (
     CAM_METHODS, NORMALIZATIONS, RESIZE_MODES, ablation_cam, eigen_cam, grad_cam,
-    grad_cam_plus_plus, guided_grad_cam, hires_cam, layer_cam, resize, score_cam, xgrad_cam)
+    grad_cam_plus_plus, guided_grad_cam, hires_cam, layer_cam, multi_layer_cam, resize, score_cam,
+    xgrad_cam)
 from jaxviz.attribution.gradients import (
     IG_METHODS, SMOOTHGRAD_VARIANTS, deconvnet, deconvnet_reconstruction, gradient,
     gradient_x_input, guided_backprop, integrated_gradients, layer_gradient, path_points,
@@ -47,6 +48,6 @@ __all__ = [
     "AUG_FACTORS", "CAM_METHODS", "COMPOSITES", "EDGES", "IG_METHODS", "NORMALIZATIONS", "RESIZE_MODES", "SMOOTHGRAD_VARIANTS",
     "ablation_cam", "aug_smooth", "deconvnet", "deeplift", "deeplift_shap", "deconvnet_reconstruction", "eigen_cam", "feature_ablation", "grad_cam",
     "grad_cam_plus_plus", "gradient", "gradient_shap", "gradient_x_input", "guided_backprop", "guided_grad_cam",
-    "hires_cam", "integrated_gradients", "layer_cam", "layer_gradient", "lrp", "noise_tunnel", "occlusion",
+    "hires_cam", "integrated_gradients", "layer_cam", "layer_gradient", "lrp", "multi_layer_cam", "noise_tunnel", "occlusion",
     "path_points", "resize", "rise", "rise_masks", "score_cam", "smoothgrad", "window_positions", "xgrad_cam",
 ]

@@ -26,6 +26,9 @@ path or alias whose output is ``(N, h, w, K)``; ``at="input"`` takes the module'
 instead and ``index`` picks one array of a module that returns (or takes) several
 (:func:`jaxviz.attribution.layer_gradient`).
 
+:func:`multi_layer_cam` combines several layers' maps as pytorch-grad-cam does with
+several target layers.
+
 The gradient-free methods run the network once per channel: :func:`score_cam` on the
 input masked by each channel, :func:`ablation_cam` with each channel zeroed at the layer
 (the part of the network before the layer is computed once). Both run ``batch_size``
@@ -51,6 +54,7 @@ from __future__ import annotations
 
 import functools
 import numbers
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -60,7 +64,7 @@ import numpy as np
 
 from jaxviz import checks
 from jaxviz._host import to_device
-from jaxviz.errors import InputError
+from jaxviz.errors import InputError, InputTypeError
 from jaxviz.attribution._common import (
     Target, _at_layer, _check_batch_size, _check_x, _compiled, _copies_values,
     _layer_gradient_jit, _layer_struct, _objective, _values)
@@ -599,6 +603,71 @@ _scaled_projection_jit = jax.jit(
     static_argnums=2)
 
 
+
+
+# --- several layers -------------------------------------------------------------------------------
+
+_SET_BY_MULTI_LAYER = ("layer", "relu", "normalize", "resize", "return_raw", "per_channel")
+
+
+@functools.partial(jax.jit, static_argnames=("size", "resize_mode"))
+def _layers_mean(maps: tuple[jax.Array, ...], *, size: tuple[int, int],
+                 resize_mode: str) -> jax.Array:
+    """Each layer's (min-max scaled) map resized to ``size``; their mean, min-max scaled."""
+    up = jnp.stack([resize(m, size, resize_mode) for m in maps])
+    return _minmax(jax.nn.relu(up).mean(axis=0)).astype(maps[0].dtype)
+
+
+@checks.boundary
+def multi_layer_cam(method: Callable, /, model: nn.Module, variables: Any, x: jax.Array,
+                    target: Target = None, *, layers: Sequence[str],
+                    resize: str = "bilinear", **kwargs: Any) -> jax.Array:
+    """A CAM over several layers, as pytorch-grad-cam combines its ``target_layers``.
+
+    Per layer ``l``: ``M_l = method(..., layer=l, relu=True, normalize="minmax")`` at
+    the layer's resolution, resized to the input's (H, W) (no second scaling, unlike
+    one layer's ``normalize="minmax"``); the result is ``minmax(mean_l M_l)``. So
+    ``multi_layer_cam(grad_cam, ..., layers=[a, b])`` is pytorch-grad-cam's
+    ``GradCAM(model, target_layers=[A, B])(x, targets)``. Layers of different
+    resolutions mix coarse and fine evidence (LayerCAM's use of early layers).
+
+    Args:
+      method: one of the CAMs (:data:`CAM_METHODS`) or a function with their signature.
+        Positional only.
+      model, variables, x, target: as :func:`grad_cam` (``target`` None for
+        :func:`eigen_cam`).
+      layers: the layers, each as ``grad_cam``'s ``layer``; at least one.
+      resize: ``"bilinear"`` (default) or ``"nearest"``: how each layer's map reaches
+        the input's size.
+      **kwargs: passed to ``method`` (``eigen_smooth=``, ``batch_size=``, ``at=``, ...);
+        not the options this function sets (layer, relu, normalize, resize, return_raw,
+        per_channel).
+
+    Returns:
+      (N, H, W) maps in [0, 1], in ``x``'s dtype.
+
+    Raises:
+      TypeError: ``method`` is not callable.
+      ValueError: no layers, a layer given as something other than a name, an option
+        this function sets, an unknown ``resize``; as ``method``.
+    """
+    if not callable(method):
+        raise InputTypeError(f"expected method as a CAM such as jaxviz.attribution.grad_cam, "
+                             f"got {method!r}")
+    if isinstance(layers, str) or not isinstance(layers, Sequence) or not layers:
+        raise InputError(f"expected layers as a non-empty list of layer names, got {layers!r}")
+    if not all(isinstance(layer, str) for layer in layers):
+        raise InputError(f"expected layers as layer names (str), got {list(layers)!r}")
+    if resize not in ("bilinear", "nearest"):
+        raise InputError(f"unknown resize {resize!r}; expected 'bilinear' or 'nearest'")
+    fixed = sorted(set(kwargs) & set(_SET_BY_MULTI_LAYER))
+    if fixed:
+        raise InputError(f"multi_layer_cam sets {', '.join(fixed)} itself (each layer's map "
+                         f"with relu and min-max scaling at the layer's size); drop them")
+    x = _check_x(model, x, images=True)
+    maps = tuple(method(model, variables, x, target, layer=layer, relu=True,
+                        normalize="minmax", resize=None, **kwargs) for layer in layers)
+    return _layers_mean(maps, size=tuple(x.shape[1:3]), resize_mode=resize)
 
 
 # --- guided Grad-CAM -----------------------------------------------------------------------------
