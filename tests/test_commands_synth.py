@@ -217,8 +217,34 @@ def test_explain_alexnet_two_images(tmp_path, alexnet):
     np.testing.assert_array_equal(sheet[130:130 + band], want[130:130 + band])
 
 
+def test_explain_smooths_the_cam_tiles_on_request(tmp_path, lenet, digit):
+    """--eigen-smooth and --aug-smooth: each CAM tile is the library's map with
+    eigen_smooth=True, averaged by aug_smooth with its defaults (Eigen-CAM: aug_smooth
+    only); the captions say so."""
+    methods = "grad_cam,eigen_cam"
+    code, out, err = run(["explain", "lenet_digits", "--target", "4", "-q", "--method", methods,
+                          "--eigen-smooth", "--aug-smooth", "--out", str(tmp_path / "s.png")])
+    assert (code, err) == (0, "")
+    sheet = png(tmp_path / "s.png")
+    model, variables = lenet
+    A = jv.attribution
+    picture = np.repeat(np.rint(digit * 255).astype(np.uint8), 3, axis=-1)
+    maps = [A.aug_smooth(A.grad_cam, model, variables, digit, 4, layer="relu3",
+                         eigen_smooth=True),
+            A.aug_smooth(A.eigen_cam, model, variables, digit, 4, layer="relu3")]
+    for column, cam in enumerate(maps, start=1):
+        tile = jv.render.overlay(picture, jv.render.heatmap(jv.render.clip_percentile(cam)), 0.6)
+        left = 2 + column * (140 + 2)
+        np.testing.assert_array_equal(sheet[2:142, left:left + 140], enlarge(tile, 5)[0])
+    want = jv.render.grid(np.zeros((3, 140, 140, 3), np.uint8), ncols=3, labels=[
+        "target 4", "Grad-CAM (relu3, eigen, aug)", "Eigen-CAM (relu3, aug)"])
+    np.testing.assert_array_equal(sheet[142:], want[142:])
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--method", "gradients"], "unknown --method 'gradients'. Did you mean gradient"),
+    (["--method", "gradient,guided_grad_cam", "--eigen-smooth"],
+     "--eigen-smooth and --aug-smooth are the CAM tiles'"),
     (["--method", "gradient", "--layer", "relu3"], "--layer is the CAM methods' layer"),
     (["--method", "grad_cam", "--layer", "relu9"], "no layer 'relu9'"),
     (["--method", "grad_cam", "--layer", "logits"], "expected a layer with spatial maps"),

@@ -13,7 +13,10 @@ stride half the window, unless --window/--stride say otherwise), guided_backprop
 for GoogLeNet). Named in --method (not in "all"), the rest of the CAM family at the same
 layer: grad_cam_plus_plus, xgrad_cam, hires_cam, layer_cam, score_cam, ablation_cam and
 eigen_cam (jaxviz.attribution.cam cites their papers); and lrp (Bach et al. 2015; the
-epsilon_plus_flat composite).
+epsilon_plus_flat composite). --eigen-smooth and --aug-smooth are pytorch-grad-cam's
+options for the CAM tiles: each map as the first principal component of the weighted
+channels (not Eigen-CAM, which is one already), and each map averaged over left-right
+flipped copies of the input scaled by 0.9, 1 and 1.1.
 
 Pixel maps (the gradient methods, DeconvNet, guided backprop, guided Grad-CAM) are
 shown as the sum of |value| over colour channels, scaled so that the 99.5th percentile
@@ -54,6 +57,7 @@ MORE_CAMS: tuple[str, ...] = (
 MORE_METHODS: tuple[str, ...] = (*MORE_CAMS, "lrp")  # on request: not in "all"
 AVAILABLE: tuple[str, ...] = METHODS + MORE_METHODS
 CAM_METHODS = ("grad_cam", "guided_grad_cam", *MORE_CAMS)
+SMOOTHABLE = ("grad_cam", *MORE_CAMS)  # the CAM tiles that --eigen-smooth/--aug-smooth change
 CAM_CAPTIONS = {"grad_cam_plus_plus": "Grad-CAM++", "xgrad_cam": "XGrad-CAM",
                 "hires_cam": "HiResCAM", "layer_cam": "LayerCAM", "score_cam": "Score-CAM",
                 "ablation_cam": "Ablation-CAM", "eigen_cam": "Eigen-CAM"}
@@ -127,7 +131,7 @@ def class_label(index: int, classes: int) -> str:
 def tiles(model, variables: Any, x: Any, target: Any, methods: Iterable[str] = METHODS, *,
           layer: str | None = None, samples: int = 50, steps: int = 32,
           window: int | None = None, stride: int | None = None,
-          key: jax.Array | None = None,
+          key: jax.Array | None = None, eigen_smooth: bool = False, aug_smooth: bool = False,
           progress: Callable[[Iterable[str]], Iterable[str]] | None = None,
           ) -> list[tuple[str, np.ndarray]]:
     """(caption, (N, H, W, 3) uint8 pictures) for each of ``methods`` on the batch ``x``.
@@ -139,6 +143,10 @@ def tiles(model, variables: Any, x: Any, target: Any, methods: Iterable[str] = M
       samples, steps: SmoothGrad's noisy copies, integrated gradients' path points.
       window, stride: occlusion's (default :func:`occlusion_settings`).
       key: SmoothGrad's noise (default ``jax.random.key(0)``).
+      eigen_smooth, aug_smooth: the CAM tiles' smoothing (Grad-CAM and the CAM family,
+        not guided Grad-CAM; Eigen-CAM takes only aug_smooth):
+        :func:`jaxviz.attribution.grad_cam`'s ``eigen_smooth`` and
+        :func:`jaxviz.attribution.aug_smooth` with its defaults.
       progress: wraps the sequence of method names (e.g. a progress bar).
     """
     A = jv.attribution
@@ -155,6 +163,19 @@ def tiles(model, variables: Any, x: Any, target: Any, methods: Iterable[str] = M
         table = jv.layer_names(model, np.shape(x), partial=True)
         aliases = {info.path: info.alias for info in table}
         layer = aliases.get(path) or path
+
+    def cam(name: str) -> tuple[str, Any]:
+        """The CAM ``name``'s map and its caption's settings."""
+        kwargs, settings = {"layer": layer}, [layer]
+        if eigen_smooth and name != "eigen_cam":
+            kwargs["eigen_smooth"] = True
+            settings.append("eigen")
+        if aug_smooth:
+            settings.append("aug")
+            return ", ".join(settings), A.aug_smooth(getattr(A, name), model, variables, x,
+                                                     target, **kwargs)
+        return ", ".join(settings), getattr(A, name)(model, variables, x, target, **kwargs)
+
     out = []
     for name in (progress(methods) if progress is not None else methods):
         if name == "gradient":
@@ -176,8 +197,8 @@ def tiles(model, variables: Any, x: Any, target: Any, methods: Iterable[str] = M
             out.append(("guided backprop",
                         pixel_tile(A.guided_backprop(model, variables, x, target))))
         elif name == "grad_cam":
-            cam = A.grad_cam(model, variables, x, target, layer=layer)
-            out.append((f"Grad-CAM ({layer})", cam_tile(picture, cam)))
+            settings, m = cam(name)
+            out.append((f"Grad-CAM ({settings})", cam_tile(picture, m)))
         elif name == "guided_grad_cam":
             m = A.guided_grad_cam(model, variables, x, target, layer=layer)
             out.append((f"guided Grad-CAM ({layer})", pixel_tile(m)))
@@ -186,8 +207,8 @@ def tiles(model, variables: Any, x: Any, target: Any, methods: Iterable[str] = M
                         pixel_tile(A.lrp(model, variables, x, target,
                                          composite="epsilon_plus_flat"))))
         elif name in MORE_CAMS:
-            cam = getattr(A, name)(model, variables, x, target, layer=layer)
-            out.append((f"{CAM_CAPTIONS[name]} ({layer})", cam_tile(picture, cam)))
+            settings, m = cam(name)
+            out.append((f"{CAM_CAPTIONS[name]} ({settings})", cam_tile(picture, m)))
         else:  # occlusion
             m = A.occlusion(model, variables, x, target, window=window, stride=stride)
             out.append((f"occlusion ({window}, stride {stride})", occlusion_tile(m)))
@@ -202,7 +223,8 @@ def zoom_for(width: int) -> int:
 def sheet(model, variables: Any, x: Any, target: Any = None,
           methods: Iterable[str] = METHODS, *, layer: str | None = None, samples: int = 50,
           steps: int = 32, window: int | None = None, stride: int | None = None,
-          key: jax.Array | None = None, zoom: int | None = None,
+          key: jax.Array | None = None, zoom: int | None = None, eigen_smooth: bool = False,
+          aug_smooth: bool = False,
           progress: Callable[[Iterable[str]], Iterable[str]] | None = None) -> np.ndarray:
     """Attribution maps side by side: a (height, width, 3) uint8 picture.
 
@@ -223,7 +245,7 @@ def sheet(model, variables: Any, x: Any, target: Any = None,
     columns = [(None, input_picture(model, x)), *tiles(
         model, variables, x, np.asarray(targets, np.int32), methods, layer=layer,
         samples=samples, steps=steps, window=window, stride=stride, key=key,
-        progress=progress)]
+        eigen_smooth=eigen_smooth, aug_smooth=aug_smooth, progress=progress)]
     zoom = zoom_for(x.shape[2]) if zoom is None else zoom
     pictures, labels = [], []
     for i in range(n):
@@ -292,6 +314,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="occlusion window in pixels (default: 1/7 of the shorter side)")
     p.add_argument("--stride", type=c.positive(), default=None,
                    help="occlusion stride in pixels (default: half the window)")
+    p.add_argument("--eigen-smooth", action="store_true",
+                   help="CAM tiles: the weighted channels' first principal component instead "
+                        "of their sum (pytorch-grad-cam's eigen_smooth)")
+    p.add_argument("--aug-smooth", action="store_true",
+                   help="CAM tiles: the mean over flipped and scaled copies of the input "
+                        "(pytorch-grad-cam's aug_smooth)")
 
 
 def run(args: argparse.Namespace, out: TextIO) -> int:
@@ -301,6 +329,9 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     if args.layer is not None and not cam:
         raise ValueError("--layer is the CAM methods' layer: add grad_cam (or another CAM) to "
                          "--method")
+    if (args.eigen_smooth or args.aug_smooth) and not set(SMOOTHABLE) & set(methods):
+        raise ValueError("--eigen-smooth and --aug-smooth are the CAM tiles': add grad_cam (or "
+                         "another CAM but guided_grad_cam) to --method")
     if (args.window is not None or args.stride is not None) and "occlusion" not in methods:
         raise ValueError("--window and --stride are occlusion's: add occlusion to --method")
     module = c.module(args.model)
@@ -325,6 +356,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     with contextlib.ExitStack() as bars:  # an error closes the bar before it is printed
         figure = sheet(model, variables, x, targets, methods, layer=args.layer,
                        samples=args.samples, steps=args.steps, window=window, stride=stride,
+                       eigen_smooth=args.eigen_smooth, aug_smooth=args.aug_smooth,
                        progress=lambda names: bars.enter_context(c.progress(
                            names, total=len(methods), desc="explain", quiet=args.quiet)))
     jv.render.save_png(figure, path)
