@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import jaxviz as jv
-from conftest import max_rel_err
+from conftest import F64_TOL, max_rel_err
 from jaxviz import attribution as A
 
 F32_ROUND = 1e-6
@@ -612,9 +612,59 @@ def test_deeplift_leaves_the_layer_tables_alone(lenet):
     assert at(6) == at(3) and len(at(3)) > 2
 
 
+def test_lrp_merge_batch_norm_is_lrp_of_the_folded_convolution():
+    """conv -> BatchNorm -> spatial sum with merge_batch_norm=True is LRP of the same
+    convolution with the BatchNorm folded into its kernel and bias by hand (the BatchNorm
+    gone), for the composites that treat a convolution by rule; without BatchNorms
+    (LeNet) the option changes nothing. In float64: F64_TOL (the two fold the BatchNorm
+    in different orders, and the epsilon rule's division by small outputs amplifies
+    float32's rounding of that to 3e-6)."""
+    from jaxviz.models.modules import BatchNorm2d, Conv2d
+
+    class ConvBN(nn.Module):
+        use_bn: bool = True
+
+        @nn.compact
+        def __call__(self, x):
+            y = Conv2d(4, 3, use_bias=self.use_bn, name="conv")(x)
+            if self.use_bn:
+                y = BatchNorm2d(eps=1e-3, name="bn")(y)
+            return y.sum(axis=(1, 2))
+
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 6, 7, 3))
+    kernel, bias = rng.standard_normal((3, 3, 3, 4)), rng.standard_normal(4)
+    scale, shift = rng.uniform(0.5, 2, 4), rng.standard_normal(4)
+    mean, var = rng.standard_normal(4), rng.uniform(0.5, 2, 4)
+    with_bn = {"params": {"conv": {"kernel": kernel, "bias": bias},
+                          "bn": {"scale": scale, "bias": shift}},
+               "batch_stats": {"bn": {"mean": mean, "var": var}}}
+    a = scale / np.sqrt(var + 1e-3)
+    folded = {"params": {"conv": {"kernel": kernel * a, "bias": (bias - mean) * a + shift}}}
+
+    class Folded(nn.Module):  # the convolution with the folded bias
+        @nn.compact
+        def __call__(self, x):
+            return Conv2d(4, 3, name="conv")(x).sum(axis=(1, 2))
+
+    with jax.enable_x64(True):
+        to64 = lambda tree: jax.tree_util.tree_map(jnp.asarray, tree)  # noqa: E731
+        for composite in ("epsilon_plus", "epsilon_alpha2_beta1", "epsilon"):
+            got = A.lrp(ConvBN(), to64(with_bn), jnp.asarray(x), 1, composite=composite,
+                        merge_batch_norm=True)
+            want = A.lrp(Folded(), to64(folded), jnp.asarray(x), 1, composite=composite)
+            assert got.dtype == jnp.float64 and max_rel_err(got, want) <= F64_TOL, composite
+            unmerged = A.lrp(ConvBN(), to64(with_bn), jnp.asarray(x), 1, composite=composite)
+            assert max_rel_err(unmerged, want) > 1e-3, composite
+    model, variables, x, t = jv.load("lenet_digits") + (jnp.asarray(x[..., :1], jnp.float32), 1)
+    np.testing.assert_array_equal(A.lrp(model, variables, x, t, merge_batch_norm=True),
+                                  A.lrp(model, variables, x, t))
+
+
 def test_lrp_options_are_checked(lenet):
     model, variables, x, t = lenet
     for kwargs, match in [({"composite": "z_plus"}, "unknown composite"),
+                          ({"merge_batch_norm": "yes"}, "merge_batch_norm as True or False"),
                           ({"start": "logit"}, "unknown start"),
                           ({"alpha": 3.0, "beta": 1.0}, "alpha - beta = 1"),
                           ({"epsilon": -1.0}, "epsilon as a number"),

@@ -409,17 +409,25 @@ def test_occlusion_and_feature_ablation_match_captum(peer):
 # --- zennit ---------------------------------------------------------------------------------------
 
 
-def zennit_composite(name: str, low=None, high=None):
+def zennit_composite(name: str, low=None, high=None, canonizers=None):
     from zennit import composites, rules, types
 
     if name == "epsilon":  # LRP-epsilon everywhere, on zennit's base map
         return composites.LayerMapComposite(
             composites.layer_map_base() + [(types.Convolution, rules.Epsilon()),
-                                           (torch.nn.Linear, rules.Epsilon())])
+                                           (torch.nn.Linear, rules.Epsilon())],
+            canonizers=canonizers)
     if name == "epsilon_gamma_box":
-        return composites.EpsilonGammaBox(low=low, high=high)
+        return composites.EpsilonGammaBox(low=low, high=high, canonizers=canonizers)
     return {"epsilon_plus": composites.EpsilonPlus, "epsilon_plus_flat": composites.EpsilonPlusFlat,
-            "epsilon_alpha2_beta1": composites.EpsilonAlpha2Beta1}[name]()
+            "epsilon_alpha2_beta1": composites.EpsilonAlpha2Beta1}[name](canonizers=canonizers)
+
+
+def zennit_bounds(dtype, n: int, size: tuple[int, int]):
+    """The normalized 0 and 1 of each channel, as zennit's z-box takes them."""
+    return [torch.from_numpy(((b - np.array(jv.data.IMAGENET_MEAN)) / np.array(jv.data.IMAGENET_STD))
+                             .astype(dtype)).reshape(1, 3, 1, 1).expand(n, 3, *size)
+            for b in (0.0, 1.0)]
 
 
 @pytest.mark.parametrize("composite", A.COMPOSITES)
@@ -436,9 +444,7 @@ def test_lrp_matches_zennit(peer, composite):
     net, variables = peer.f64() if precise else (peer.torch, peer.variables)
     dtype = np.float64 if precise else np.float32
     xt = peer.xt.to(next(net.parameters()).dtype)
-    bounds = [torch.from_numpy(((b - np.array(jv.data.IMAGENET_MEAN)) / np.array(jv.data.IMAGENET_STD))
-                               .astype(dtype)).reshape(1, 3, 1, 1).expand(2, 3, *peer.size)
-              for b in (0.0, 1.0)]
+    bounds = zennit_bounds(dtype, 2, peer.size)
     onehot = torch.zeros(2, 1000, dtype=xt.dtype)
     onehot[torch.arange(2), torch.from_numpy(TARGETS).long()] = 1
     with Gradient(model=net, composite=zennit_composite(composite, *bounds)) as attributor:
@@ -449,6 +455,46 @@ def test_lrp_matches_zennit(peer, composite):
     assert got.shape == peer.x.shape and got.dtype == dtype
     assert np.abs(want.numpy()).max() > 0
     assert max_rel_err(got, peer.nhwc(want)) <= (PEER_F64 if precise else PEER_F32), composite
+
+
+@pytest.fixture(scope="module")
+def vgg11_bn():
+    """Seeded random torchvision VGG11-BN (random BatchNorm statistics) and its port, with
+    the two photographs at 32 x 48."""
+    tmodel = torchvision_model("vgg11_bn")
+    model, variables = from_torchvision(tmodel)
+    x = jv.data.preprocess([jv.data.sample_image("chelsea"), jv.data.sample_image("coffee")],
+                           (32, 48), resize="exact")
+    return tmodel, model, variables, x
+
+
+@pytest.mark.parametrize("composite", [c for c in A.COMPOSITES if c != "epsilon"])
+def test_lrp_merges_batch_norm_as_zennit_does(vgg11_bn, composite):
+    """lrp(merge_batch_norm=True) on VGG11-BN is zennit's composite with its
+    SequentialMergeBatchNorm canonizer (each BatchNorm folded into the convolution before
+    it). Without the merge the maps differ (by 0.5-2 of their scale, measured; checked
+    for epsilon_plus), so the comparison tells the two apart. PEER_F32 (measured 8e-6 to
+    1e-5)."""
+    from zennit.attribution import Gradient
+    from zennit.canonizers import SequentialMergeBatchNorm
+
+    tmodel, model, variables, x = vgg11_bn
+    xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
+    onehot = torch.zeros(2, 1000)
+    onehot[torch.arange(2), torch.from_numpy(TARGETS).long()] = 1
+    canonized = zennit_composite(composite, *zennit_bounds(np.float32, 2, (32, 48)),
+                                 canonizers=[SequentialMergeBatchNorm()])
+    with Gradient(model=tmodel, composite=canonized) as attributor:
+        _, want = attributor(xt, onehot)
+    want = want.detach().numpy().transpose(0, 2, 3, 1)
+    got = np.asarray(A.lrp(model, variables, jnp.asarray(x), TARGETS, composite=composite,
+                           start="one", merge_batch_norm=True))
+    assert np.abs(want).max() > 0
+    assert max_rel_err(got, want) <= PEER_F32, composite
+    if composite == "epsilon_plus":  # one composite shows the comparison is not vacuous
+        plain = np.asarray(A.lrp(model, variables, jnp.asarray(x), TARGETS, composite=composite,
+                                 start="one"))
+        assert max_rel_err(plain, want) > 100 * PEER_F32, "the merge changed nothing here"
 
 
 @pytest.mark.parametrize("peer", ["alexnet"], indirect=True)  # VGG16: compared with zennit

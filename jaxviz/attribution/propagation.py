@@ -24,6 +24,13 @@ Jacobian (its VJP):
   (``R_in = x * J^T s``, zennit's ``Norm``); ReLUs and BatchNorm pass relevance on
   unchanged; max pools route it to each window's maximum (the plain gradient).
 
+``merge_batch_norm=True`` folds each BatchNorm into the convolution that feeds it
+(``W' = W a``, ``b' = (b - mean) a + beta`` with ``a = gamma / sqrt(var + eps)``), so the
+convolution's rule sees the normalized layer as one linear map and the BatchNorm becomes
+the identity: zennit's ``SequentialMergeBatchNorm`` canonizer (Montavon et al. 2019
+recommend it for BatchNorm networks). A BatchNorm counts as fed by a convolution when
+its input is that convolution's output, unchanged.
+
 The composites choose a rule per layer as zennit's do: ``epsilon_plus`` (convolutions
 ``zplus``, dense layers ``epsilon``), ``epsilon_plus_flat`` (the first convolution or
 dense layer ``flat``), ``epsilon_gamma_box`` (the first convolution ``zbox``, the other
@@ -64,6 +71,7 @@ import numpy as np
 
 from jaxviz import capture, checks, data
 from jaxviz import rules as rules_lib
+from jaxviz import static as static_lib
 from jaxviz import objectives as objectives_lib
 from jaxviz.attribution._common import (Target, _baseline, _check_choice, _check_x, _compiled,
                                         _objective, _values)
@@ -190,12 +198,74 @@ def _passing(x: jax.Array, y: jax.Array) -> jax.Array:
 _passing.defvjp(lambda x, y: (y, None), lambda _, r: (r, jnp.zeros_like(r)))
 
 
+def _path_key(path: tuple[str, ...]) -> str:
+    return "/".join(path)
+
+
+_PAIRS: dict[Any, tuple[tuple[str, str, float], ...]] = {}
+
+
+def _merge_pairs(model: nn.Module, variables: Any, x: jax.Array) -> tuple[tuple[str, str, float], ...]:
+    """``(convolution path, BatchNorm path, its eps)`` where the BatchNorm's input is the
+    convolution's output, unchanged: found by an abstract forward pass, once per model
+    and input shape."""
+    key = (static_lib.static(model), tuple(x.shape), jnp.dtype(x.dtype))
+    if key not in _PAIRS:
+        _PAIRS[key] = _find_merge_pairs(model, variables, x)
+    return _PAIRS[key]
+
+
+def _find_merge_pairs(model, variables, x) -> tuple[tuple[str, str, float], ...]:
+    outputs: dict[int, tuple[str, Any]] = {}  # the output itself is kept: ids are reused
+    pairs: list[tuple[str, str, float]] = []
+
+    def record(call, args, kwargs, context):
+        out = call(*args, **kwargs)
+        module = context.module
+        if context.method_name != "__call__" or not module.path or not args:
+            return out
+        if isinstance(module, _CONV):
+            outputs[id(out)] = (_path_key(module.path), out)
+        elif isinstance(module, modules.BatchNorm2d) and id(args[0]) in outputs:
+            conv, _ = outputs.pop(id(args[0]))
+            pairs.append((conv, _path_key(module.path), float(module.eps)))
+        return out
+
+    def run(variables, x):
+        with nn.intercept_methods(record):
+            return model.apply(variables, x)
+
+    jax.eval_shape(run, variables, jax.ShapeDtypeStruct(x.shape, x.dtype))
+    return tuple(pairs)
+
+
+def _lookup(tree: Any, path: str) -> Any:
+    for key in path.split("/"):
+        tree = tree[key]
+    return tree
+
+
+def _merged_params(conv_params: dict, variables: Any, bn_path: str, eps: float) -> dict:
+    """The convolution's kernel and bias with the BatchNorm at ``bn_path`` folded in."""
+    bn = _lookup(variables["params"], bn_path)
+    stats = _lookup(variables["batch_stats"], bn_path)
+    kernel = conv_params["kernel"]
+    a = (bn["scale"] * jax.lax.rsqrt(stats["var"] + jnp.asarray(eps, stats["var"].dtype)))
+    bias = conv_params.get("bias", jnp.zeros_like(stats["mean"]))
+    return {"kernel": kernel * a.astype(kernel.dtype),
+            "bias": ((bias - stats["mean"]) * a + bn["bias"]).astype(kernel.dtype)}
+
+
 class _Composite:
     """The interceptor that applies a composite's rules, layer by layer, in one forward
-    pass (it remembers whether the first convolution or dense layer has been seen)."""
+    pass (it remembers whether the first convolution or dense layer has been seen).
+    ``merged``: (convolution, BatchNorm) paths to fold together (``merge_batch_norm``)."""
 
-    def __init__(self, composite: str, settings: dict):
+    def __init__(self, composite: str, settings: dict, merged: tuple = (), variables: Any = None):
         self.composite, self.settings, self.first_seen = composite, settings, False
+        self.merged_into = {conv: (bn, eps) for conv, bn, eps in merged}
+        self.folded = {bn for _, bn, _ in merged}  # BatchNorms that became the identity
+        self.variables = variables
 
     def rule_of(self, module: nn.Module) -> str | None:
         c = self.composite
@@ -216,6 +286,9 @@ class _Composite:
         module = context.module
         if context.method_name != "__call__" or not module.path or not args:
             return call(*args, **kwargs)
+        path = _path_key(module.path)
+        if path in self.folded:  # its convolution already applied it
+            return args[0]
         if isinstance(module, _PASS):
             x = args[0]
             if isinstance(module, modules.ReLU):
@@ -224,20 +297,31 @@ class _Composite:
         rule = self.rule_of(module)
         if rule is None:
             return call(*args, **kwargs)
-        unbound = module.clone(parent=None)
         params = dict(module.variables.get("params", {}))
         rest = {k: v for k, v in module.variables.items() if k != "params"}
+        if path in self.merged_into:
+            bn_path, eps = self.merged_into[path]
+            params = _merged_params(params, self.variables, bn_path, eps)
+            unbound = module.clone(parent=None, use_bias=False)
 
-        def fn(t, p):
-            return unbound.apply({"params": p, **rest}, t, *args[1:], **kwargs)
+            def fn(t, p):
+                out = unbound.apply({"params": {"kernel": p["kernel"]}, **rest}, t, *args[1:],
+                                    **kwargs)
+                return out + p["bias"]
+        else:
+            unbound = module.clone(parent=None)
+
+            def fn(t, p):
+                return unbound.apply({"params": p, **rest}, t, *args[1:], **kwargs)
 
         return _relevance_layer(rule, fn, params, args[0], self.settings)
 
 
-def _lrp_core(model, composite, start, variables, x, settings, objective):
+def _lrp_core(model, composite, start, merged, variables, x, settings, objective):
     """Input relevance of ``objective`` under ``composite``; ``settings`` hold the
-    stabilizers and rule parameters as arrays (traced, so new values do not recompile)."""
-    hook = _Composite(composite, settings)
+    stabilizers and rule parameters as arrays (traced, so new values do not recompile);
+    ``merged``: the (convolution, BatchNorm, eps) to fold together."""
+    hook = _Composite(composite, settings, merged, variables)
 
     def total(t):
         with nn.intercept_methods(hook):
@@ -250,7 +334,7 @@ def _lrp_core(model, composite, start, variables, x, settings, objective):
     return relevance
 
 
-_lrp_jit = _compiled(_lrp_core, 3)
+_lrp_jit = _compiled(_lrp_core, 4)
 
 
 def _imagenet_bounds(model: nn.Module, x: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -273,7 +357,7 @@ def _number(value: Any, what: str, minimum: float = 0.0) -> float:
 def lrp(model: nn.Module, variables: Any, x: jax.Array, target: Target, *,
         composite: str = "epsilon_plus_flat", epsilon: float = 1e-6, stabilizer: float = 1e-6,
         gamma: float = 0.25, alpha: float = 2.0, beta: float = 1.0, low: Any = None,
-        high: Any = None, start: str = "value") -> jax.Array:
+        high: Any = None, start: str = "value", merge_batch_norm: bool = False) -> jax.Array:
     """Layer-wise relevance propagation (Bach et al. 2015) with a composite of rules.
 
     See the module docstring for the rules and composites. ``sum(R[n])`` equals
@@ -293,16 +377,22 @@ def lrp(model: nn.Module, variables: Any, x: jax.Array, target: Target, *,
         input (per channel: (C,)). Default for an ImageNet-normalized model: the
         normalized 0 and 1 of each channel.
       start: "value" (R = f at the target) or "one" (R = 1, zennit's one-hot).
+      merge_batch_norm: fold each BatchNorm into the convolution that feeds it (zennit's
+        ``SequentialMergeBatchNorm`` canonizer; the module docstring). Default False:
+        a BatchNorm passes relevance on unchanged.
 
     Returns:
       (N, H, W, C) input relevance, in ``x``'s dtype.
 
     Raises:
       ValueError: unknown composite or start; a negative epsilon or stabilizer; alpha -
-        beta not 1; no bounds for the z-box rule; as :func:`jaxviz.attribution.gradient`.
+        beta not 1; no bounds for the z-box rule; ``merge_batch_norm`` not a bool; as
+        :func:`jaxviz.attribution.gradient`.
     """
     _check_choice(composite, COMPOSITES, "composite")
     _check_choice(start, STARTS, "start")
+    if not isinstance(merge_batch_norm, bool):
+        raise InputError(f"expected merge_batch_norm as True or False, got {merge_batch_norm!r}")
     x = _check_x(model, x)
     settings = {"epsilon": _number(epsilon, "epsilon"), "stabilizer": _number(stabilizer, "stabilizer"),
                 "gamma": _number(gamma, "gamma"), "alpha": _number(alpha, "alpha"),
@@ -319,7 +409,8 @@ def lrp(model: nn.Module, variables: Any, x: jax.Array, target: Target, *,
         settings["high"] = jnp.asarray(high, x.dtype)
     settings = {k: jnp.asarray(v, x.dtype) for k, v in settings.items()}
     obj = _objective(model, x, target)
-    return _lrp_jit(model, composite, start, variables, x, settings, obj).astype(x.dtype)
+    merged = _merge_pairs(model, variables, x) if merge_batch_norm else ()
+    return _lrp_jit(model, composite, start, merged, variables, x, settings, obj).astype(x.dtype)
 
 
 # --- DeepLIFT ----------------------------------------------------------------------------------
