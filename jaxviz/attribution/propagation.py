@@ -24,12 +24,13 @@ Jacobian (its VJP):
   (``R_in = x * J^T s``, zennit's ``Norm``); ReLUs and BatchNorm pass relevance on
   unchanged; max pools route it to each window's maximum (the plain gradient).
 
-``merge_batch_norm=True`` folds each BatchNorm into the convolution that feeds it
-(``W' = W a``, ``b' = (b - mean) a + beta`` with ``a = gamma / sqrt(var + eps)``), so the
-convolution's rule sees the normalized layer as one linear map and the BatchNorm becomes
-the identity: zennit's ``SequentialMergeBatchNorm`` canonizer (Montavon et al. 2019
-recommend it for BatchNorm networks). A BatchNorm counts as fed by a convolution when
-its input is that convolution's output, unchanged.
+``merge_batch_norm=True`` folds each BatchNorm (jaxviz's ``BatchNorm2d``, which the
+ported models use) into the convolution that feeds it (``W' = W a``,
+``b' = (b - mean) a + beta`` with ``a = gamma / sqrt(var + eps)``), so the convolution's
+rule sees the normalized layer as one linear map and the BatchNorm becomes the identity:
+zennit's ``SequentialMergeBatchNorm`` canonizer (Montavon et al. 2019 recommend it for
+BatchNorm networks). A BatchNorm counts as fed by a convolution when its input is that
+convolution's output, unchanged.
 
 The composites choose a rule per layer as zennit's do: ``epsilon_plus`` (convolutions
 ``zplus``, dense layers ``epsilon``), ``epsilon_plus_flat`` (the first convolution or
@@ -211,6 +212,8 @@ def _merge_pairs(model: nn.Module, variables: Any, x: jax.Array) -> tuple[tuple[
     and input shape."""
     key = (static_lib.static(model), tuple(x.shape), jnp.dtype(x.dtype))
     if key not in _PAIRS:
+        if len(_PAIRS) >= 64:
+            _PAIRS.pop(next(iter(_PAIRS)))
         _PAIRS[key] = _find_merge_pairs(model, variables, x)
     return _PAIRS[key]
 
