@@ -41,7 +41,8 @@ from benchmarks.common import ROW_MARKER
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
-CAMS = "GradCAM,GradCAMPlusPlus,XGradCAM,HiResCAM,LayerCAM,EigenCAM"
+CAMS = ("GradCAM,GradCAMPlusPlus,XGradCAM,HiResCAM,LayerCAM,EigenCAM,GradCAM aug_smooth,"
+        "GradCAM relu4+relu5")
 
 
 class Workload(NamedTuple):

@@ -35,7 +35,8 @@ Run (from the repository root; about 10 minutes on 2 CPU cores)::
         [--only NAMES] [--out FILE]
 
 ``python -m benchmarks`` also runs the CAM rows alone on a batch of 64 (workload
-``cams``): ``--batch 64 --only GradCAM,GradCAMPlusPlus,XGradCAM,HiResCAM,LayerCAM,EigenCAM``.
+``cams``): ``--batch 64 --only GradCAM,GradCAMPlusPlus,XGradCAM,HiResCAM,LayerCAM,EigenCAM,
+GradCAM aug_smooth,GradCAM relu4+relu5``.
 """
 
 from __future__ import annotations
@@ -107,11 +108,12 @@ def main(argv=None) -> int:
     relu5 = tmodel.features[11]
     nhwc = lambda t: t.detach().cpu().numpy().transpose(0, 2, 3, 1)  # noqa: E731
 
-    def cam_lib(cls, **kw):
-        cam = getattr(pgc, cls)(model=tmodel, target_layers=[relu5], **kw)
+    def cam_lib(cls, layers=(relu5,), **options):
+        cam = getattr(pgc, cls)(model=tmodel, target_layers=list(layers))
 
         def run():
-            return cam(input_tensor=xt, targets=[ClassifierOutputTarget(int(t)) for t in targets])
+            return cam(input_tensor=xt, targets=[ClassifierOutputTarget(int(t)) for t in targets],
+                       **options)
         return run
 
     @functools.cache
@@ -172,6 +174,13 @@ def main(argv=None) -> int:
                      cam_lib("LayerCAM")),
         "EigenCAM": (lambda: block(A.eigen_cam(model, variables, xj, targets, layer="relu5", normalize="minmax",
                                                flip=False)), cam_lib("EigenCAM")),
+        "GradCAM aug_smooth": (
+            lambda: block(A.aug_smooth(A.grad_cam, model, variables, xj, targets, layer="relu5",
+                                       normalize="minmax")), cam_lib("GradCAM", aug_smooth=True)),
+        "GradCAM relu4+relu5": (
+            lambda: block(A.multi_layer_cam(A.grad_cam, model, variables, xj, targets,
+                                            layers=["relu4", "relu5"])),
+            cam_lib("GradCAM", layers=(tmodel.features[9], relu5))),
         "ScoreCAM": (lambda: block(A.score_cam(model, variables, xj, targets, layer="relu5", normalize="minmax")),
                      cam_lib("ScoreCAM")),
         "AblationCAM": (lambda: block(A.ablation_cam(model, variables, xj, targets, layer="relu5",
