@@ -358,6 +358,16 @@ def test_multi_layer_cam_of_one_layer_is_the_scaled_cam(lenet):
     two = np.asarray(A.multi_layer_cam(A.grad_cam, model, variables, x, t,
                                        layers=["relu2", "relu3"]))
     assert two.min() == 0 and abs(two.max() - 1) <= 1e-6
+    # the gradient CAMs take every layer's gradient in one pass; any other function (here
+    # the same CAM wrapped) is called per layer: the same maps
+    for method in (A.grad_cam, A.layer_cam):
+        wrapped = lambda *args, method=method, **kwargs: method(*args, **kwargs)  # noqa: E731
+        for kwargs in ({}, {"eigen_smooth": True}):
+            one_pass = A.multi_layer_cam(method, model, variables, x, t,
+                                         layers=["relu2", "relu3"], **kwargs)
+            per_layer = A.multi_layer_cam(wrapped, model, variables, x, t,
+                                          layers=["relu2", "relu3"], **kwargs)
+            assert max_rel_err(one_pass, per_layer) <= F32_ROUND, (method.__name__, kwargs)
 
 
 @pytest.mark.parametrize("kwargs,error,match", [

@@ -7,6 +7,7 @@ weights do not recompile. See docs/architecture.md, "Attribution".
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 from collections.abc import Sequence
 from typing import Any
@@ -230,38 +231,51 @@ def _layer_struct(model, variables, x, path, side="output", index=None) -> jax.S
     return seen[-1]
 
 
-def _layer_gradient_core(model, where, variables, x, objective):
-    """(A, dF/dA) at the array ``where = (path, side, index)`` chooses, F = sum_n f_n.
+def _layers_gradient_core(model, wheres, variables, x, objective):
+    """((A_1, dF/dA_1), ...) at the arrays each ``where = (path, side, index)`` of
+    ``wheres`` chooses, F = sum_n f_n, from one forward and one backward pass.
 
-    A zero array ``delta`` is added to that array (a module's output, or one of its
-    positional inputs) through ``flax.linen.intercept_methods``; the gradient with
+    A zero array ``delta`` is added to each chosen array (a module's output, or one of
+    its positional inputs) through ``flax.linen.intercept_methods``; the gradient with
     respect to ``delta`` is the gradient with respect to the array, for any Linen model.
     """
-    path, side, index = where
-    struct = _layer_struct(model, variables, x, path, side, index)
+    structs = [_layer_struct(model, variables, x, *where) for where in wheres]
 
-    def f(delta):
-        hits = []
+    def f(deltas):
+        hits = [[] for _ in wheres]
 
-        def add_delta(a):
-            if getattr(a, "shape", None) != delta.shape:
-                raise InputError(f"layer {path!r} gave {getattr(a, 'shape', type(a).__name__)}"
-                                 f"; expected an array of shape {delta.shape}")
-            hits.append(a)
-            return a + delta.astype(a.dtype)
+        def adder(i, path):
+            def add_delta(a):
+                if getattr(a, "shape", None) != deltas[i].shape:
+                    raise InputError(f"layer {path!r} gave {getattr(a, 'shape', type(a).__name__)}"
+                                     f"; expected an array of shape {deltas[i].shape}")
+                hits[i].append(a)
+                return a + deltas[i].astype(a.dtype)
+            return add_delta
 
-        with nn.intercept_methods(_at_layer(path, side, index, add_delta)):
+        with contextlib.ExitStack() as stack:
+            for i, (path, side, index) in enumerate(wheres):
+                stack.enter_context(nn.intercept_methods(_at_layer(path, side, index,
+                                                                   adder(i, path))))
             total = _values(model, variables, x, objective).sum()
-        if not hits:
-            raise InputError(f"layer {path!r} is not computed on the way to the objective, "
-                             f"so the objective does not depend on it")
-        return total, hits[-1]
+        for (path, _, _), found in zip(wheres, hits):
+            if not found:
+                raise InputError(f"layer {path!r} is not computed on the way to the objective, "
+                                 f"so the objective does not depend on it")
+        return total, tuple(found[-1] for found in hits)
 
-    grad, act = jax.grad(f, has_aux=True)(jnp.zeros(struct.shape, x.dtype))
-    return act, grad.astype(act.dtype)
+    grads, acts = jax.grad(f, has_aux=True)(tuple(jnp.zeros(s.shape, x.dtype) for s in structs))
+    return tuple((a, g.astype(a.dtype)) for a, g in zip(acts, grads))
+
+
+def _layer_gradient_core(model, where, variables, x, objective):
+    """(A, dF/dA) at the array ``where = (path, side, index)`` chooses, F = sum_n f_n:
+    :func:`_layers_gradient_core` for one layer."""
+    return _layers_gradient_core(model, (where,), variables, x, objective)[0]
 
 
 _layer_gradient_jit = _compiled(_layer_gradient_core, 2)
+_layers_gradient_jit = _compiled(_layers_gradient_core, 2)
 
 
 def _resolve_layer(model: nn.Module, x: jax.Array, layer: str) -> str:

@@ -67,7 +67,7 @@ from jaxviz._host import to_device
 from jaxviz.errors import InputError, InputTypeError
 from jaxviz.attribution._common import (
     Target, _at_layer, _check_batch_size, _check_x, _compiled, _copies_values,
-    _layer_gradient_jit, _layer_struct, _objective, _values)
+    _layer_gradient_jit, _layer_struct, _layers_gradient_jit, _objective, _values)
 from jaxviz.attribution.gradients import _where, guided_backprop
 
 RESIZE_MODES: tuple[str | None, ...] = ("bilinear", "nearest", None)
@@ -629,7 +629,9 @@ def multi_layer_cam(method: Callable, /, model: nn.Module, variables: Any, x: ja
     one layer's ``normalize="minmax"``); the result is ``minmax(mean_l M_l)``. So
     ``multi_layer_cam(grad_cam, ..., layers=[a, b])`` is pytorch-grad-cam's
     ``GradCAM(model, target_layers=[A, B])(x, targets)``. Layers of different
-    resolutions mix coarse and fine evidence (LayerCAM's use of early layers).
+    resolutions mix coarse and fine evidence (LayerCAM's use of early layers). For the
+    gradient CAMs (Grad-CAM, Grad-CAM++, XGrad-CAM, HiResCAM, LayerCAM) every layer's
+    gradient comes from one backward pass.
 
     Args:
       method: one of the CAMs (:data:`CAM_METHODS`) or a function with their signature.
@@ -665,9 +667,32 @@ def multi_layer_cam(method: Callable, /, model: nn.Module, variables: Any, x: ja
         raise InputError(f"multi_layer_cam sets {', '.join(fixed)} itself (each layer's map "
                          f"with relu and min-max scaling at the layer's size); drop them")
     x = _check_x(model, x, images=True)
-    maps = tuple(method(model, variables, x, target, layer=layer, relu=True,
-                        normalize="minmax", resize=None, **kwargs) for layer in layers)
+    kind = _GRADIENT_CAM_KINDS.get(method)
+    if kind is not None and set(kwargs) <= {"at", "index", "eigen_smooth", "flip"}:
+        maps = _gradient_cams_one_pass(kind, model, variables, x, target, layers, **kwargs)
+    else:
+        maps = tuple(method(model, variables, x, target, layer=layer, relu=True,
+                            normalize="minmax", resize=None, **kwargs) for layer in layers)
     return _layers_mean(maps, size=tuple(x.shape[1:3]), resize_mode=resize)
+
+
+def _gradient_cams_one_pass(kind, model, variables, x, target, layers, *, at="output",
+                            index=None, eigen_smooth=False, flip=True):
+    """The gradient CAM ``kind``'s min-max scaled maps at every layer of ``layers``, the
+    layers' gradients taken in one backward pass (what ``_gradient_cam`` gives per layer)."""
+    _check_smoothing(eigen_smooth, flip)
+    wheres = tuple(_spatial(model, variables, x, layer, at, index, kind)[0] for layer in layers)
+    obj = _objective(model, x, target)
+    return tuple(_weighted_jit(act, grad, kind=kind, per_channel=False,
+                               eigen_smooth=eigen_smooth, flip=flip, relu=True,
+                               normalize="minmax", resize_mode=None, return_raw=False,
+                               size=tuple(x.shape[1:3]), dtype=jnp.dtype(x.dtype))
+                 for act, grad in _layers_gradient_jit(model, wheres, variables, x, obj))
+
+
+# multi_layer_cam takes these CAMs' layer gradients in one backward pass
+_GRADIENT_CAM_KINDS = {grad_cam: "grad_cam", grad_cam_plus_plus: "grad_cam_plus_plus",
+                       xgrad_cam: "xgrad_cam", hires_cam: "hires_cam", layer_cam: "layer_cam"}
 
 
 # --- guided Grad-CAM -----------------------------------------------------------------------------
