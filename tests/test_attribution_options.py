@@ -191,21 +191,29 @@ def test_ablation_cam_weights_are_relative_drops(lenet):
     assert raw.max() > 0 and max_rel_err(np.asarray(got), raw) <= F32_ROUND
 
 
+class RankOne(nn.Module):
+    """Layer "lift": activations u_ij * v_k for a one-channel input u and kernel v; the
+    output is each channel summed over space."""
+
+    @nn.compact
+    def __call__(self, x):
+        a = nn.Dense(3, use_bias=False, name="lift")(x)
+        return a.sum(axis=(1, 2))
+
+
+def rank_one(seed: int):
+    """(u, v, x, variables) for :class:`RankOne`."""
+    u = np.random.default_rng(seed).standard_normal((4, 5))
+    v = np.array([1.0, -2.0, 0.5])
+    x = jnp.asarray(u[None, :, :, None], jnp.float32)
+    return u, v, x, {"params": {"lift": {"kernel": jnp.asarray(v[None], jnp.float32)}}}
+
+
 def test_eigen_cam_of_a_rank_one_layer():
     """Activations u_ij * v_k (rank one after centring, up to the mean): the projection is
     +-(u - mean u) |v|, and flip=True makes its largest magnitude positive. F32_ROUND."""
-    u = np.random.default_rng(1).standard_normal((4, 5))
-    v = np.array([1.0, -2.0, 0.5])
-
-    class Fixed(nn.Module):
-        @nn.compact
-        def __call__(self, x):
-            a = nn.Dense(3, use_bias=False, name="lift")(x)
-            return a.sum(axis=(1, 2))
-
-    x = jnp.asarray(u[None, :, :, None], jnp.float32)
-    variables = {"params": {"lift": {"kernel": jnp.asarray(v[None], jnp.float32)}}}
-    got = np.asarray(A.eigen_cam(Fixed(), variables, x, layer="lift", relu=False, resize=None))[0]
+    u, v, x, variables = rank_one(1)
+    got = np.asarray(A.eigen_cam(RankOne(), variables, x, layer="lift", relu=False, resize=None))[0]
     want = (u - u.mean()) * np.linalg.norm(v)
     if abs(want.min()) > abs(want.max()):
         want = -want
@@ -217,28 +225,18 @@ def test_eigen_smooth_of_a_one_channel_weighting():
     over space: the weights are 1[k == t], so the weighted channels are u_ij v_t on channel
     t alone, and their first principal component is +-(u - mean u) |v_t|, positive at its
     largest magnitude with flip=True (the default). F32_ROUND."""
-    u = np.random.default_rng(2).standard_normal((4, 5))
-    v = np.array([1.0, -2.0, 0.5])
-
-    class Fixed(nn.Module):
-        @nn.compact
-        def __call__(self, x):
-            a = nn.Dense(3, use_bias=False, name="lift")(x)
-            return a.sum(axis=(1, 2))
-
-    x = jnp.asarray(u[None, :, :, None], jnp.float32)
-    variables = {"params": {"lift": {"kernel": jnp.asarray(v[None], jnp.float32)}}}
+    u, v, x, variables = rank_one(2)
     want = (u - u.mean()) * abs(v[1])
     if abs(want.min()) > abs(want.max()):
         want = -want
     for method in (A.grad_cam, A.hires_cam, A.layer_cam):
-        got = np.asarray(method(Fixed(), variables, x, np.array([1]), layer="lift", relu=False,
+        got = np.asarray(method(RankOne(), variables, x, np.array([1]), layer="lift", relu=False,
                                 resize=None, eigen_smooth=True))[0]
         assert max_rel_err(got, want) <= F32_ROUND, method.__name__
-        unflipped = np.asarray(method(Fixed(), variables, x, np.array([1]), layer="lift",
+        unflipped = np.asarray(method(RankOne(), variables, x, np.array([1]), layer="lift",
                                       relu=False, resize=None, eigen_smooth=True, flip=False))[0]
         assert min(max_rel_err(unflipped, want), max_rel_err(-unflipped, want)) <= F32_ROUND
-    summed = np.asarray(A.grad_cam(Fixed(), variables, x, np.array([1]), layer="lift",
+    summed = np.asarray(A.grad_cam(RankOne(), variables, x, np.array([1]), layer="lift",
                                    relu=False, resize=None))[0]
     assert max_rel_err(summed, u * v[1]) <= F32_ROUND  # without it, the plain sum
 
