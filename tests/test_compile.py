@@ -360,13 +360,17 @@ def test_load_twice_compiles_nothing():
 # goes"). The shared layer gradient is compiled first; a new input shape (3 images)
 # makes every program new. Counts: Grad-CAM's weighting and finishing is one program
 # (it was 6 eager ones; Grad-CAM++ with minmax 18); top_k's merge is one (its running
-# lists were made by eager jnp.full); histograms' min/max and count passes are two.
+# lists were made by eager jnp.full); histograms' min/max and count passes are two; an
+# objective called on arrays is one.
 FIRST_CALLS = {
     "grad_cam": (lambda m, v, x, layer: A.grad_cam(m, v, x, TARGET[:1].repeat(3), layer=layer), 1),
     "grad_cam_plus_plus minmax": (lambda m, v, x, layer: A.grad_cam_plus_plus(
         m, v, x, TARGET[:1].repeat(3), layer=layer, normalize="minmax"), 1),
     "top_k": (lambda m, v, x, layer: examples.top_k(m, v, x, layer, k=4).values, 1),
     "histograms": (lambda m, v, x, layer: maps.histograms(m, v, x, [layer])[layer][0], 2),
+    # an objective called on arrays: its forward pass as one program (run op by op: 23)
+    "objective": (lambda m, v, x, layer: (jv.objectives.channel(layer, 1)
+                                          + 0.5 * jv.objectives.class_logit(2))(m, v, x), 1),
 }
 
 
