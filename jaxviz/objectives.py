@@ -248,7 +248,7 @@ class Objective:
         """
         x = checks.batch(x, model)
         if (isinstance(x, jax.core.Tracer) or capture._intercepted()
-                or _has_function(self)):
+                or not _compilable(self)):
             return _objective_values(model, self, variables, x)
         return _compiled_values(model, self, variables, x)
 
@@ -327,10 +327,15 @@ def _objective_values(model: nn.Module, objective: Objective, variables: Any,
 _compiled_values = static_lib.jit(_objective_values, 1)
 
 
-def _has_function(objective: Objective) -> bool:
-    """Whether a plain callable (:class:`Function`) is among ``objective``'s terms."""
-    leaves = jax.tree_util.tree_leaves(objective, is_leaf=lambda o: isinstance(o, Function))
-    return isinstance(objective, Function) or any(isinstance(o, Function) for o in leaves)
+def _compilable(objective: Objective) -> bool:
+    """Whether ``objective`` can be a compiled program's argument: no plain callable
+    (:class:`Function`) among its terms, and arrays or numbers as its only leaves (a
+    user's subclass not registered as a pytree is one opaque leaf)."""
+    terms = jax.tree_util.tree_leaves(objective, is_leaf=lambda o: isinstance(o, Function))
+    if isinstance(objective, Function) or any(isinstance(o, Function) for o in terms):
+        return False
+    return all(isinstance(leaf, (jax.Array, np.ndarray, numbers.Number))
+               for leaf in jax.tree_util.tree_leaves(objective))
 
 
 def _register(cls):
