@@ -410,3 +410,28 @@ def test_to_device_copies_unless_told_the_array_is_fresh():
     assert float(b[0]) == 0.0
     assert to_device(b) is b
     assert to_device(np.arange(4.0)).dtype == jnp.float32  # canonical dtype, as jnp.asarray
+
+
+def test_objectives_that_cannot_be_compiled_run_as_written(subjects):
+    """A plain callable among the terms, or a user's Objective subclass that is not a
+    registered pytree, cannot be a compiled program's argument: they run op by op, with
+    the values of the terms computed apart."""
+    from jaxviz import objectives as O
+
+    model, variables, x, layer = subjects["lenet_digits"]
+
+    class Mine(O.Objective):  # not registered: one opaque pytree leaf
+        def layers(self):
+            return (layer,)
+
+        def needs_logits(self):
+            return False
+
+        def evaluate(self, found):
+            return O.channel(layer, 1).evaluate(found)
+
+    channel = np.asarray(O.channel(layer, 1)(model, variables, x))
+    total = lambda m, v, x: x.sum(axis=(1, 2, 3))  # noqa: E731
+    np.testing.assert_allclose(np.asarray(Mine()(model, variables, x)), channel, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray((O.channel(layer, 1) + total)(model, variables, x)),
+                               channel + np.asarray(x).sum(axis=(1, 2, 3)), rtol=1e-5)
