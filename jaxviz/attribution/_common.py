@@ -278,6 +278,14 @@ _layer_gradient_jit = _compiled(_layer_gradient_core, 2)
 _layers_gradient_jit = _compiled(_layers_gradient_core, 2)
 
 
+def _layer_gradients(model, wheres, variables, x, objective):
+    """((A, dF/dA), ...) at each of ``wheres`` from one backward pass; one layer goes
+    through :data:`_layer_gradient_jit`, the program :func:`layer_gradient` shares."""
+    if len(wheres) == 1:
+        return (_layer_gradient_jit(model, wheres[0], variables, x, objective),)
+    return _layers_gradient_jit(model, wheres, variables, x, objective)
+
+
 def _resolve_layer(model: nn.Module, x: jax.Array, layer: str) -> str:
     return capture.resolve(model, [layer], capture.layer_names(model, tuple(x.shape), partial=True))[0]
 

@@ -67,7 +67,7 @@ from jaxviz._host import to_device
 from jaxviz.errors import InputError, InputTypeError
 from jaxviz.attribution._common import (
     Target, _at_layer, _check_batch_size, _check_x, _compiled, _copies_values,
-    _layer_gradient_jit, _layer_struct, _layers_gradient_jit, _objective, _values)
+    _layer_gradients, _layer_struct, _objective, _values)
 from jaxviz.attribution.gradients import _where, guided_backprop
 
 RESIZE_MODES: tuple[str | None, ...] = ("bilinear", "nearest", None)
@@ -254,21 +254,30 @@ _WEIGHTED = {"grad_cam": _grad_cam_weights, "grad_cam_plus_plus": _grad_cam_plus
              "layer_cam": _layer_cam_weights}
 
 
-def _gradient_cam(kind, model, variables, x, target, layer, at, index, relu, normalize,
-                  resize_mode, return_raw, eigen_smooth, flip, per_channel=False):
+def _gradient_cams(kind, model, variables, x, target, layers, *, at="output", index=None,
+                   relu=True, normalize=None, resize_mode="bilinear", return_raw=False,
+                   eigen_smooth=False, flip=True, per_channel=False):
+    """The gradient CAM ``kind``'s map at each layer of ``layers``, every layer's gradient
+    from one backward pass."""
     _check_options(relu, normalize, resize_mode)
     _check_smoothing(eigen_smooth, flip)
     if per_channel and eigen_smooth:
         raise InputError("per_channel keeps every channel's map; eigen_smooth projects them "
                          "into one: pass one of them")
     x = _check_x(model, x, images=True)
-    where, _ = _spatial(model, variables, x, layer, at, index, kind)
+    wheres = tuple(_spatial(model, variables, x, layer, at, index, kind)[0] for layer in layers)
     obj = _objective(model, x, target)
-    act, grad = _layer_gradient_jit(model, where, variables, x, obj)
-    return _weighted_jit(act, grad, kind=kind, per_channel=per_channel,
-                         eigen_smooth=eigen_smooth, flip=flip, relu=relu, normalize=normalize,
-                         resize_mode=resize_mode, return_raw=return_raw,
-                         size=tuple(x.shape[1:3]), dtype=jnp.dtype(x.dtype))
+    return tuple(_weighted_jit(act, grad, kind=kind, per_channel=per_channel,
+                               eigen_smooth=eigen_smooth, flip=flip, relu=relu,
+                               normalize=normalize, resize_mode=resize_mode,
+                               return_raw=return_raw, size=tuple(x.shape[1:3]),
+                               dtype=jnp.dtype(x.dtype))
+                 for act, grad in _layer_gradients(model, wheres, variables, x, obj))
+
+
+def _gradient_cam(kind, model, variables, x, target, layer, **options):
+    """:func:`_gradient_cams` at one layer."""
+    return _gradient_cams(kind, model, variables, x, target, (layer,), **options)[0]
 
 
 @functools.partial(jax.jit, static_argnames=("kind", "per_channel", "eigen_smooth", "flip",
@@ -337,8 +346,10 @@ def grad_cam(model: nn.Module, variables: Any, x: jax.Array, target: Target, *, 
     """
     if per_channel and normalize is not None:
         raise InputError("per_channel maps are not normalized: pass normalize=None")
-    return _gradient_cam("grad_cam", model, variables, x, target, layer, at, index, relu,
-                         normalize, resize, return_raw, eigen_smooth, flip, bool(per_channel))
+    return _gradient_cam("grad_cam", model, variables, x, target, layer, at=at, index=index,
+                         relu=relu, normalize=normalize, resize_mode=resize,
+                         return_raw=return_raw, eigen_smooth=eigen_smooth, flip=flip,
+                         per_channel=bool(per_channel))
 
 
 @_cam_doc
@@ -359,8 +370,9 @@ def grad_cam_plus_plus(model: nn.Module, variables: Any, x: jax.Array, target: T
     {options}
     Returns and Raises: as :func:`grad_cam`.
     """
-    return _gradient_cam("grad_cam_plus_plus", model, variables, x, target, layer, at, index,
-                         relu, normalize, resize, return_raw, eigen_smooth, flip)
+    return _gradient_cam("grad_cam_plus_plus", model, variables, x, target, layer, at=at,
+                         index=index, relu=relu, normalize=normalize, resize_mode=resize,
+                         return_raw=return_raw, eigen_smooth=eigen_smooth, flip=flip)
 
 
 @_cam_doc
@@ -379,8 +391,9 @@ def xgrad_cam(model: nn.Module, variables: Any, x: jax.Array, target: Target, *,
     {options}
     Returns and Raises: as :func:`grad_cam`.
     """
-    return _gradient_cam("xgrad_cam", model, variables, x, target, layer, at, index, relu,
-                         normalize, resize, return_raw, eigen_smooth, flip)
+    return _gradient_cam("xgrad_cam", model, variables, x, target, layer, at=at, index=index,
+                         relu=relu, normalize=normalize, resize_mode=resize,
+                         return_raw=return_raw, eigen_smooth=eigen_smooth, flip=flip)
 
 
 @_cam_doc
@@ -399,8 +412,9 @@ def hires_cam(model: nn.Module, variables: Any, x: jax.Array, target: Target, *,
     {options}
     Returns and Raises: as :func:`grad_cam`.
     """
-    return _gradient_cam("hires_cam", model, variables, x, target, layer, at, index, relu,
-                         normalize, resize, return_raw, eigen_smooth, flip)
+    return _gradient_cam("hires_cam", model, variables, x, target, layer, at=at, index=index,
+                         relu=relu, normalize=normalize, resize_mode=resize,
+                         return_raw=return_raw, eigen_smooth=eigen_smooth, flip=flip)
 
 
 @_cam_doc
@@ -416,8 +430,9 @@ def layer_cam(model: nn.Module, variables: Any, x: jax.Array, target: Target, *,
     {options}
     Returns and Raises: as :func:`grad_cam`.
     """
-    return _gradient_cam("layer_cam", model, variables, x, target, layer, at, index, relu,
-                         normalize, resize, return_raw, eigen_smooth, flip)
+    return _gradient_cam("layer_cam", model, variables, x, target, layer, at=at, index=index,
+                         relu=relu, normalize=normalize, resize_mode=resize,
+                         return_raw=return_raw, eigen_smooth=eigen_smooth, flip=flip)
 
 
 # --- gradient-free maps ------------------------------------------------------------------------
@@ -494,10 +509,7 @@ def score_cam(model: nn.Module, variables: Any, x: jax.Array, target: Target, *,
         _score_jit(model, chunk, variables, x, padded, jnp.int32(start), obj)[:size]
         for start, size in _chunks(k, chunk)])                            # (K, N)
     weights = jax.nn.softmax(scores.T, axis=-1)                           # (N, K)
-    if eigen_smooth:
-        maps = _scaled_projection_jit(act, weights, flip)
-    else:
-        maps = jnp.einsum("nhwk,nk->nhw", act, weights.astype(act.dtype))
+    maps = _channels_weighted_jit(act, weights, eigen_smooth, flip)
     return _finish(maps, x, relu, normalize, resize, return_raw)
 
 
@@ -542,11 +554,8 @@ def ablation_cam(model: nn.Module, variables: Any, x: jax.Array, target: Target,
         drops.append(_ablation_jit(model, where, variables, x, act, to_device(channels, copy=False),
                                    value, obj)[:size])
     ablated = jnp.concatenate(drops)                                      # (K, N)
-    weights = (reference[None] - ablated) / reference[None]
-    if eigen_smooth:
-        maps = _scaled_projection_jit(act, weights.T, flip)
-    else:
-        maps = jnp.einsum("nhwk,kn->nhw", act, weights.astype(act.dtype))
+    weights = (reference[None] - ablated) / reference[None]               # (K, N)
+    maps = _channels_weighted_jit(act, weights.T, eigen_smooth, flip)
     return _finish(maps, x, relu, normalize, resize, return_raw)
 
 
@@ -597,12 +606,17 @@ def _projection(act: jax.Array, flip: bool) -> jax.Array:
 
 
 _projection_jit = jax.jit(_projection, static_argnums=1)
-# eigen_smooth for the gradient-free CAMs: channel k of image n weighted by weights[n, k]
-_scaled_projection_jit = jax.jit(
-    lambda act, weights, flip: _projection(act * weights[:, None, None, :].astype(act.dtype), flip),
-    static_argnums=2)
 
 
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _channels_weighted_jit(act: jax.Array, weights: jax.Array, eigen_smooth: bool,
+                           flip: bool) -> jax.Array:
+    """The gradient-free CAMs' map: ``sum_k weights[n, k] A[n, :, :, k]``, or with
+    ``eigen_smooth`` the weighted channels' projection (:func:`_projection`)."""
+    weights = weights.astype(act.dtype)
+    if eigen_smooth:
+        return _projection(act * weights[:, None, None, :], flip)
+    return jnp.einsum("nhwk,nk->nhw", act, weights)
 
 
 # --- several layers -------------------------------------------------------------------------------
@@ -669,25 +683,12 @@ def multi_layer_cam(method: Callable, /, model: nn.Module, variables: Any, x: ja
     x = _check_x(model, x, images=True)
     kind = _GRADIENT_CAM_KINDS.get(method)
     if kind is not None and set(kwargs) <= {"at", "index", "eigen_smooth", "flip"}:
-        maps = _gradient_cams_one_pass(kind, model, variables, x, target, layers, **kwargs)
+        maps = _gradient_cams(kind, model, variables, x, target, tuple(layers), relu=True,
+                              normalize="minmax", resize_mode=None, **kwargs)
     else:
         maps = tuple(method(model, variables, x, target, layer=layer, relu=True,
                             normalize="minmax", resize=None, **kwargs) for layer in layers)
     return _layers_mean(maps, size=tuple(x.shape[1:3]), resize_mode=resize)
-
-
-def _gradient_cams_one_pass(kind, model, variables, x, target, layers, *, at="output",
-                            index=None, eigen_smooth=False, flip=True):
-    """The gradient CAM ``kind``'s min-max scaled maps at every layer of ``layers``, the
-    layers' gradients taken in one backward pass (what ``_gradient_cam`` gives per layer)."""
-    _check_smoothing(eigen_smooth, flip)
-    wheres = tuple(_spatial(model, variables, x, layer, at, index, kind)[0] for layer in layers)
-    obj = _objective(model, x, target)
-    return tuple(_weighted_jit(act, grad, kind=kind, per_channel=False,
-                               eigen_smooth=eigen_smooth, flip=flip, relu=True,
-                               normalize="minmax", resize_mode=None, return_raw=False,
-                               size=tuple(x.shape[1:3]), dtype=jnp.dtype(x.dtype))
-                 for act, grad in _layers_gradient_jit(model, wheres, variables, x, obj))
 
 
 # multi_layer_cam takes these CAMs' layer gradients in one backward pass

@@ -253,7 +253,7 @@ def _merged_params(conv_params: dict, variables: Any, bn_path: str, eps: float) 
     bn = _lookup(variables["params"], bn_path)
     stats = _lookup(variables["batch_stats"], bn_path)
     kernel = conv_params["kernel"]
-    a = (bn["scale"] * jax.lax.rsqrt(stats["var"] + jnp.asarray(eps, stats["var"].dtype)))
+    a = bn["scale"] * jax.lax.rsqrt(stats["var"] + jnp.asarray(eps, stats["var"].dtype))
     bias = conv_params.get("bias", jnp.zeros_like(stats["mean"]))
     return {"kernel": kernel * a.astype(kernel.dtype),
             "bias": ((bias - stats["mean"]) * a + bn["bias"]).astype(kernel.dtype)}
