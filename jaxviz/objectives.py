@@ -331,11 +331,9 @@ def _compilable(objective: Objective) -> bool:
     """Whether ``objective`` can be a compiled program's argument: no plain callable
     (:class:`Function`) among its terms, and arrays or numbers as its only leaves (a
     user's subclass not registered as a pytree is one opaque leaf)."""
-    terms = jax.tree_util.tree_leaves(objective, is_leaf=lambda o: isinstance(o, Function))
-    if any(isinstance(o, Function) for o in terms):
-        return False
-    return all(isinstance(leaf, (jax.Array, np.ndarray, numbers.Number))
-               for leaf in jax.tree_util.tree_leaves(objective))
+    # A Function is taken as one leaf, and it is not an array: one pass checks both.
+    leaves = jax.tree_util.tree_leaves(objective, is_leaf=lambda o: isinstance(o, Function))
+    return all(isinstance(leaf, (jax.Array, np.ndarray, numbers.Number)) for leaf in leaves)
 
 
 def _register(cls):

@@ -3,9 +3,11 @@
 Every public function that takes ``(model, variables, ...)`` is called twice with the
 same shapes; the second call must compile nothing. XLA compilations are counted with
 ``jax.monitoring`` (the backend-compile event fires once per compiled program, eager
-operations included). Run for one of our models and for two user models whose list
-fields make them unhashable (a ``Sequential`` built from a list, and a Linen module with
-a list of widths): those are keyed by structure (jaxviz/static.py).
+operations included; a program loaded from JAX's persistent cache counts as one, which
+``test_a_program_from_the_persistent_cache_is_counted`` checks). Run for one of our
+models and for two user models whose list fields make them unhashable (a ``Sequential``
+built from a list, and a Linen module with a list of widths): those are keyed by
+structure (jaxviz/static.py).
 
 The list of functions is generated from the modules' ``__all__``: a new public function
 that takes a model fails ``test_every_public_function_is_covered`` until it is added.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 import pkgutil
 import shutil
 import tempfile
@@ -327,6 +330,51 @@ def test_the_counter_sees_compilations(subjects):
     with Compilations() as fresh:  # a shape not seen before compiles
         jax.block_until_ready(A.gradient(model, variables, x[:1] * 1.0, 1))
     assert fresh.count > 0
+
+
+# A jitted function in a fresh process with JAX's persistent cache in argv[1]: how many
+# backend-compile events (and for which programs) and cache hits it saw.
+_ONE_PROGRAM = """
+import json, sys
+import jax, jax.numpy as jnp, numpy as np
+jax.config.update("jax_compilation_cache_dir", sys.argv[1])
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+seen = {"compiles": 0, "hits": 0, "programs": []}
+def on_duration(event, duration, **kwargs):
+    if event == "/jax/core/compile/backend_compile_duration":
+        seen["compiles"] += 1
+        seen["programs"].append(kwargs.get("fun_name"))
+def on_event(event, **kwargs):
+    seen["hits"] += event == "/jax/compilation_cache/cache_hits"
+jax.monitoring.register_event_duration_secs_listener(on_duration)
+jax.monitoring.register_event_listener(on_event)
+jax.block_until_ready(jax.jit(lambda x: jnp.sin(x) * 2)(np.zeros(3, np.float32)))
+print(json.dumps(seen))
+"""
+
+
+def test_a_program_from_the_persistent_cache_is_counted(tmp_path):
+    """scripts/test.sh keeps JAX's persistent cache between runs, so a second run loads
+    programs instead of compiling them. The counter must still see each one: a second call
+    that built its program again would otherwise pass unnoticed, loaded from the cache the
+    first call filled. JAX times the cache lookup inside the backend-compile event, so a
+    hit is one event, as a compilation is."""
+    import json
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("JAX_COMPILATION_CACHE", "JAX_PERSISTENT_CACHE"))}
+    seen = []
+    for _ in range(2):
+        proc = subprocess.run([sys.executable, "-c", _ONE_PROGRAM, str(tmp_path)],
+                              capture_output=True, text=True, env=env, timeout=120)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        seen.append(json.loads(proc.stdout.splitlines()[-1]))
+    first, second = seen  # the same programs, however many this environment makes
+    assert first["compiles"] >= 1 and first["hits"] == 0, seen
+    assert second["programs"] == first["programs"], seen
+    assert second["hits"] == second["compiles"] == first["compiles"], seen
 
 
 def test_rule_methods_on_a_model_without_rules_say_how_to_add_them(subjects):
