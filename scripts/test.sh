@@ -19,6 +19,10 @@ if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/
 fi
 cache="${JAXVIZ_TEST_COMPILE_CACHE:-.cache/xla-tests}"
 if [ "$cache" != off ]; then
+  if [ -e "$cache" ] && [ ! -d "$cache" ]; then
+    echo "JAXVIZ_TEST_COMPILE_CACHE: $cache is not a folder (expected a folder, or off)" >&2
+    exit 2
+  fi
   mkdir -p "$cache"
   # No eviction (JAX's would list the folder at every write): start over past 4 GiB.
   if [ "$(du -sm "$cache" | cut -f1)" -gt 4096 ]; then

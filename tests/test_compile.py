@@ -15,6 +15,7 @@ that takes a model fails ``test_every_public_function_is_covered`` until it is a
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import inspect
 import os
@@ -245,13 +246,21 @@ CALLS: dict[str, Callable] = {
 _GALLERIES: dict = {}
 
 
+def _remove_gallery_folders() -> None:
+    for folder in _GALLERIES.values():
+        shutil.rmtree(folder, ignore_errors=True)
+    _GALLERIES.clear()
+
+
+# test_errors.py calls CALLS too, outside this module's fixture: what it made goes at exit
+atexit.register(_remove_gallery_folders)
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _remove_galleries():
     """The galleries' temporary folders go when the module's tests are done."""
     yield
-    for folder in _GALLERIES.values():
-        shutil.rmtree(folder, ignore_errors=True)
-    _GALLERIES.clear()
+    _remove_gallery_folders()
 
 
 def _gallery(model, variables, x, layer) -> np.ndarray:
