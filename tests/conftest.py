@@ -56,6 +56,13 @@ def x64_stays_off():
     assert not jax.config.read("jax_enable_x64"), "this test (or its fixture) left x64 on"
 
 
+def env_without_test_compile_cache() -> dict[str, str]:
+    """This process's environment less JAX's persistent-cache variables (scripts/test.sh
+    sets them for the whole run): for a subprocess whose own cache a test counts."""
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith(("JAX_COMPILATION_CACHE", "JAX_PERSISTENT_CACHE"))}
+
+
 def max_rel_err(actual, expected) -> float:
     """max |actual - expected| / max |expected| (the scale of the whole array)."""
     actual, expected = np.asarray(actual), np.asarray(expected)

@@ -22,7 +22,7 @@ import pytest
 from PIL import Image
 
 import jaxviz as jv
-from conftest import F32_TOL, max_rel_err, photo_and_noise
+from conftest import F32_TOL, env_without_test_compile_cache, max_rel_err, photo_and_noise
 from jaxviz.cli import main
 from jaxviz.models.weights import save_weights
 
@@ -396,9 +396,7 @@ def test_compile_cache_serves_the_second_run(tmp_path):
     DIR, a second process compiles nothing (every program a cache hit) and draws the same
     picture bit for bit."""
     cache = tmp_path / "cache" / "xla"  # created, parents too
-    env = {k: v for k, v in os.environ.items()  # not the test runner's own cache
-           if not k.startswith(("JAX_COMPILATION_CACHE", "JAX_PERSISTENT_CACHE"))}
-    env["JAXVIZ_COMPILE_CACHE"] = str(cache)
+    env = dict(env_without_test_compile_cache(), JAXVIZ_COMPILE_CACHE=str(cache))
     counts = []
     for i in range(2):
         proc = subprocess.run([sys.executable, "-c", _CACHED_RUN, str(tmp_path / f"{i}.png")],

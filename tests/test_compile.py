@@ -18,9 +18,11 @@ from __future__ import annotations
 import atexit
 import importlib
 import inspect
-import os
+import json
 import pkgutil
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -32,7 +34,7 @@ import numpy as np
 import pytest
 
 import jaxviz as jv
-from conftest import eager_host_copies
+from conftest import eager_host_copies, env_without_test_compile_cache
 from jaxviz._host import to_device
 from jaxviz.analysis import (adversarial, embeddings, examples, gallery, maps, metrics,
                              receptive, weights)
@@ -368,12 +370,7 @@ def test_a_program_from_the_persistent_cache_is_counted(tmp_path):
     that built its program again would otherwise pass unnoticed, loaded from the cache the
     first call filled. JAX times the cache lookup inside the backend-compile event, so a
     hit is one event, as a compilation is."""
-    import json
-    import subprocess
-    import sys
-
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("JAX_COMPILATION_CACHE", "JAX_PERSISTENT_CACHE"))}
+    env = env_without_test_compile_cache()
     seen = []
     for _ in range(2):
         proc = subprocess.run([sys.executable, "-c", _ONE_PROGRAM, str(tmp_path)],
