@@ -744,6 +744,17 @@ class Arch:
             self._cache[key] = compute()
         return self._cache[key]
 
+    def pinned_grad(self, rule: str) -> np.ndarray:
+        """Our float32 input gradient with every decision pinned to torch's, under ``rule``
+        (gradient and gradient x input share it). Weights and decisions are arguments of
+        the program, not constants in it (see ``pinned_apply``)."""
+        def compute():
+            rows = np.arange(len(TARGETS))
+            grad = jax.jit(jax.grad(lambda x, v, fixed: pinned_apply(
+                self.model, v, x, fixed, rule)[rows, TARGETS].sum()))
+            return np.asarray(grad(jnp.asarray(self.x), self.v32, self.torch_decisions))
+        return self.cached(("pinned", rule), compute)
+
     def x_as(self, dtype: str) -> np.ndarray:
         return self.x.astype(dtype)
 
@@ -800,10 +811,7 @@ def test_gradient_methods_match_torch_float32(arch, method):
     # did (AlexNet, guided: pinned signs and the gradient's sign both used), where it must
     # give our method's answer, so the fallback itself is checked on inputs without flips.
     if not agree.all() or (arch.name, method) == ("alexnet", "guided_backprop"):
-        rows = np.arange(len(TARGETS))
-        pinned = jax.grad(lambda x: pinned_apply(arch.model, arch.v32, x, arch.torch_decisions,
-                                                      rule)[rows, TARGETS].sum())
-        p = np.asarray(jax.jit(pinned)(jnp.asarray(arch.x)))
+        p = arch.pinned_grad(rule)
         if method == "gradient_x_input":
             p = arch.x * p
         pinned_errors = per_example(p, want)
