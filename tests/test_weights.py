@@ -19,6 +19,8 @@ import jaxviz as jv
 from conftest import F32_TOL, F64_TOL, max_rel_err, torchvision_model
 from test_compile import Compilations
 from jaxviz.analysis import weights as W
+from jaxviz.models.modules import input_spec
+from jaxviz.static import static
 
 torch = pytest.importorskip("torch")
 from weights_port import from_torchvision  # noqa: E402
@@ -192,6 +194,41 @@ def test_googlenet_pool_branch_excludes_padding(googlenet):
     b1 = tmodel.inception3b.branch1
     want = place(hwio(b1.conv) * bn_scale(b1.bn), 3, 1)
     assert max_rel_err(got[..., :128], want) <= TOL[dtype]
+
+
+# (model, layers or None for every spatial layer, widths): the window searches checked.
+# AlexNet's avgpool is adaptive: 6 x 6 from any input that reaches it, never 1 x 1.
+WINDOW_CASES = [("lenet_digits", None, (1, 2, 3)),
+                ("alexnet", ("features.0", "features.2", "features.5", "features.12"), (1, 4)),
+                ("alexnet", ("avgpool",), (6,)),
+                ("googlenet", ("maxpool2", "inception3a"), (5,))]
+
+
+@pytest.mark.parametrize("name, layers, widths", WINDOW_CASES,
+                         ids=[f"{c[0]}-{c[1][0] if c[1] else 'all'}" for c in WINDOW_CASES])
+def test_window_search_finds_the_smallest_input(name, layers, widths):
+    """The input side expanded weights run at (``_input_side``: truncated abstract passes,
+    the bracket closed by interpolation) is the smallest at which the layer is W x W, by
+    the definition: the layer table (``jv.layer_names``) gives W there and less one pixel
+    below (0 below a 1-pixel input). A width no input gives is an error naming the
+    width to choose."""
+    model, _ = jv.load(name)
+    spec = input_spec(model)
+    channels, usual = spec.channels, spec.size or 224
+    search = lambda path, width: W._input_side.__wrapped__(  # noqa: E731 (uncached)
+        static(model), path, width, channels, usual)
+    if layers is None:
+        layers = [i.path for i in jv.layer_names(model, usual) if len(i.shape) == 4]
+    for path in layers:
+        for width in widths:
+            side = search(path, width)
+            assert W._spatial_side(model, path, side, channels) == width, (name, path, width, side)
+            below = W._spatial_side(model, path, side - 1, channels) if side > 1 else 0
+            assert below < width, (name, path, width, side, below)
+    if name == "alexnet" and layers == ("avgpool",):
+        with pytest.raises(jv.InputError, match=r"never exactly 1 x 1: one pixel more of "
+                           r"input takes it from 0 to 6; choose width=6"):
+            search("avgpool", 1)
 
 
 def test_one_compiled_program_for_all_channels():

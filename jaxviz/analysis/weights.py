@@ -26,6 +26,7 @@ import numbers
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+import flax.errors
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -76,36 +77,6 @@ def _spatial_side(model: nn.Module, path: str, side: int, channels: int) -> int:
     return 0
 
 
-@functools.lru_cache(maxsize=256)
-def _input_side(key: Any, path: str, width: int, channels: int, hint: int) -> int:
-    """The smallest square input side at which layer ``path`` is ``width`` x ``width``.
-
-    A layer's side is a non-decreasing function of the input's (convolutions and pools
-    floor or ceil an affine function of it), so a doubling search for the first side
-    reaching ``width`` and a bisection below it find it in O(log side) abstract traces.
-    """
-    model = unwrap(key)
-    side = lambda s: _spatial_side(model, path, s, channels)  # noqa: E731
-    lo, hi = 0, max(1, hint)
-    while side(hi) < width:
-        lo, hi = hi, hi * 2
-        if hi > _MAX_SIDE:
-            raise InputError(f"layer {path!r} of {type(model).__name__} does not reach "
-                             f"{width} x {width} for any input up to {_MAX_SIDE} px")
-    while hi - lo > 1:  # side(lo) < width <= side(hi)
-        mid = (lo + hi) // 2
-        if side(mid) >= width:
-            hi = mid
-        else:
-            lo = mid
-    got = side(hi)
-    if got != width:
-        raise InputError(f"layer {path!r} of {type(model).__name__} is never exactly "
-                         f"{width} x {width}: one pixel more of input takes it from "
-                         f"{side(hi - 1)} to {got}; choose width={got}")
-    return hi
-
-
 class _Reached(Exception):
     """Raised inside the forward pass when ``to_layer`` returns, carrying its output:
     nothing after it is traced, whether or not the model can stop by itself."""
@@ -113,6 +84,94 @@ class _Reached(Exception):
     def __init__(self, out: Any):
         super().__init__()
         self.out = out
+
+
+def _side_probe(model: nn.Module, path: str, channels: int, usual: int):
+    """A function of a square input side giving ``path``'s output height there (0 when
+    the model cannot reach it at that size).
+
+    Each probe is one abstract forward pass (``jax.eval_shape`` of ``model.apply``, with
+    the variables' shapes from one abstract ``init`` at the usual size) that stops where
+    ``path`` returns: on GoogLeNet 0.05-0.4 s, against 0.6-0.8 s for a layer table (an
+    abstract ``init`` and a whole ``apply`` at every size). A model whose variables'
+    shapes depend on the input size, or whose ``apply`` does not reach ``path``, is
+    probed through its layer table instead."""
+    x = jax.ShapeDtypeStruct((1, usual, usual, channels), jnp.float32)
+    try:
+        params = jax.eval_shape(model.init, jax.random.key(0), x)
+    except (ValueError, TypeError, flax.errors.FlaxError):
+        params = None
+
+    def by_table(side: int) -> int:
+        return _spatial_side(model, path, side, channels)
+
+    def stop_at(next_fun, args, kwargs, context):
+        out = next_fun(*args, **kwargs)
+        if context.method_name == "__call__" and ".".join(context.module.path) == path:
+            raise _Reached(out)
+        return out
+
+    def probe(side: int) -> int:
+        if params is None:
+            return by_table(side)
+        try:
+            with nn.intercept_methods(stop_at):
+                jax.eval_shape(model.apply, params,
+                               jax.ShapeDtypeStruct((1, side, side, channels), jnp.float32))
+        except _Reached as reached:
+            shape = getattr(reached.out, "shape", ())
+            return int(shape[1]) if len(shape) == 4 else by_table(side)
+        except flax.errors.FlaxError:  # variables sized by the input (a Dense after a flatten)
+            return by_table(side)
+        except (ValueError, TypeError):  # too small for a layer before ``path``
+            return 0
+        return by_table(side)  # ``path`` runs only at init (an auxiliary head)
+
+    return probe
+
+
+@functools.lru_cache(maxsize=256)
+def _input_side(key: Any, path: str, width: int, channels: int, hint: int) -> int:
+    """The smallest square input side at which layer ``path`` is ``width`` x ``width``.
+
+    A layer's side is a non-decreasing function of the input's (convolutions and pools
+    floor or ceil an affine function of it): a doubling search brackets the first side
+    reaching ``width``, and the bracket closes by interpolation (the function is close
+    to linear), with a bisection step after two interpolations in a row that did not
+    halve it. Over 450 (layer, width) pairs of GoogLeNet, AlexNet and VGG16 (widths 1
+    to 7) that took 5.9 probes on average against 8.9 for a bisection from 224 px, and
+    at most 10, as many as the bisection's worst.
+    """
+    model = unwrap(key)
+    side = _side_probe(model, path, channels, max(1, hint))
+    lo, f_lo = 0, 0  # no input, no map
+    hi = max(1, hint)
+    f_hi = side(hi)
+    while f_hi < width:
+        lo, f_lo, hi = hi, f_hi, hi * 2
+        if hi > _MAX_SIDE:
+            raise InputError(f"layer {path!r} of {type(model).__name__} does not reach "
+                             f"{width} x {width} for any input up to {_MAX_SIDE} px")
+        f_hi = side(hi)
+    poor = 0  # interpolation steps in a row that did not halve the bracket
+    while hi - lo > 1:  # side(lo) = f_lo < width <= f_hi = side(hi)
+        if poor >= 2:
+            mid, poor = (lo + hi) // 2, 0
+        else:  # where the line through the bracket's ends crosses width - 1/2
+            mid = lo + round((width - 0.5 - f_lo) * (hi - lo) / (f_hi - f_lo))
+            mid = min(max(mid, lo + 1), hi - 1)
+        before = hi - lo
+        got = side(mid)
+        if got >= width:
+            hi, f_hi = mid, got
+        else:
+            lo, f_lo = mid, got
+        poor = poor + 1 if 2 * (hi - lo) > before else 0
+    if f_hi != width:
+        raise InputError(f"layer {path!r} of {type(model).__name__} is never exactly "
+                         f"{width} x {width}: one pixel more of input takes it from "
+                         f"{side(hi - 1)} to {f_hi}; choose width={f_hi}")
+    return hi
 
 
 def _between(from_path: str, to_path: str, delta: jax.Array):
