@@ -78,8 +78,9 @@ def _spatial_side(model: nn.Module, path: str, side: int, channels: int) -> int:
 
 
 class _Reached(Exception):
-    """Raised inside the forward pass when ``to_layer`` returns, carrying its output:
-    nothing after it is traced, whether or not the model can stop by itself."""
+    """Raised inside the forward pass when the layer looked for returns (``to_layer``,
+    or a probed layer), carrying its output: nothing after it is traced, whether or not
+    the model can stop by itself."""
 
     def __init__(self, out: Any):
         super().__init__()
