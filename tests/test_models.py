@@ -135,10 +135,12 @@ def per_example_errors(got: np.ndarray, want: np.ndarray) -> np.ndarray:
 
 
 def logit_gradient(apply):
-    """jit(grad) of the summed target logits; examples are independent in inference
-    mode, so each example gets its own input gradient."""
+    """jit(grad) of the summed target logits with respect to x, for ``apply(v, x, *rest)``
+    (``rest``: more arrays as arguments, not closed over: see ``pinned_apply``); examples
+    are independent in inference mode, so each example gets its own input gradient."""
     rows = np.arange(len(GRAD_TARGETS), dtype=np.int32)
-    return jax.jit(jax.grad(lambda v, x: apply(v, x)[rows, GRAD_TARGETS].sum(), argnums=1))
+    return jax.jit(jax.grad(lambda v, x, *rest: apply(v, x, *rest)[rows, GRAD_TARGETS].sum(),
+                            argnums=1))
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -165,10 +167,8 @@ def test_input_gradient_of_class_logit_matches_torch(arch, dtype):
         errors = per_example_errors(got, want)
         theirs = decisions(tmodel, decision_inputs_torch(tmodel, x))
         flips = count_flips(theirs, decisions(tmodel, ours), n)
-        # torch's decisions as an argument, not constants in the program (pinned_apply)
-        pinned = jax.jit(jax.grad(lambda x, v, fixed: pinned_apply(model, v, x, fixed)[
-            np.arange(n), GRAD_TARGETS].sum()))
-        pinned_errors = per_example_errors(np.asarray(pinned(jnp.asarray(x), variables, theirs)), want)
+        pinned = logit_gradient(lambda v, x, fixed: pinned_apply(model, v, x, fixed))
+        pinned_errors = per_example_errors(np.asarray(pinned(variables, jnp.asarray(x), theirs)), want)
     report = (f"{name}: decision flips per example {flips}, gradient errors {errors}, "
               f"with torch's decisions {pinned_errors}")
     assert pinned_errors.max() <= F32_TOL, report
