@@ -231,6 +231,17 @@ def test_window_search_finds_the_smallest_input(name, layers, widths):
             search("avgpool", 1)
 
 
+def test_a_window_too_small_for_the_layers_between_names_the_width_that_fits():
+    """A window the layers between cannot take (AlexNet's 3 x 3 max pool after conv2)
+    is an error naming the smallest width that reaches ``to_layer``; that width works."""
+    model, variables = jv.load("alexnet")
+    with pytest.raises(jv.InputError, match=r"a 2 x 2 window of 'conv2' is too small for "
+                       r"the layers up to 'conv3' \(pooling window 3 .*\); width=3 is the "
+                       r"smallest that reaches it"):
+        W.expanded_weights(model, variables, "conv2", "conv3", width=2)
+    assert W.expanded_weights(model, variables, "conv2", "conv3", width=3).shape == (3, 3, 192, 384)
+
+
 def test_one_compiled_program_for_all_channels():
     model, variables = jv.load("lenet", weights=None)
     W.expanded_weights(model, variables, "conv1", "conv2", width=4)  # eager set-up compiled

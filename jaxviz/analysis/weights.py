@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import functools
 import numbers
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import flax.errors
@@ -133,7 +133,21 @@ def _side_probe(model: nn.Module, path: str, channels: int, usual: int):
 
 @functools.lru_cache(maxsize=256)
 def _input_side(key: Any, path: str, width: int, channels: int, hint: int) -> int:
-    """The smallest square input side at which layer ``path`` is ``width`` x ``width``.
+    """The smallest square input side at which layer ``path`` is ``width`` x ``width``
+    (:func:`_reaching_side`; an error when the layer skips that width)."""
+    model = unwrap(key)
+    side, got, probe = _reaching_side(model, path, width, channels, hint)
+    if got != width:
+        raise InputError(f"layer {path!r} of {type(model).__name__} is never exactly "
+                         f"{width} x {width}: one pixel more of input takes it from "
+                         f"{probe(side - 1)} to {got}; choose width={got}")
+    return side
+
+
+def _reaching_side(model: nn.Module, path: str, width: int, channels: int,
+                   hint: int) -> tuple[int, int, Callable[[int], int]]:
+    """The smallest square input side at which layer ``path`` is at least ``width`` wide:
+    ``(side, path's width there, the probe)``.
 
     A layer's side is a non-decreasing function of the input's (convolutions and pools
     floor or ceil an affine function of it): a doubling search brackets the first side
@@ -143,7 +157,6 @@ def _input_side(key: Any, path: str, width: int, channels: int, hint: int) -> in
     to 7) that took 5.9 probes on average against 8.9 for a bisection from 224 px, and
     at most 10, as many as the bisection's worst.
     """
-    model = unwrap(key)
     side = _side_probe(model, path, channels, max(1, hint))
     lo, f_lo = 0, 0  # no input, no map
     hi = max(1, hint)
@@ -168,11 +181,7 @@ def _input_side(key: Any, path: str, width: int, channels: int, hint: int) -> in
         else:
             lo, f_lo = mid, got
         poor = poor + 1 if 2 * (hi - lo) > before else 0
-    if f_hi != width:
-        raise InputError(f"layer {path!r} of {type(model).__name__} is never exactly "
-                         f"{width} x {width}: one pixel more of input takes it from "
-                         f"{side(hi - 1)} to {f_hi}; choose width={f_hi}")
-    return hi
+    return hi, f_hi, side
 
 
 def _between(from_path: str, to_path: str, delta: jax.Array):
@@ -245,7 +254,7 @@ def expanded_weights(model: nn.Module, variables: Any, from_layer: str, to_layer
     All output channels come from one compiled program: a reverse-mode Jacobian (one
     backward pass vectorized over the ``C_to`` channels). The window is made by running
     the model on the smallest square input at which ``from_layer`` is ``W x W`` (found
-    from the layer table, no computation), so that parallel branches (GoogLeNet's
+    with abstract passes, no computation), so that parallel branches (GoogLeNet's
     inception blocks) see the same window. Use float64 variables for float64 weights.
 
     Args:
@@ -265,7 +274,8 @@ def expanded_weights(model: nn.Module, variables: Any, from_layer: str, to_layer
     Raises:
       ModelError: the model has no ``rules`` field.
       LayerError: an unknown layer, or ``to_layer`` not after ``from_layer``.
-      InputError: a width the layer cannot take.
+      InputError: a width the layer cannot take, or one too small for the layers between
+        (the message names the smallest that fits).
     """
     rules.with_rule(model, "linear", "expanded_weights")  # the model can take the rule
     spec = input_spec(model)
@@ -295,7 +305,29 @@ def expanded_weights(model: nn.Module, variables: Any, from_layer: str, to_layer
             side = _input_side(static(model), from_path, width, channels, usual)
             in_shape = (1, side, side, channels)
             from_shape = (1, width, width, from_info.shape[-1])
+            try:
+                return _expanded(static(model), from_path, to_path, in_shape, from_shape,
+                                 variables)
+            except InputError as e:  # a layer between them cannot take so small a window
+                need = _narrowest_window(model, from_path, to_path, channels, usual)
+                if need is None or need <= width:
+                    raise
+                raise InputError(f"a {width} x {width} window of {from_layer!r} is too "
+                                 f"small for the layers up to {to_layer!r} ({e}); width="
+                                 f"{need} is the smallest that reaches it") from e
     return _expanded(static(model), from_path, to_path, in_shape, from_shape, variables)
+
+
+def _narrowest_window(model: nn.Module, from_path: str, to_path: str, channels: int,
+                      usual: int) -> int | None:
+    """The smallest width of ``from_path``'s window at which the forward pass reaches
+    ``to_path``: ``from_path``'s width at the smallest input ``to_path`` has a map at
+    (None when no input up to the largest searched reaches it)."""
+    try:
+        side, _, _ = _reaching_side(model, to_path, 1, channels, usual)
+    except InputError:
+        return None
+    return _side_probe(model, from_path, channels, usual)(side)
 
 
 # --- top connections --------------------------------------------------------------------
