@@ -28,7 +28,18 @@ The ``jaxviz`` command and the benchmarks (float32) do it for themselves.
 Importing jaxviz changes nothing: XLA flags are process-wide, and yours stay yours.
 
 Results agree with the default path to float32 rounding (the sums are taken in
-another order). XLA aborts the process on a flag it does not know, so the flag is only
+another order).
+
+Correctness, not only speed: jaxlib 0.10.2's YNN reduce fusion is wrong on some
+programs. ``jax.vmap(lambda r: jnp.sum((M @ r) ** 2))`` over 32,769 rows returns
+1.0654e9 for the last row where the answer is 2**30 (jax-ml/jax#39103), and a float32
+product-and-sum over a rank-7 array crashes the process on an XLA worker thread
+(jax-ml/jax#40412); both reproduce on our machine, and neither does with the fusion off.
+A crash on a worker thread can first corrupt memory that other programs of the process
+use. :func:`use_xla_reductions` turns off that fusion alone: convolutions stay on
+YNNPACK, so float64 work keeps its speed (measured on AlexNet and VGG16 input
+gradients at 64 px: float64 within 15 % either way). The test suite runs with it;
+:func:`use_fast_convolutions` includes it. XLA aborts the process on a flag it does not know, so the flag is only
 added for jaxlib versions known to accept it (:data:`KNOWN_JAXLIB`).
 """
 
@@ -37,6 +48,7 @@ from __future__ import annotations
 from jaxviz import _xla_flags
 
 FLAG = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution,-reduce"
+REDUCE_FLAG = "--xla_cpu_experimental_ynn_fusion_type=-reduce"
 KNOWN_JAXLIB = ((0, 10),)  # (major, minor) versions that accept FLAG
 _SETTING = "xla_cpu_experimental_ynn_fusion_type"
 _jaxlib_version = _xla_flags.jaxlib_version
@@ -65,3 +77,26 @@ def use_fast_convolutions() -> bool:
     """
     return _xla_flags.add_flag(FLAG, (_SETTING,), KNOWN_JAXLIB,
                                "jaxviz.cpu.use_fast_convolutions()")
+
+
+def use_xla_reductions() -> bool:
+    """Add :data:`REDUCE_FLAG` to ``XLA_FLAGS``: XLA:CPU runs reductions with its own
+    code rather than YNNPACK's reduce fusion (wrong on some programs in jaxlib 0.10.2:
+    the module docstring), and keeps YNNPACK's convolutions.
+
+    Same contract as :func:`use_fast_convolutions`: call it before the first JAX
+    computation. It is a no-op returning True when :data:`FLAG` (which includes it) is
+    already in effect.
+
+    Returns:
+      True when the fusion is off for this process's backends; False when the user's
+      ``XLA_FLAGS`` already sets the YNN fusion list (theirs wins), or this jaxlib is
+      not known to accept the flag.
+
+    Raises:
+      RuntimeError: JAX's backends have already started without it.
+    """
+    if fast_convolutions_enabled():
+        return True
+    return _xla_flags.add_flag(REDUCE_FLAG, (_SETTING,), KNOWN_JAXLIB,
+                               "jaxviz.cpu.use_xla_reductions()")

@@ -35,6 +35,20 @@ def _share_the_cores() -> None:
 
 _share_the_cores()
 
+
+def _avoid_the_broken_reduce_fusion() -> None:
+    """jaxlib 0.10.2's YNN reduce fusion returns wrong results on some programs and
+    crashes on others from a worker thread, which can first corrupt other programs'
+    memory (jaxviz/cpu.py). Every test process, and the subprocesses it starts (they
+    inherit ``XLA_FLAGS``), runs reductions on XLA's own path; convolutions stay on
+    YNNPACK, so the float64 checks keep their speed. A user's own YNN setting wins."""
+    import jaxviz.cpu
+
+    jaxviz.cpu.use_xla_reductions()
+
+
+_avoid_the_broken_reduce_fusion()
+
 import jax  # noqa: E402
 import jax.extend.core  # noqa: E402
 import numpy as np  # noqa: E402

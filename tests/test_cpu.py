@@ -100,6 +100,51 @@ def test_too_late_is_an_error_and_user_flags_win():
     assert out.split() == ["True", "True", "--xla_cpu_enable_fast_math=false", jaxviz.cpu.FLAG]
 
 
+# jax-ml/jax#39103: the sum of squares of (i, 0, 0) times the identity, for i up to
+# 32,768; the last row's answer, 2**30, is exact in float32. jaxlib 0.10.2's YNN reduce
+# fusion returned 1.0654e9 for it on our machine.
+WRONG_REDUCTION = """
+    import jax, jax.numpy as jnp
+    i = jnp.arange(32_769, dtype=jnp.float32)
+    x = jnp.stack((i, jnp.zeros_like(i), jnp.zeros_like(i)), axis=1)
+    m = jnp.eye(3)
+    f = jax.jit(jax.vmap(lambda row: jnp.sum((m @ row) ** 2)))
+    print(float(f(x)[-1]) == 2.0 ** 30)
+"""
+
+
+@known
+def test_xla_reductions_flag_gives_the_right_sum_and_keeps_convolutions_on_ynnpack():
+    """use_xla_reductions turns off the reduce fusion alone: a reduction jaxlib 0.10.2
+    gets wrong comes out exact, and convolutions stay on YNNPACK (float64's fast path).
+    It is added once, is implied by use_fast_convolutions' flag, and a user's own YNN
+    setting wins."""
+    out = run("import jaxviz as jv\nprint(jv.cpu.use_xla_reductions(), jv.cpu.use_xla_reductions())\n"
+              + textwrap.dedent(WRONG_REDUCTION) + textwrap.dedent(CONV_HLO))
+    assert out.split() == ["True", "True", "True", "ynn"]
+    out = run("import os, jaxviz as jv\nprint(jv.cpu.use_fast_convolutions(), jv.cpu.use_xla_reductions(), "
+              "os.environ['XLA_FLAGS'])")
+    assert out.split() == ["True", "True", jaxviz.cpu.FLAG]
+    mine = "--xla_cpu_experimental_ynn_fusion_type=dot"
+    out = run("import os, jaxviz as jv\nprint(jv.cpu.use_xla_reductions(), os.environ['XLA_FLAGS'])",
+              xla_flags=mine)
+    assert out.split() == ["False", mine]
+
+
+@known
+def test_this_test_process_runs_reductions_on_xla():
+    """tests/conftest.py keeps the suite off the broken reduce fusion, in this process
+    (and, through XLA_FLAGS, in the subprocesses tests start)."""
+    import jax
+    import jax.numpy as jnp
+
+    assert {jaxviz.cpu.REDUCE_FLAG, jaxviz.cpu.FLAG} & set(os.environ.get("XLA_FLAGS", "").split())
+    i = jnp.arange(32_769, dtype=jnp.float32)
+    x = jnp.stack((i, jnp.zeros_like(i), jnp.zeros_like(i)), axis=1)
+    f = jax.jit(jax.vmap(lambda row: jnp.sum((jnp.eye(3) @ row) ** 2)))
+    assert float(f(x)[-1]) == 2.0 ** 30
+
+
 @pytest.mark.skipif(jaxviz.gpu._xla_flags.jaxlib_version() not in jaxviz.gpu.KNOWN_JAXLIB,
                     reason="this jaxlib is not known to accept the GPU flag")
 def test_gpu_layout_flag_is_accepted_and_changes_no_value_here():
