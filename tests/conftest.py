@@ -70,6 +70,15 @@ def x64_stays_off():
     assert not jax.config.read("jax_enable_x64"), "this test (or its fixture) left x64 on"
 
 
+def xla_flags_like_this_process(*extra: str) -> str:
+    """``XLA_FLAGS`` for a subprocess that computes what this process compares it with:
+    this process's YNN fusion setting (:func:`_avoid_the_broken_reduce_fusion`; other
+    YNN settings sum in other orders) and ``extra`` (a device count), nothing else."""
+    ynn = [f for f in os.environ.get("XLA_FLAGS", "").split()
+           if f.startswith("--xla_cpu_experimental_ynn_fusion_type")]
+    return " ".join([*ynn, *extra])
+
+
 def env_without_test_compile_cache() -> dict[str, str]:
     """This process's environment less JAX's persistent-cache variables (scripts/test.sh
     sets them for the whole run): for a subprocess whose own cache a test counts."""

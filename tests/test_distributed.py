@@ -22,7 +22,7 @@ import pytest
 
 import distributed_cases as cases
 import jaxviz as jv
-from conftest import F64_TOL, max_rel_err
+from conftest import F64_TOL, max_rel_err, xla_flags_like_this_process
 from jaxviz.synthesis import param
 from test_examples import brute_top_k
 
@@ -40,8 +40,7 @@ def two_processes(tmp_path_factory):
     """Both processes' results: [process 0's, process 1's] dicts of arrays."""
     out = tmp_path_factory.mktemp("distributed")
     port = _free_port()
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
-    env.pop("XLA_FLAGS", None)
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags_like_this_process())
     procs = [subprocess.Popen([sys.executable, str(HERE / "distributed_worker.py"), str(i),
                                str(port), str(out)], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True) for i in range(2)]

@@ -20,6 +20,7 @@ from PIL import Image
 import jaxviz as jv
 from jaxviz import data, parallel, stream
 from jaxviz.analysis import examples, receptive
+from conftest import xla_flags_like_this_process
 
 N = 23
 
@@ -117,7 +118,8 @@ def test_top_k_on_four_devices(tmp_path):
             got.update({{f"v{{bs}}": r.values, f"i{{bs}}": r.ids, f"p{{bs}}": r.positions}})
         np.savez({str(out)!r}, **got)
     """)
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+    env = dict(os.environ, XLA_FLAGS=xla_flags_like_this_process(
+        "--xla_force_host_platform_device_count=4"),
                JAX_PLATFORMS="cpu")
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=300)
     got = np.load(out)

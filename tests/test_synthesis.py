@@ -26,7 +26,7 @@ import pytest
 
 import jaxviz as jv
 from jaxviz import _random
-from conftest import F32_TOL, F64_TOL, max_rel_err
+from conftest import F32_TOL, F64_TOL, max_rel_err, xla_flags_like_this_process
 from jaxviz import objectives as obj
 from jaxviz.synthesis import optimize, param, regularizers, transforms
 
@@ -372,7 +372,8 @@ def test_sweep_on_four_devices_equals_one(sweep_all, tmp_path):
                                         progress=False)
         np.save({str(out)!r}, np.asarray(images))
     """)
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+    env = dict(os.environ, XLA_FLAGS=xla_flags_like_this_process(
+        "--xla_force_host_platform_device_count=4"),
                JAX_PLATFORMS="cpu")
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=600)
     assert max_rel_err(np.load(out), sweep_all) <= F64_TOL
