@@ -35,11 +35,10 @@ programs. ``jax.vmap(lambda r: jnp.sum((M @ r) ** 2))`` over 32,769 rows returns
 1.0654e9 for the last row where the answer is 2**30 (jax-ml/jax#39103), and a float32
 product-and-sum over a rank-7 array crashes the process on an XLA worker thread
 (jax-ml/jax#40412); both reproduce on our machine, and neither does with the fusion off.
-A crash on a worker thread can first corrupt memory that other programs of the process
-use. :func:`use_xla_reductions` turns off that fusion alone: convolutions stay on
-YNNPACK, so float64 work keeps its speed (measured on AlexNet and VGG16 input
-gradients at 64 px: float64 within 15 % either way). The test suite runs with it;
-:func:`use_fast_convolutions` includes it. XLA aborts the process on a flag it does not know, so the flag is only
+:func:`use_xla_reductions` turns off that fusion alone: convolutions stay on YNNPACK,
+so float64 work keeps its speed (measured on AlexNet and VGG16 input gradients at
+64 px: float64 within 15 % either way); :func:`use_fast_convolutions` includes it. The
+test suite runs XLA's defaults, as a user's process does. XLA aborts the process on a flag it does not know, so the flag is only
 added for jaxlib versions known to accept it (:data:`KNOWN_JAXLIB`).
 """
 

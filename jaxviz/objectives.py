@@ -337,8 +337,42 @@ def _compilable(objective: Objective) -> bool:
 
 
 def _register(cls):
+    """A frozen dataclass registered as a pytree: fields marked :func:`_static` are its
+    static part, the others its leaves.
+
+    Registered as a custom node whose static part includes the class, not with
+    ``jax.tree_util.register_dataclass``: jaxlib 0.10.2 compares two such structures as
+    equal when their fields match, whatever their classes, while hashing them apart
+    (``Channel("conv", i)`` and ``UnreachableTarget("conv", i)``). A compiled-program
+    cache keyed by the structure then, when the two hashes met in one slot, ran one
+    objective's program for the other: the channel mean came back for the unreachable
+    target, or the reverse, in two runs of the tests (docs/architecture.md, "Objectives
+    carry their class"; ``tests/test_compile.py`` checks every pair of kinds).
+    """
     cls = dataclasses.dataclass(frozen=True, eq=False)(cls)
-    return jax.tree_util.register_dataclass(cls)
+    fields = dataclasses.fields(cls)
+    data = tuple(f.name for f in fields if not f.metadata.get("static"))
+    meta = tuple(f.name for f in fields if f.metadata.get("static"))
+    keys = tuple(jax.tree_util.GetAttrKey(name) for name in data)
+
+    def flatten_with_keys(o):
+        return (tuple(zip(keys, (getattr(o, name) for name in data))),
+                (cls, *(getattr(o, name) for name in meta)))
+
+    def flatten(o):
+        return (tuple(getattr(o, name) for name in data),
+                (cls, *(getattr(o, name) for name in meta)))
+
+    def unflatten(static, leaves):
+        o = object.__new__(cls)  # leaves may be placeholders: no __init__ checks
+        for name, value in zip(data, leaves):
+            object.__setattr__(o, name, value)
+        for name, value in zip(meta, static[1:]):
+            object.__setattr__(o, name, value)
+        return o
+
+    jax.tree_util.register_pytree_with_keys(cls, flatten_with_keys, unflatten, flatten)
+    return cls
 
 
 @_register

@@ -36,19 +36,6 @@ def _share_the_cores() -> None:
 _share_the_cores()
 
 
-def _avoid_the_broken_reduce_fusion() -> None:
-    """jaxlib 0.10.2's YNN reduce fusion returns wrong results on some programs and
-    crashes on others from a worker thread, which can first corrupt other programs'
-    memory (jaxviz/cpu.py). Every test process, and the subprocesses it starts (they
-    inherit ``XLA_FLAGS``), runs reductions on XLA's own path; convolutions stay on
-    YNNPACK, so the float64 checks keep their speed. A user's own YNN setting wins."""
-    import jaxviz.cpu
-
-    jaxviz.cpu.use_xla_reductions()
-
-
-_avoid_the_broken_reduce_fusion()
-
 import jax  # noqa: E402
 import jax.extend.core  # noqa: E402
 import numpy as np  # noqa: E402
@@ -72,8 +59,9 @@ def x64_stays_off():
 
 def xla_flags_like_this_process(*extra: str) -> str:
     """``XLA_FLAGS`` for a subprocess that computes what this process compares it with:
-    this process's YNN fusion setting (:func:`_avoid_the_broken_reduce_fusion`; other
-    YNN settings sum in other orders) and ``extra`` (a device count), nothing else."""
+    this process's YNN fusion setting, if any (``jv.cpu.use_xla_reductions()`` and the
+    like: another setting sums in another order) and ``extra`` (a device count), nothing
+    else."""
     ynn = [f for f in os.environ.get("XLA_FLAGS", "").split()
            if f.startswith("--xla_cpu_experimental_ynn_fusion_type")]
     return " ".join([*ynn, *extra])

@@ -489,3 +489,49 @@ def test_objectives_that_cannot_be_compiled_run_as_written(subjects):
     np.testing.assert_allclose(np.asarray(Mine()(model, variables, x)), channel, rtol=1e-6)
     np.testing.assert_allclose(np.asarray((O.channel(layer, 1) + total)(model, variables, x)),
                                channel + np.asarray(x).sum(axis=(1, 2, 3)), rtol=1e-5)
+
+
+def _objective_classes():
+    from jaxviz import objectives as O
+
+    return sorted((c for _, c in inspect.getmembers(O, inspect.isclass)
+                   if issubclass(c, O.Objective) and c is not O.Objective),
+                  key=lambda c: c.__name__)
+
+
+def _with_fields(cls, **values):
+    """An instance of an objective dataclass with its fields set as given (no checks)."""
+    import dataclasses
+
+    o = object.__new__(cls)
+    for f in dataclasses.fields(cls):
+        object.__setattr__(o, f.name, values.get(f.name))
+    return o
+
+
+def test_objective_kinds_never_share_a_program():
+    """Objectives are the compiled programs' arguments, so their pytree structures key
+    the programs: two kinds with the same fields (Channel and UnreachableTarget,
+    ClassLogit and ClassLogProb, LayerMax and Diversity) must not compare equal, or a
+    structure-keyed cache can run one's program for the other when their hashes meet
+    (jaxlib 0.10.2's register_dataclass nodes compare equal across classes). Every
+    objective class against every other, and the three pairs on one compiled function."""
+    from jaxviz import objectives as O
+
+    classes = _objective_classes()
+    assert {O.Channel, O.UnreachableTarget, O.ClassLogit, O.ClassLogProb} <= set(classes)
+    fields = dict(layer="conv", index=np.int32(0), target=np.int32(0), vector=np.zeros(2),
+                  position=None, y=1, x=1, terms=(), weights=(), fn=len)
+    trees = {c: jax.tree_util.tree_structure(_with_fields(c, **fields)) for c in classes}
+    for a in classes:
+        for b in classes:
+            assert (trees[a] == trees[b]) == (a is b), (a.__name__, b.__name__)
+    same_fields = [(O.Channel("conv", np.int32(1)), O.UnreachableTarget("conv", np.int32(1))),
+                   (O.ClassLogit(np.int32(2)), O.ClassLogProb(np.int32(2))),
+                   (O.LayerMax("conv"), O.Diversity("conv"))]
+    traced = []
+    f = jax.jit(lambda o: (traced.append(type(o)), jnp.zeros(()))[1])
+    for pair in same_fields:
+        for o in pair:
+            f(o)
+    assert traced == [type(o) for pair in same_fields for o in pair]

@@ -131,20 +131,6 @@ def test_xla_reductions_flag_gives_the_right_sum_and_keeps_convolutions_on_ynnpa
     assert out.split() == ["False", mine]
 
 
-@known
-def test_this_test_process_runs_reductions_on_xla():
-    """tests/conftest.py keeps the suite off the broken reduce fusion, in this process
-    (and, through XLA_FLAGS, in the subprocesses tests start)."""
-    import jax
-    import jax.numpy as jnp
-
-    assert {jaxviz.cpu.REDUCE_FLAG, jaxviz.cpu.FLAG} & set(os.environ.get("XLA_FLAGS", "").split())
-    i = jnp.arange(32_769, dtype=jnp.float32)
-    x = jnp.stack((i, jnp.zeros_like(i), jnp.zeros_like(i)), axis=1)
-    f = jax.jit(jax.vmap(lambda row: jnp.sum((jnp.eye(3) @ row) ** 2)))
-    assert float(f(x)[-1]) == 2.0 ** 30
-
-
 @pytest.mark.skipif(jaxviz.gpu._xla_flags.jaxlib_version() not in jaxviz.gpu.KNOWN_JAXLIB,
                     reason="this jaxlib is not known to accept the GPU flag")
 def test_gpu_layout_flag_is_accepted_and_changes_no_value_here():
