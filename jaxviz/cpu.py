@@ -38,8 +38,10 @@ product-and-sum over a rank-7 array crashes the process on an XLA worker thread
 :func:`use_xla_reductions` turns off that fusion alone: convolutions stay on YNNPACK,
 so float64 work keeps its speed (measured on AlexNet and VGG16 input gradients at
 64 px: float64 within 15 % either way); :func:`use_fast_convolutions` includes it. The
-test suite runs XLA's defaults, as a user's process does. XLA aborts the process on a flag it does not know, so the flag is only
-added for jaxlib versions known to accept it (:data:`KNOWN_JAXLIB`).
+test suite runs XLA's defaults, as a user's process does.
+
+XLA aborts the process on a flag it does not know, so the flags are only added for
+jaxlib versions known to accept them (:data:`KNOWN_JAXLIB`).
 """
 
 from __future__ import annotations

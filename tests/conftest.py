@@ -35,7 +35,6 @@ def _share_the_cores() -> None:
 
 _share_the_cores()
 
-
 import jax  # noqa: E402
 import jax.extend.core  # noqa: E402
 import numpy as np  # noqa: E402
