@@ -45,6 +45,12 @@ def bernoulli(key, p, shape: Sequence[int]) -> jax.Array:
     return jax.random.bernoulli(key, p, (_size(shape),)).reshape(shape)
 
 
+def bits(key, shape: Sequence[int]) -> jax.Array:
+    """``jax.random.bits(key, shape)`` (uint32), drawn flat."""
+    shape = tuple(shape)
+    return jax.random.bits(key, (_size(shape),), jnp.uint32).reshape(shape)
+
+
 def randint(key, shape: Sequence[int], minval, maxval, dtype=int) -> jax.Array:
     """``jax.random.randint(key, shape, minval, maxval, dtype)``, drawn flat. Bounds that
     are arrays broadcast against ``shape`` (as in jax.random) and are flattened with it."""

@@ -31,6 +31,7 @@ def pairs(key, shape):
     yield (_random.uniform(key, shape, jnp.float32, -1.0, 2.0),
            jax.random.uniform(key, shape, jnp.float32, -1.0, 2.0))
     yield _random.bernoulli(key, 0.3, shape), jax.random.bernoulli(key, 0.3, shape)
+    yield _random.bits(key, shape), jax.random.bits(key, shape, jnp.uint32)
     yield _random.randint(key, shape, 0, 9), jax.random.randint(key, shape, 0, 9)
     if len(shape) == 2 and shape[0]:  # bounds that are arrays, broadcast against the shape
         top = jnp.arange(1, shape[1] + 1)
@@ -59,7 +60,8 @@ def test_helpers_draw_flat():
     for name, draw in [("normal", lambda k: _random.normal(k, shape)),
                        ("uniform", lambda k: _random.uniform(k, shape)),
                        ("bernoulli", lambda k: _random.bernoulli(k, 0.5, shape)),
-                       ("randint", lambda k: _random.randint(k, shape, 0, top))]:
+                       ("randint", lambda k: _random.randint(k, shape, 0, top)),
+                       ("bits", lambda k: _random.bits(k, shape))]:
         shapes = [tuple(eqn.params["shape"])
                   for eqn in equations(jax.make_jaxpr(draw)(jax.random.key(0)), "random_bits")]
         assert shapes and all(len(s) == 1 for s in shapes), (name, shapes)
@@ -85,7 +87,7 @@ def test_raw_keys_both_threefry_modes_vmap_jit_and_float64(threefry):
             assert np.array_equal(ours, theirs)
 
 
-DRAWS = re.compile(r"\bjax\.random\.(normal|uniform|bernoulli|randint|truncated_normal|"
+DRAWS = re.compile(r"\bjax\.random\.(normal|uniform|bernoulli|randint|bits|truncated_normal|"
                    r"choice|permutation|gumbel|exponential|gamma|beta|dirichlet|categorical)\(")
 
 

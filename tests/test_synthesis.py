@@ -26,7 +26,7 @@ import pytest
 
 import jaxviz as jv
 from jaxviz import _random
-from conftest import F32_TOL, F64_TOL, max_rel_err, xla_flags_like_this_process
+from conftest import F32_TOL, F64_TOL, count_primitive, max_rel_err, xla_flags_like_this_process
 from jaxviz import objectives as obj
 from jaxviz.synthesis import optimize, param, regularizers, transforms
 
@@ -175,6 +175,37 @@ def test_standard_transforms_shape_and_determinism():
     assert a.shape == (32 + 24 - 12, 32 + 24 - 12, 3)
     np.testing.assert_array_equal(a, t(jax.random.key(1), img))
     assert not np.array_equal(a, t(jax.random.key(2), img))
+
+
+def test_a_chain_draws_its_indices_from_one_block_of_bits():
+    """What keeps synthesis programs quick to compile (transforms.py's docstring): each
+    preset hashes threefry once per image and step, however many indices it draws. Each
+    index covers its whole set, about evenly; a chain holding a transform of one's own
+    gives every transform its own key instead."""
+    img = _image(32, 32)
+    for preset in (transforms.standard(), transforms.lucid()):
+        jaxpr = jax.make_jaxpr(preset)(jax.random.key(0), img)
+        assert count_primitive(jaxpr, "random_bits") == 1, preset
+    sets = (5, 11, 26)
+    draws = jax.jit(jax.vmap(lambda k: transforms._draws(k, sets)))(
+        jax.random.split(jax.random.key(0), 5200))
+    assert draws.dtype == jnp.int32 and draws.shape == (5200, 3)
+    for column, n in zip(np.asarray(draws).T, sets):
+        counts = np.bincount(column, minlength=n)
+        assert counts.size == n, (n, counts)                # nothing beyond the set
+        expected = len(column) / n                          # 200 to 1040 per index
+        assert np.abs(counts - expected).max() < 5 * np.sqrt(expected), (n, counts)
+    seen = []
+
+    def mine(key, image):
+        seen.append(key)
+        return image[::-1]
+
+    chain = transforms.compose(transforms.jitter(2), mine)
+    out = chain(jax.random.key(3), img)
+    first, second = jax.random.split(jax.random.key(3), 2)
+    np.testing.assert_array_equal(jax.random.key_data(seen[0]), jax.random.key_data(second))
+    np.testing.assert_array_equal(out, transforms.jitter(2)(first, img)[::-1])
 
 
 def test_transform_specs():
